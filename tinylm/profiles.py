@@ -1,0 +1,108 @@
+"""Run profiles: one code path, three sizes (`ci` tests, `cpu` laptops, `gpu` workshops).
+
+Pick one with the environment variable ``TINYLM_PROFILE``; without it the course uses ``gpu`` when
+PyTorch sees a CUDA device and ``cpu`` otherwise. Every notebook reads its sizes from here, so the
+same cells run in seconds under CI and at full scale on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+ENV_VAR = "TINYLM_PROFILE"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes that change between profiles; everything else is the same code."""
+
+    name: str
+    description: str
+    bpe_sample_chars: int  # text the hand-written BPE trainer learns from in notebook 02
+    bpe_sample_vocab: int  # vocabulary it grows to
+    density_vocab_sizes: tuple[int, ...]  # BPE sizes measured for the density table
+    concat_demo_poems: tuple[int, ...]  # poem counts timed for the quadratic list-concat demo
+
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile(
+        name="ci",
+        description="CI on 2 CPU cores: every notebook in seconds, smallest sizes",
+        bpe_sample_chars=20_000,
+        bpe_sample_vocab=300,
+        density_vocab_sizes=(512, 2048),
+        concat_demo_poems=(250, 500, 1000),
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="a laptop without a GPU: each notebook in about 10 minutes at most",
+        bpe_sample_chars=300_000,
+        bpe_sample_vocab=1024,
+        density_vocab_sizes=(512, 2048, 8192, 16384),
+        concat_demo_poems=(1000, 2000, 4000, 8000),
+    ),
+    "gpu": Profile(
+        name="gpu",
+        description="an A10G-class GPU: the talk's runs at full scale",
+        bpe_sample_chars=300_000,
+        bpe_sample_vocab=1024,
+        density_vocab_sizes=(512, 2048, 8192, 16384),
+        concat_demo_poems=(1000, 2000, 4000, 8000),
+    ),
+}
+
+
+def default_profile_name() -> str:
+    """Return ``gpu`` when CUDA is available, else ``cpu`` (used when TINYLM_PROFILE is unset)."""
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the named profile, or the one TINYLM_PROFILE (or the hardware) selects."""
+    chosen = name or os.environ.get(ENV_VAR) or default_profile_name()
+    try:
+        return PROFILES[chosen.strip().lower()]
+    except KeyError:
+        valid = ", ".join(PROFILES)
+        source = "argument" if name else f"environment variable {ENV_VAR}"
+        raise ValueError(
+            f"Unknown run profile {chosen!r} (from the {source}). Valid profiles are: {valid}. "
+            f"Set {ENV_VAR} to one of them, for example `export {ENV_VAR}=cpu`, or unset it to "
+            "let the course pick gpu or cpu from your hardware."
+        ) from None
+
+
+def best_device() -> str:
+    """The fastest device PyTorch can use here: ``cuda``, then Apple's ``mps``, else ``cpu``."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def describe_environment() -> dict[str, str]:
+    """Versions, device and profile: what a learner checks before the first lesson."""
+    import platform
+
+    import numpy
+    import tiktoken
+
+    device = best_device()
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        device = f"cuda ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
+    profile = get_profile()
+    return {
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "tiktoken": tiktoken.__version__,
+        "device": device,
+        "cpu threads": str(torch.get_num_threads()),
+        "profile": f"{profile.name}: {profile.description}",
+    }
