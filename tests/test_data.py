@@ -1,0 +1,239 @@
+"""The data pipeline on synthetic files: fetch and verify, clean, split, pack, batches."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinylm import data
+from tinylm.data import DataError, Manifest, ManifestFile, Poem
+
+POEMS = [
+    {"title": "静夜思", "author": "李白",
+     "paragraphs": ["床前明月光，疑是地上霜。", "举头望明月，低头思故乡。"]},
+    {"title": "春晓", "author": "孟浩然",
+     "paragraphs": ["春眠不觉晓，处处闻啼鸟。", "夜来风雨声，花落知多少。"]},
+]
+
+
+def make_mirror(tmp_path: Path, files: dict[str, bytes]) -> tuple[Path, Manifest]:
+    """A mirror folder holding `files` and a manifest that lists them with true checksums."""
+    root = tmp_path / "mirror" / "repo"
+    entries = []
+    for rel, content in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(content)
+        sha = hashlib.sha256(content).hexdigest()
+        entries.append(ManifestFile(rel, sha, len(content), "tang"))
+    manifest = Manifest("0" * 40, "http://127.0.0.1:9/{commit}/{path}", "repo", tuple(entries))
+    return tmp_path / "mirror", manifest
+
+
+def poem_file(poems: list[dict]) -> bytes:
+    return json.dumps(poems, ensure_ascii=False).encode()
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    return make_mirror(tmp_path, {"全唐诗/poet.tang.0.json": poem_file(POEMS),
+                                  "全唐诗/poet.tang.1000.json": poem_file(POEMS[:1])})
+
+
+def test_fetch_copies_and_verifies_from_mirror(tmp_path, mirror):
+    mirror_dir, manifest = mirror
+    dest = data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+    assert (dest / "全唐诗/poet.tang.0.json").read_bytes() == poem_file(POEMS)
+    poems = data.load_poems(dest, manifest)
+    assert [p.title for p in poems] == ["静夜思", "春晓", "静夜思"]
+
+
+def test_fetch_skips_files_already_verified(tmp_path, mirror, monkeypatch):
+    mirror_dir, manifest = mirror
+    data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+
+    def fail(*args):
+        raise AssertionError("a verified file was copied again")
+
+    monkeypatch.setattr(data.shutil, "copyfile", fail)
+    data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+
+
+def test_checksum_mismatch_is_reported_and_nothing_kept(tmp_path, mirror):
+    mirror_dir, manifest = mirror
+    (mirror_dir / "repo/全唐诗/poet.tang.1000.json").write_bytes(b"[]")
+    with pytest.raises(DataError, match="Checksum mismatch for 全唐诗/poet.tang.1000.json"):
+        data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+    leftovers = sorted(p.name for p in (tmp_path / "raw/全唐诗").iterdir())
+    assert leftovers == ["poet.tang.0.json"]  # the good file stays, no bad file, no .part
+
+
+def test_missing_mirror_folder_says_which_variable(tmp_path, mirror):
+    _, manifest = mirror
+    with pytest.raises(DataError, match=data.MIRROR_ENV):
+        data.fetch(dest=tmp_path / "raw", mirror=tmp_path / "nowhere", manifest=manifest)
+
+
+def test_mirror_missing_a_file_names_it(tmp_path, mirror):
+    mirror_dir, manifest = mirror
+    (mirror_dir / "repo/全唐诗/poet.tang.1000.json").unlink()
+    with pytest.raises(DataError, match="poet.tang.1000.json"):
+        data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+
+
+def test_no_network_and_no_mirror(tmp_path, mirror, monkeypatch):
+    _, manifest = mirror
+    monkeypatch.delenv(data.MIRROR_ENV, raising=False)
+    with pytest.raises(DataError, match="Could not download .*no internet access"):
+        data.fetch(dest=tmp_path / "raw", manifest=manifest, progress=False)
+    assert not list((tmp_path / "raw").rglob("*.json*"))
+
+
+def test_interrupted_download_leaves_nothing_behind(tmp_path, mirror, monkeypatch):
+    _, manifest = mirror
+    monkeypatch.delenv(data.MIRROR_ENV, raising=False)
+
+    def half_then_killed(url, partial):
+        partial.write_bytes(b'[{"title": ')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "_download", half_then_killed)
+    with pytest.raises(KeyboardInterrupt):
+        data.fetch(dest=tmp_path / "raw", manifest=manifest, progress=False)
+    assert not [p for p in (tmp_path / "raw").rglob("*") if p.is_file()]
+
+
+def test_corrupt_json_names_the_file(tmp_path):
+    mirror_dir, manifest = make_mirror(tmp_path, {"全唐诗/poet.tang.0.json": b'[{"title": "x",'})
+    dest = data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+    with pytest.raises(DataError, match=r"poet\.tang\.0\.json is not a valid poem file"):
+        data.load_poems(dest, manifest)
+
+
+def test_to_simplified_converts_every_field():
+    (poem,) = data.to_simplified([Poem("帝京篇", "太宗皇帝", "秦川雄帝宅，函谷壯皇居。")])
+    assert poem == Poem("帝京篇", "太宗皇帝", "秦川雄帝宅，函谷壮皇居。")
+
+
+def test_clean_removes_notes_and_drops_lost_characters():
+    poems = [
+        Poem(" 题 ", "甲", "山高月小，（一作水落）石出天青。\n（按：见某书）"),
+        Poem("补", "乙", "[白]日依山尽，黄河入海流。"),
+        Poem("缺", "丙", "□□依山尽，黄河入海流。"),
+        Poem("缺二", "丁", "疲{艹尔}苟怀策，栖屑无所施。"),
+        Poem("空", "戊", "（以上见某书）"),
+        Poem("空格", "己", "白 日依山尽，\t黄河入海流。"),
+    ]
+    kept, report = data.clean_poems(poems)
+    assert [p.content for p in kept] == [
+        "山高月小，石出天青。", "白日依山尽，黄河入海流。", "白日依山尽，黄河入海流。"]
+    assert kept[0].title == "题"
+    assert (report.notes_removed, report.insertions_unwrapped) == (3, 1)
+    assert (report.placeholder_poems, report.empty_poems, report.poems_out) == (2, 1, 3)
+    assert report.placeholder_chars == {"□": 2, "{…}": 1}
+
+
+def test_deduplicate_keeps_first_body():
+    poems = [Poem("a", "x", "同一首诗。"), Poem("b", "y", "另一首。"), Poem("c", "z", "同一首诗。")]
+    kept, removed = data.deduplicate(poems)
+    assert [p.title for p in kept] == ["a", "b"] and removed == 1
+
+
+@pytest.mark.parametrize("method", data.SPLIT_METHODS)
+def test_split_by_poem(method):
+    poems = [Poem(str(i), "x", f"诗{i}") for i in range(100)]
+    train, val = data.split_poems(poems, 0.1, method, seed=3)
+    assert len(val) == 10 and len(train) == 90
+    assert {p.title for p in train}.isdisjoint(p.title for p in val)
+    assert data.split_poems(poems, 0.1, method, seed=3) == (train, val)
+    if method == "last":
+        assert [p.title for p in val] == [str(i) for i in range(90, 100)]
+
+
+def test_split_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="random"):
+        data.split_poems([Poem("a", "b", "c")] * 10, method="first")
+    with pytest.raises(ValueError, match="val_fraction"):
+        data.split_poems([Poem("a", "b", "c")] * 10, val_fraction=1.5)
+
+
+def test_poem_text_is_title_author_content():
+    assert Poem("春晓", "孟浩然", "春眠不觉晓").text == "春晓\n孟浩然\n春眠不觉晓"
+
+
+def test_pack_dtype_and_end_of_text_positions():
+    assert data.token_dtype(9_000) == np.uint16
+    assert data.token_dtype(65_536) == np.uint16
+    assert data.token_dtype(100_277) == np.uint32
+    packed = data.pack([[5, 6, 7], [], [8]], eot_id=0, dtype=np.dtype(np.uint16))
+    assert packed.dtype == np.uint16
+    assert packed.tolist() == [5, 6, 7, 0, 0, 8, 0]
+    big = data.pack([[70_000]], eot_id=100_000, dtype=data.token_dtype(100_277))
+    assert big.tolist() == [70_000, 100_000]
+
+
+def synthetic_corpus(n: int = 60) -> data.Corpus:
+    rng = np.random.default_rng(0)
+    chars = list("春江花月夜风山水云天人归")
+    poems = [Poem(f"题{i}", "某", "，".join("".join(rng.choice(chars, 5)) for _ in range(4)) + "。")
+             for i in range(n)]
+    train, val = data.split_poems(poems, 0.1)
+    return data.Corpus(train, val, data.CleaningReport(poems_in=n, poems_out=n), "random", 0.1,
+                       1337)
+
+
+def test_prepare_packs_and_reuses_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    corpus = synthetic_corpus()
+    packed = data.prepare("char", corpus=corpus)
+    tok = packed.tokenizer
+    assert packed.meta["dtype"] == "uint16" and packed.train.dtype == np.uint16
+    assert packed.meta["counts"]["train_poems"] == len(corpus.train)
+    assert int((np.asarray(packed.train) == tok.eot_id).sum()) == len(corpus.train)
+    first = np.asarray(packed.train[: packed.train.tolist().index(tok.eot_id)])
+    assert tok.decode(first.tolist()) == corpus.train[0].text
+    assert data.is_prepared("char")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("an up-to-date tokenization was rebuilt")
+
+    monkeypatch.setattr(data, "load_corpus", fail)
+    monkeypatch.setattr(data, "pack", fail)
+    assert data.prepare("char", corpus=corpus).meta == packed.meta
+
+
+def test_stale_or_half_written_cache_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    corpus = synthetic_corpus()
+    folder = data.prepare("char", corpus=corpus).path
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["inputs_hash"] = "from-an-older-pipeline"
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert not data.is_prepared("char")
+    (folder / "meta.json").unlink()  # a run killed before meta.json was written
+    assert not data.is_prepared("char")
+    assert data.prepare("char", corpus=corpus).meta["inputs_hash"] != "from-an-older-pipeline"
+
+
+def test_load_packed_without_prepare_says_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    with pytest.raises(DataError, match="python -m tinylm data --tokenizer gpt2"):
+        data.load_packed("gpt2")
+
+
+def test_batch_sampler_shapes_and_shift():
+    tokens = np.arange(1000, dtype=np.uint16)
+    sampler = data.BatchSampler(tokens, batch_size=4, block_size=16, seed=0)
+    x, y = next(sampler)
+    assert x.shape == y.shape == (4, 16) and x.dtype == y.dtype == torch.int64
+    assert torch.equal(y[:, :-1], x[:, 1:])
+    assert torch.equal(y, x + 1)  # in this array the next token is always id + 1
+    x2, _ = data.BatchSampler(tokens, 4, 16, seed=0).sample()
+    assert torch.equal(x, x2)
+
+
+def test_batch_sampler_rejects_too_little_data():
+    with pytest.raises(ValueError, match="block_size"):
+        data.BatchSampler(np.arange(8, dtype=np.uint16), batch_size=2, block_size=8)
