@@ -119,7 +119,7 @@ def test_to_simplified_converts_every_field():
 
 def test_clean_removes_notes_and_drops_lost_characters():
     poems = [
-        Poem(" 题 ", "甲", "山高月小，（一作水落）石出天青。\n（按：见某书）"),
+        Poem(" 题二首\u3000 一 ", "甲", "山高月小，（一作水落）石出天青。\n（按：见某书）"),
         Poem("补", "乙", "[白]日依山尽，黄河入海流。"),
         Poem("缺", "丙", "□□依山尽，黄河入海流。"),
         Poem("缺二", "丁", "疲{艹尔}苟怀策，栖屑无所施。"),
@@ -129,7 +129,7 @@ def test_clean_removes_notes_and_drops_lost_characters():
     kept, report = data.clean_poems(poems)
     assert [p.content for p in kept] == [
         "山高月小，石出天青。", "白日依山尽，黄河入海流。", "白日依山尽，黄河入海流。"]
-    assert kept[0].title == "题"
+    assert kept[0].title == "题二首 一"
     assert (report.notes_removed, report.insertions_unwrapped) == (3, 1)
     assert (report.placeholder_poems, report.empty_poems, report.poems_out) == (2, 1, 3)
     assert report.placeholder_chars == {"□": 2, "{…}": 1}

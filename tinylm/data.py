@@ -34,7 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_PATH = PROJECT_ROOT / "data" / "manifest.json"
 MIRROR_ENV = "TINYLM_DATA_MIRROR"  # a folder laid out like upstream, e.g. <mirror>/chinese-poetry
 DATA_DIR_ENV = "TINYLM_DATA_DIR"  # where downloads and packed data go (default: <project>/data)
-PIPELINE_VERSION = 1  # bump when cleaning or packing changes, so cached .bin files are rebuilt
+PIPELINE_VERSION = 2  # bump when cleaning or packing changes, so cached .bin files are rebuilt
 DOWNLOAD_TIMEOUT_S = 30
 
 PLACEHOLDERS = "□■●○"  # characters the editors used for lost or unreadable characters
@@ -254,8 +254,13 @@ class CleaningReport:
 
 
 def clean_line(line: str) -> str:
-    """Strip whitespace inside a line (the corpus uses none in verse)."""
+    """Remove whitespace inside a verse line (verse uses none; stray spaces are typos)."""
     return re.sub(r"\s+", "", line)
+
+
+def clean_title(title: str) -> str:
+    """Collapse whitespace in a title or name to single spaces ("帝京篇十首 一" keeps its space)."""
+    return " ".join(title.split())
 
 
 def clean_poems(poems: Sequence[Poem]) -> tuple[list[Poem], CleaningReport]:
@@ -278,7 +283,7 @@ def clean_poems(poems: Sequence[Poem]) -> tuple[list[Poem], CleaningReport]:
         if not content:
             report.empty_poems += 1
             continue
-        kept.append(Poem(clean_line(poem.title), clean_line(poem.author), content))
+        kept.append(Poem(clean_title(poem.title), clean_title(poem.author), content))
     report.poems_out = len(kept)
     return kept, report
 
