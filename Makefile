@@ -1,0 +1,46 @@
+# TinyLM course. Main job: `make lab` (set up, prepare the data, open JupyterLab).
+# Tests: `make test` (same set-up, then lint and pytest with every notebook in the `ci` profile).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# PyTorch is installed first and on its own so you can choose the build, e.g. a CUDA build:
+#   make setup TORCH=torch==2.13.0 TORCH_PIP_ARGS="--index-url <your CUDA wheel index>"
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+
+.PHONY: setup data lab demo test bench notebooks lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)" $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+data: setup
+	$(BIN)/python -m tinylm data
+
+lab: data
+	$(BIN)/jupyter lab notebooks/
+
+demo: data
+	$(BIN)/python -m tinylm demo
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: data lint
+	$(BIN)/python -m pytest
+
+bench: data
+	$(BIN)/python bench/data_prep.py
+
+# Re-execute every notebook in place (default profile cpu) so the committed outputs are current.
+notebooks: data
+	TINYLM_PROFILE=$${TINYLM_PROFILE:-cpu} $(BIN)/jupyter nbconvert --to notebook --execute \
+		--inplace --ExecutePreprocessor.timeout=1800 notebooks/*.ipynb
+
+clean:
+	rm -rf data/processed data/bench
