@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 #   make setup TORCH=torch==2.13.0 TORCH_PIP_ARGS="--index-url <your CUDA wheel index>"
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+# Extra JupyterLab options, e.g. LAB_ARGS="--no-browser --port 8899"; root (a container or a
+# cloud VM) needs --allow-root, which is added for you.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: setup data lab demo test bench notebooks lint clean
 
@@ -23,7 +26,7 @@ data: setup
 	$(BIN)/python -m tinylm data
 
 lab: data
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/
 
 demo: data
 	$(BIN)/python -m tinylm demo
