@@ -342,11 +342,9 @@ class Corpus:
     seed: int
 
 
-def clean_corpus(simplified: bool = True) -> tuple[list[Poem], CleaningReport]:
+def clean_corpus() -> tuple[list[Poem], CleaningReport]:
     """Fetch if needed, then load, convert 繁→简, clean and dedupe the poems (upstream order)."""
-    poems = load_poems(fetch("tang", progress=False))
-    if simplified:
-        poems = to_simplified(poems)
+    poems = to_simplified(load_poems(fetch("tang", progress=False)))
     poems, report = clean_poems(poems)
     poems, report.duplicates = deduplicate(poems)
     report.poems_out = len(poems)

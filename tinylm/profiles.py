@@ -22,7 +22,6 @@ class Profile:
     name: str
     description: str
     bpe_sample_chars: int  # text the hand-written BPE trainer learns from in notebook 02
-    bpe_sample_vocab: int  # vocabulary it grows to
     density_vocab_sizes: tuple[int, ...]  # BPE sizes measured for the density table
     concat_demo_poems: tuple[int, ...]  # poem counts timed for the quadratic list-concat demo
 
@@ -32,7 +31,6 @@ PROFILES: dict[str, Profile] = {
         name="ci",
         description="CI on 2 CPU cores: every notebook in seconds, smallest sizes",
         bpe_sample_chars=20_000,
-        bpe_sample_vocab=300,
         density_vocab_sizes=(512, 2048),
         concat_demo_poems=(250, 500, 1000),
     ),
@@ -40,7 +38,6 @@ PROFILES: dict[str, Profile] = {
         name="cpu",
         description="a laptop without a GPU: each notebook in about 10 minutes at most",
         bpe_sample_chars=300_000,
-        bpe_sample_vocab=1024,
         density_vocab_sizes=(512, 2048, 8192, 16384),
         concat_demo_poems=(1000, 2000, 4000, 8000),
     ),
@@ -48,7 +45,6 @@ PROFILES: dict[str, Profile] = {
         name="gpu",
         description="an A10G-class GPU: the talk's runs at full scale",
         bpe_sample_chars=300_000,
-        bpe_sample_vocab=1024,
         density_vocab_sizes=(512, 2048, 8192, 16384),
         concat_demo_poems=(1000, 2000, 4000, 8000),
     ),
