@@ -1,0 +1,124 @@
+"""The GPT: preset sizes, init loss, manual = sdpa, save/load and its errors."""
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from tinylm.model import (
+    GPT,
+    PRESETS,
+    GPTConfig,
+    count_parameters,
+    flops_per_token,
+    preset,
+    training_memory_bytes,
+)
+
+TINY = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
+
+
+@pytest.mark.parametrize(("name", "millions"), [("30m", 29.94), ("124m", 123.59),
+                                                ("757m", 756.82)])
+def test_preset_parameter_counts_match_the_talk(name, millions):
+    assert round(count_parameters(PRESETS[name]) / 1e6, 2) == millions
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_formula_counts_what_the_module_holds(bias):
+    config = replace(TINY, bias=bias)
+    model = GPT(config)
+    assert model.num_parameters() == count_parameters(config)
+    assert model.num_parameters(non_embedding=False) == count_parameters(config, False)
+
+
+def test_flops_per_token_of_124m():
+    # 6 · 123,587,328 + 12 · 12 layers · 256 tokens · 768 channels
+    assert flops_per_token(PRESETS["124m"]) == 6 * 123_587_328 + 12 * 12 * 256 * 768
+
+
+def test_preset_pads_the_vocabulary():
+    assert preset("char-ci", vocab_size=8733).vocab_size == 8768
+    with pytest.raises(ValueError, match="presets are"):
+        preset("1b")
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="n_embd .* divisible by n_head"):
+        GPTConfig(n_embd=100, n_head=3)
+    with pytest.raises(ValueError, match="GPTConfig.dropout"):
+        GPTConfig(dropout=1.5)
+    with pytest.raises(ValueError, match="unknown GPTConfig field.*n_heads"):
+        GPTConfig.from_dict({"n_heads": 4})
+
+
+def test_loss_at_init_is_about_ln_vocab():
+    torch.manual_seed(0)
+    config = replace(TINY, vocab_size=512)
+    model = GPT(config)
+    idx, targets = torch.randint(0, 512, (2, 8, 16)).unbind(0)
+    _, loss = model(idx, targets)  # random targets: every token equally likely at init
+    assert abs(loss.item() - math.log(512)) < 0.05
+
+
+def test_manual_and_sdpa_give_identical_logits_in_fp32():
+    torch.manual_seed(0)
+    model = GPT(TINY).eval()
+    manual = GPT(replace(TINY, attention="manual")).eval()
+    manual.load_state_dict(model.state_dict())
+    idx = torch.randint(0, 64, (2, 16))
+    assert (model(idx)[0] - manual(idx)[0]).abs().max().item() <= 1e-5
+
+
+def test_weights_are_tied_and_residual_projections_scaled():
+    torch.manual_seed(0)
+    model = GPT(replace(TINY, n_layer=8, n_embd=256, n_head=4))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    proj = model.transformer.h[0].mlp.c_proj.weight.std().item()
+    assert abs(proj - 0.02 / math.sqrt(16)) < 0.001
+
+
+def test_attention_maps_shape_and_causality():
+    model = GPT(TINY).eval()
+    maps = model.attention_maps(torch.randint(0, 64, (1, 10)))
+    assert len(maps) == 2 and maps[0].shape == (1, 2, 10, 10)
+    assert torch.all(maps[1][0, :, 0, 1:] == 0)
+
+
+def test_too_long_input_is_an_error():
+    with pytest.raises(ValueError, match="block_size=16"):
+        GPT(TINY)(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(TINY).eval()
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = GPT.from_pretrained(tmp_path).eval()
+    idx = torch.randint(0, 64, (2, 16))
+    assert torch.equal(model(idx)[0], loaded(idx)[0])
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+
+
+def test_load_errors_name_the_file_or_field(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        GPT.from_pretrained(tmp_path)
+    GPT(TINY).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
+    with pytest.raises(ValueError, match="transformer.wte.weight.*different models"):
+        GPT.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "n_layer": 3}))
+    with pytest.raises(ValueError, match=r"missing tensors \['transformer.h.2"):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_training_memory_components():
+    memory = training_memory_bytes(PRESETS["124m"], batch_size=64)
+    assert memory["weights + grads + AdamW (fp32)"] == 16 * count_parameters(PRESETS["124m"],
+                                                                             False)
+    without_flash = training_memory_bytes(PRESETS["124m"], 64, flash=False)
+    assert without_flash["activations"] > memory["activations"]

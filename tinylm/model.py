@@ -1,0 +1,284 @@
+"""The GPT: a config with the talk's presets, and a nanoGPT-style decoder-only transformer.
+
+Read `GPT.forward` top to bottom: token + position embeddings, `n_layer` pre-norm blocks
+(attention then MLP, each added to the residual stream), a final LayerNorm, and the output layer,
+which shares its weights with the token embedding. `save_pretrained` / `from_pretrained` store
+``config.json`` + ``model.safetensors``, as Hugging Face models do (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tinylm.attention import ATTENTION_IMPLEMENTATIONS, CausalSelfAttention
+from tinylm.tokenizers import pad_vocab_size
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Every number that decides the model's shape, plus dropout and the attention path."""
+
+    vocab_size: int = 50304  # GPT-2's 50,257 padded to a multiple of 64
+    block_size: int = 256  # context length in tokens
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.0
+    bias: bool = False  # biases in Linear and LayerNorm (GPT-2 had them; the talk's runs did not)
+    attention: str = "sdpa"  # "manual" (by hand, returns weights) or "sdpa" (fused kernel)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, "
+                                 f"got {getattr(self, name)!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by "
+                             f"n_head ({self.n_head}): each head gets n_embd / n_head channels")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"GPTConfig.attention must be one of {ATTENTION_IMPLEMENTATIONS}, "
+                             f"got {self.attention!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GPTConfig:
+        """Build a config from a dict (config.json), naming any field it does not know."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig field(s) {unknown}; known fields: "
+                             f"{sorted(known)}")
+        return cls(**values)
+
+
+# The talk's nanoGPT models (GPT-2 tokenizer, context 256, no biases), and small
+# character-level models for laptops and CI (their vocab_size is set from the tokenizer).
+PRESETS: dict[str, GPTConfig] = {
+    "30m": GPTConfig(n_layer=6, n_head=6, n_embd=384),
+    "124m": GPTConfig(n_layer=12, n_head=12, n_embd=768),
+    "757m": GPTConfig(n_layer=24, n_head=24, n_embd=1536),
+    "char-ci": GPTConfig(vocab_size=8768, block_size=64, n_layer=2, n_head=2, n_embd=64),
+    "char-cpu": GPTConfig(vocab_size=8768, block_size=128, n_layer=4, n_head=4, n_embd=256),
+}
+
+
+def preset(name: str, **overrides) -> GPTConfig:
+    """A preset config by name, with fields overridden (e.g. vocab_size, dropout)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; presets are {sorted(PRESETS)}")
+    if "vocab_size" in overrides:
+        overrides["vocab_size"] = pad_vocab_size(overrides["vocab_size"])
+    return replace(PRESETS[name], **overrides)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's own cannot drop only the bias)."""
+
+    def __init__(self, ndim: int, bias: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: widen 4x, GELU, project back."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """One transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, config.bias)
+        self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.dropout,
+                                        config.bias, config.attention)
+        self.ln_2 = LayerNorm(config.n_embd, config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.attn(self.ln_1(x), return_weights)
+        x = x + attended  # (B, T, C) residual stream
+        x = x + self.mlp(self.ln_2(x))
+        return x, weights
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model (GPT-2 architecture, nanoGPT layout)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
+            wpe=nn.Embedding(config.block_size, config.n_embd),  # position embeddings
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            ln_f=LayerNorm(config.n_embd, config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix, two uses
+        self.apply(self._init_weights)
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by 1/√(2L)
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                return_weights: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) → (logits (B, T, V), mean cross-entropy vs targets (B, T), or None).
+
+        Targets equal to -100 are ignored in the loss (used by fine-tuning in notebook 06).
+        With return_weights the attention maps are kept in `self.last_attention`.
+        """
+        b, t = idx.shape
+        if t > self.config.block_size:
+            raise ValueError(f"sequence of {t} tokens is longer than the context "
+                             f"(block_size={self.config.block_size})")
+        pos = torch.arange(t, device=idx.device)  # (T,)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
+        x = self.transformer.drop(x)
+        maps = []
+        for block in self.transformer.h:
+            x, weights = block(x, return_weights)
+            maps.append(weights)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        self.last_attention = maps if return_weights else None
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1),
+                                   ignore_index=-100)
+        return logits, loss
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights of every layer for idx (B, T): a list of (B, nh, T, T)."""
+        self.forward(idx, return_weights=True)
+        maps, self.last_attention = self.last_attention, None
+        return maps
+
+    def num_parameters(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without position embeddings, as nanoGPT reports it.
+
+        The token embedding is counted: it is tied to the output layer, so it does compute.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json and model.safetensors (each to a temporary name, then renamed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()
+                 if k != "lm_head.weight"}  # tied to wte: stored once
+        partial = directory / (WEIGHTS_FILE + ".part")
+        save_file(state, str(partial), metadata={"format": "pt"})
+        partial.replace(directory / WEIGHTS_FILE)
+        partial = directory / (CONFIG_FILE + ".part")
+        partial.write_text(json.dumps(asdict(self.config), indent=2) + "\n", encoding="utf-8")
+        partial.replace(directory / CONFIG_FILE)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides) -> GPT:
+        """Load a model saved by save_pretrained; overrides change e.g. dropout or attention."""
+        directory = Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(
+                    f"{directory / name} is missing: not a model saved with save_pretrained "
+                    f"(it needs {CONFIG_FILE} and {WEIGHTS_FILE}).")
+        values = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = replace(GPTConfig.from_dict(values), **overrides)
+        model = cls(config)
+        state = load_file(str(directory / WEIGHTS_FILE))
+        expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        _check_state(state, expected, directory / WEIGHTS_FILE)
+        model.load_state_dict(state, strict=False)  # lm_head.weight comes with wte (tied)
+        return model
+
+
+def _check_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                 path: Path) -> None:
+    """Raise an error naming the first tensor that is missing, unexpected or of another shape."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit this model: missing tensors {missing[:5]}, "
+                         f"unexpected tensors {unexpected[:5]} (was it saved by another "
+                         "model or config?)")
+    for key, tensor in expected.items():
+        if state[key].shape != tensor.shape:
+            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, but "
+                             f"config.json implies {tuple(tensor.shape)}; the weights and the "
+                             "config come from different models")
+
+
+def count_parameters(config: GPTConfig, non_embedding: bool = True) -> int:
+    """Parameters of a GPT with this config, from the formula (no model is built).
+
+    Per block: 12·C² weights (q, k, v, out: 4·C²; MLP: 8·C²), 2·C LayerNorm scales, and 11·C
+    biases if enabled. Plus the token embedding V·C (shared with the output layer), the final
+    LayerNorm, and, unless non_embedding, the position embedding T·C.
+    """
+    c = config.n_embd
+    per_block = 12 * c * c + 2 * c + (11 * c if config.bias else 0)
+    total = config.vocab_size * c + config.n_layer * per_block + (2 * c if config.bias else c)
+    return total if non_embedding else total + config.block_size * c
+
+
+def flops_per_token(config: GPTConfig, seq_len: int | None = None) -> int:
+    """Training FLOPs per token: 6N for the matmuls plus 12·L·T·C for attention (PaLM, app. B)."""
+    t = seq_len or config.block_size
+    return 6 * count_parameters(config) + 12 * config.n_layer * t * config.n_embd
+
+
+def training_memory_bytes(config: GPTConfig, batch_size: int, flash: bool = True) -> dict:
+    """Rough memory to train with AdamW in mixed precision, in bytes, by component.
+
+    Weights, gradients and AdamW's two moments in fp32: 16 bytes per parameter. Activations
+    per layer from Korthikanti et al. 2022 (arXiv:2205.05198, eq. 2): s·b·h·(34 + 5·a·s/h)
+    bytes in 16-bit, where the 5·a·s/h term (the T×T attention matrices) disappears with a
+    fused (flash) attention kernel; plus the logits and their gradient in fp32 for the loss.
+    """
+    s, b, h, a = config.block_size, batch_size, config.n_embd, config.n_head
+    per_layer = s * b * h * (34 + (0 if flash else 5 * a * s / h))
+    return {
+        "weights + grads + AdamW (fp32)": 16 * count_parameters(config, non_embedding=False),
+        "activations": int(config.n_layer * per_layer),
+        "logits (fp32, with grads)": 2 * 4 * b * s * config.vocab_size,
+    }
