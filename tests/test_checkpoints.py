@@ -1,0 +1,49 @@
+"""checkpoints.get: trains the profile's run once, loads it afterwards, rejects unknown names."""
+
+import numpy as np
+import pytest
+import torch
+
+from tinylm import checkpoints, data
+from tinylm import train as train_mod
+from tinylm.data import Poem
+from tinylm.train import TrainConfig
+
+TINY = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, max_steps=6,
+                   warmup_steps=2, lr=3e-3, min_lr=3e-4, dropout=0.0, eval_interval=3,
+                   eval_batches=1, log_interval=3, block_size=32)
+
+
+@pytest.fixture
+def tiny_ci_run(tmp_path, monkeypatch) -> TrainConfig:
+    """The ci profile's run replaced by a tiny one on synthetic poems, all under tmp_path."""
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(train_mod.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    rng = np.random.default_rng(0)
+    poems = [Poem(f"题{i}", "某", "".join(rng.choice(list("春江花月夜风山水"), 10)) + "。")
+             for i in range(40)]
+    train_poems, val = data.split_poems(poems, 0.1)
+    data.prepare("char", corpus=data.Corpus(train_poems, val, data.CleaningReport(), "random",
+                                            0.1, 1337))
+    monkeypatch.setitem(train_mod.RUNS, "char-ci", TINY)
+    return TINY
+
+
+def test_get_trains_once_then_loads(tiny_ci_run, monkeypatch):
+    model, tokenizer = checkpoints.get("poem-char", profile="ci", progress=False)
+    assert (tiny_ci_run.out_dir / "model" / "model.safetensors").is_file()
+    assert tokenizer.vocab_size <= model.config.vocab_size and not model.training
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was trained again")
+
+    monkeypatch.setattr(train_mod, "_train", fail)
+    again, _ = checkpoints.get(profile="ci", progress=False)
+    loaded = again.state_dict()
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, loaded[name]), name
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match="'poem-gpt5'.*'poem-char'"):
+        checkpoints.get("poem-gpt5")

@@ -1,0 +1,240 @@
+"""The training loop on a tiny synthetic corpus: schedule, logs, exact resume, NaN, DDP, CLI."""
+
+import json
+import math
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tinylm import cli, data
+from tinylm import train as train_mod
+from tinylm.data import Poem
+from tinylm.model import GPT
+from tinylm.train import RUNS, TrainConfig, TrainingDiverged, lr_at, train
+
+TINY = TrainConfig("tiny", model="char-ci", tokenizer="char", batch_size=4, max_steps=20,
+                   warmup_steps=4, lr=3e-3, min_lr=3e-4, dropout=0.1, eval_interval=5,
+                   eval_batches=2, log_interval=1, block_size=32)
+
+
+def synthetic_corpus(n: int = 60) -> data.Corpus:
+    rng = np.random.default_rng(0)
+    chars = list("春江花月夜风山水云天人归")
+    poems = [Poem(f"题{i}", "某", "，".join("".join(rng.choice(chars, 5)) for _ in range(4)) + "。")
+             for i in range(n)]
+    train_poems, val = data.split_poems(poems, 0.1)
+    return data.Corpus(train_poems, val, data.CleaningReport(poems_in=n, poems_out=n), "random",
+                       0.1, 1337)
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch) -> TrainConfig:
+    """Packed synthetic poems in a tmp data folder, runs in a tmp runs folder, 1 CPU thread."""
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(train_mod.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    data.prepare("char", corpus=synthetic_corpus())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield TINY
+    torch.set_num_threads(threads)
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def test_lr_warms_up_then_decays_to_min_lr():
+    cfg = replace(TINY, max_steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-4)
+    lrs = [lr_at(step, cfg) for step in range(101)]
+    assert lrs[0] == pytest.approx(1e-3 / 11) and lrs[9] == pytest.approx(1e-3 * 10 / 11)
+    assert lrs[10] == pytest.approx(1e-3)  # the peak, right after warmup
+    assert lrs[55] == pytest.approx(5.5e-4)  # half way through the cosine: the mean of the two
+    assert lrs[10:] == sorted(lrs[10:], reverse=True)
+    assert lrs[100] == pytest.approx(1e-4) and lr_at(500, cfg) == 1e-4
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match=r"TrainConfig.dtype .*'auto', 'float32', 'bfloat16'"):
+        replace(TINY, dtype="fp8")
+    with pytest.raises(ValueError, match="TrainConfig.model"):
+        replace(TINY, model="7b")
+    with pytest.raises(ValueError, match="TrainConfig.min_lr"):
+        replace(TINY, min_lr=1.0)
+    with pytest.raises(ValueError, match="TrainConfig.warmup_steps"):
+        replace(TINY, warmup_steps=21)
+    with pytest.raises(ValueError, match="TrainConfig.device"):
+        replace(TINY, device="tpu9")
+    with pytest.raises(ValueError, match="TrainConfig.lr must be a number, got 'abc'"):
+        replace(TINY, lr="abc")
+
+
+def test_runs_match_the_talk():
+    for name in ("talk-30m", "talk-124m"):
+        cfg = RUNS[name]
+        tokens = cfg.batch_size * 256 * cfg.max_steps
+        assert cfg.tokenizer == "gpt2" and cfg.block_size is None and 79e6 < tokens < 81e6
+        assert (cfg.lr, cfg.min_lr, cfg.betas, cfg.dropout, cfg.weight_decay) == (
+            1e-3, 1e-4, (0.9, 0.99), 0.2, 0.1)
+    assert all(cfg.run_name == name for name, cfg in RUNS.items())
+
+
+def test_peak_flops_by_device_name(monkeypatch):
+    assert train_mod.peak_flops("cpu") is None and train_mod.mfu(100, 1e3, None) is None
+    for name, peak in [("NVIDIA A10G", 125e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+                       ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+                       ("Tesla T4", None)]:
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device, n=name: n)
+        assert train_mod.peak_flops(torch.device("cuda")) == peak
+
+
+def test_train_writes_log_checkpoint_and_model(tiny):
+    result = train(tiny, progress=False)
+    out = tiny.out_dir
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert records == result.history and [r["step"] for r in records] == list(range(21))
+    evals = [r for r in records if r["val_loss"] is not None]
+    assert [r["step"] for r in evals] == [0, 5, 10, 15, 20]
+    assert evals[0]["val_loss"] == pytest.approx(math.log(64), abs=0.3)  # ln V at init
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
+    assert records[-1]["tokens"] == 20 * 4 * 32 and records[-1]["mfu"] is None
+    assert {p.name for p in (out / "checkpoint").iterdir()} == {
+        "config.json", "model.safetensors", "trainer_state.pt"}
+    assert {p.name for p in (out / "model").iterdir()} == {
+        "config.json", "model.safetensors", "tokenizer.json", "train_config.json"}
+    assert not result.model.training
+
+
+def test_finished_run_is_loaded_not_retrained(tiny, monkeypatch):
+    first = train(tiny, progress=False)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_mod, "_train", fail)
+    again = train(tiny, progress=False)
+    assert again.history == first.history
+    for key, value in params(first.model).items():
+        assert torch.equal(value, params(again.model)[key])
+
+
+def test_resume_gives_the_same_losses_as_a_straight_run(tiny):
+    straight = train(replace(tiny, run_name="straight"), progress=False)
+    half = train(tiny, progress=False, max_steps=10)
+    assert half.history[-1]["step"] == 10 and not (tiny.out_dir / "model").exists()
+    resumed = train(tiny, progress=False)
+    losses = [(r["step"], r["train_loss"]) for r in straight.history]
+    assert [(r["step"], r["train_loss"]) for r in resumed.history] == losses
+    for key, value in params(straight.model).items():
+        assert torch.equal(value, params(resumed.model)[key]), key
+
+
+def test_resume_refuses_another_model_shape(tiny):
+    train(tiny, progress=False, max_steps=5)
+    with pytest.raises(ValueError, match="block_size 32 → 16.*resume=False"):
+        train(replace(tiny, block_size=16), progress=False)
+    assert train(replace(tiny, block_size=16), resume=False, progress=False, max_steps=5)
+
+
+def test_a_save_cut_short_leaves_the_old_or_the_new_checkpoint(tiny, monkeypatch):
+    train(tiny, progress=False, max_steps=5)
+    out = tiny.out_dir
+    model = GPT.from_pretrained(out / "checkpoint")
+    state = train_mod.load_trainer_state(out / "checkpoint")
+    real_save, real_replace = torch.save, os.replace
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)  # killed while writing checkpoint.tmp
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.save_checkpoint(out, model, {**state, "step": 6})
+    assert train_mod.find_checkpoint(out) == out / "checkpoint"
+    assert train_mod.load_trainer_state(out / "checkpoint")["step"] == 5
+    monkeypatch.setattr(torch, "save", real_save)
+    moved = []
+
+    def killed_between_the_two_moves(src, dst):
+        if Path(src).is_dir():
+            if moved:
+                raise KeyboardInterrupt
+            moved.append(src)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_between_the_two_moves)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.save_checkpoint(out, model, {**state, "step": 6})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not (out / "checkpoint").exists()
+    assert train_mod.find_checkpoint(out) == out / "checkpoint.old"
+    assert train_mod.load_trainer_state(out / "checkpoint.old")["step"] == 5
+    assert train(tiny, progress=False).history[-1]["step"] == 20  # resumes from the old copy
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny, monkeypatch):
+    monkeypatch.setattr(train_mod, "lr_at", lambda step, cfg: math.nan if step >= 7 else 1e-3)
+    with pytest.raises(TrainingDiverged, match=r"nan at step 9 .*lower lr.*check the data"):
+        train(tiny, progress=False)
+    out = tiny.out_dir
+    assert train_mod.load_trainer_state(out / "checkpoint")["step"] == 5
+    model = GPT.from_pretrained(out / "checkpoint")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def ddp_worker(rank: int, world_size: int, port: int, cfg: TrainConfig, out: Path) -> None:
+    """One torchrun-like process: the environment torchrun would set, then train."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    result = train(cfg, progress=False)
+    torch.save(params(result.model), out / f"rank{rank}.pt")
+
+
+def test_ddp_on_two_cpu_processes(tiny, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = replace(tiny, max_steps=6, eval_interval=3, log_interval=3)
+    mp.spawn(ddp_worker, args=(2, port, cfg, tmp_path), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for key, value in ranks[0].items():
+        assert torch.equal(value, ranks[1][key]), key
+    log = (cfg.out_dir / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [0, 3, 6]  # rank 0 only
+    assert json.loads(log[-1])["tokens"] == 6 * 2 * 4 * 32  # both processes' tokens
+    assert len(train_mod.load_trainer_state(cfg.out_dir / "checkpoint")["rng"]) == 2
+    assert (cfg.out_dir / "model" / "model.safetensors").is_file()
+
+
+def test_cli_overrides_are_literals_or_strings():
+    assert cli.parse_overrides(["lr=3e-4", "dtype=bfloat16", "block_size=None",
+                                "betas=(0.9, 0.95)", "compile=True"]) == {
+        "lr": 3e-4, "dtype": "bfloat16", "block_size": None, "betas": (0.9, 0.95),
+        "compile": True}
+    with pytest.raises(ValueError, match="learning_rate=1.*max_steps"):
+        cli.parse_overrides(["learning_rate=1"])
+
+
+def test_cli_train_then_sample(tiny, capsys):
+    args = ["batch_size=4", "block_size=32", "max_steps=4", "warmup_steps=1", "eval_interval=2",
+            "eval_batches=1"]
+    assert cli.main(["train", "--run", "char-ci", "--steps", "2", *args]) == 0
+    assert cli.main(["train", "--run", "char-ci", *args]) == 0
+    out = capsys.readouterr().out
+    assert "step 4" in out and "val loss" in out and "poems it wrote" in out
+    assert cli.main(["sample", "--run", "char-ci", "-n", "2", "--prompt", "春江",
+                     "--max-new-tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("春江") and out.count("春江") >= 2
+
+
+def test_cli_errors_are_messages(tiny, capsys):
+    assert cli.main(["train", "--run", "char-ci", "lr=-1"]) == 1
+    assert "TrainConfig.lr" in capsys.readouterr().err
+    assert cli.main(["sample", "--model", "/no/such/model"]) == 1
+    assert "error:" in capsys.readouterr().err

@@ -1,0 +1,656 @@
+"""The training loop: AdamW, warmup + cosine, clipping, accumulation, eval, checkpoints, DDP.
+
+Read `train` top to bottom, as nanoGPT's train.py: load the packed tokens, build the model and
+the optimizer (or restore both from a checkpoint), then repeat one optimizer step at a time:
+set the learning rate, run `grad_accum` micro-batches forward and backward, clip, step. Every
+`log_interval` steps a record goes to ``runs/<run_name>/log.jsonl``; every `eval_interval` steps
+the model is also scored on fixed batches and a checkpoint is written.
+
+A run's folder ``runs/<run_name>/`` (``$TINYLM_RUNS_DIR/<run_name>/`` if that is set) holds:
+
+- ``log.jsonl``: one JSON record per log or eval step, the same dicts as `TrainResult.history`:
+  step, tokens (seen so far, all processes), lr, train_loss (mean over the steps since the
+  last record, dropout on), val_loss and eval_train_loss (eval steps only: fixed validation and
+  training batches, dropout off, so the two compare), grad_norm (mean, before clipping),
+  tokens_per_s, mfu (None off known GPUs), elapsed_s. Fields that do not apply are None.
+- ``checkpoint/``: the model (config.json + model.safetensors) and ``trainer_state.pt``
+  (optimizer, step, RNG states, TrainConfig, data meta), enough to resume exactly.
+- ``model/``: the final model, ``tokenizer.json`` and ``train_config.json``, once finished.
+
+Under ``torchrun`` every process trains on its own batches, DistributedDataParallel averages
+the gradients, and only rank 0 logs, saves and shows progress.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
+from tinylm import data
+from tinylm.attention import ATTENTION_IMPLEMENTATIONS
+from tinylm.data import PROJECT_ROOT, BatchSampler, PackedData, write_json
+from tinylm.model import CONFIG_FILE, GPT, PRESETS, GPTConfig, flops_per_token, preset
+from tinylm.profiles import best_device
+from tinylm.tokenizers import TOKENIZER_NAMES, Tokenizer, load_tokenizer
+
+RUNS_DIR_ENV = "TINYLM_RUNS_DIR"  # where run folders go (default: <project>/runs)
+DTYPES = ("auto", "float32", "bfloat16")
+COMPILE_CHOICES = ("auto", True, False)
+EVAL_SEED = 1234  # one seed for the fixed eval batches, so every run is scored on the same text
+LOG_FILE = "log.jsonl"
+STATE_FILE = "trainer_state.pt"
+TOKENIZER_FILE = "tokenizer.json"
+TRAIN_CONFIG_FILE = "train_config.json"
+SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+
+# Peak dense (no 2:4 sparsity) bf16 tensor-core FLOP/s per GPU, from NVIDIA's datasheets; the
+# longest name contained in torch.cuda.get_device_name() wins ("A10G" before "A10").
+PEAK_FLOPS: dict[str, float] = {
+    "H100 PCIe": 756e12,  # H100 datasheet: 1,513 TFLOPS with sparsity, half of it dense
+    "H100": 989e12,  # H100 datasheet, SXM5: 1,979 TFLOPS with sparsity
+    "H200": 989e12,  # H200 datasheet, SXM: same tensor cores as the H100 SXM
+    "A100": 312e12,  # A100 datasheet: 312 TFLOPS dense, 624 with sparsity
+    "A10": 125e12,  # NVIDIA A10 datasheet: 125 TFLOPS dense, 250 with sparsity
+    # AWS publishes no tensor-core figure for the A10G (g5 instances, the talk's GPU). We ASSUME
+    # the A10 datasheet's 125 (same GA102 chip); if the A10G's true peak is lower (its clocks
+    # differ), its true MFU is higher than the one reported here.
+    "A10G": 125e12,
+}
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; `RUNS` holds the course's runs by name."""
+
+    run_name: str  # the folder under runs/
+    model: str = "char-ci"  # a preset of tinylm.model.PRESETS
+    tokenizer: str = "char"  # "char", "bpe" or "gpt2": which packed data to train on
+    batch_size: int = 64  # sequences per micro-batch (per process under DDP)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 4900  # optimizer steps; the learning-rate schedule spans them
+    warmup_steps: int = 100
+    lr: float = 1e-3  # peak learning rate, reached after warmup
+    min_lr: float = 1e-4  # where the cosine decay ends
+    weight_decay: float = 0.1  # on matrices and embeddings only
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0  # largest global gradient norm; 0 turns clipping off
+    dropout: float = 0.2
+    eval_interval: int = 250  # steps between evaluations (and checkpoints)
+    eval_batches: int = 20  # fixed batches per evaluation, from each of train and val
+    log_interval: int = 10  # steps between records (the only host syncs of the loop)
+    block_size: int | None = None  # context length; None keeps the preset's
+    device: str = "auto"  # "auto" picks cuda, then mps, then cpu
+    dtype: str = "auto"  # "auto": bf16 autocast on CUDA when supported, else float32
+    compile: bool | str = "auto"  # "auto": torch.compile on CUDA only
+    seed: int = 1337
+    attention: str = "sdpa"  # "manual" or "sdpa"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.run_name) and "/" not in self.run_name and "\\" not in self.run_name,
+               "run_name", f"must be a non-empty folder name, got {self.run_name!r}")
+        _check_choice("model", self.model, sorted(PRESETS))
+        _check_choice("tokenizer", self.tokenizer, TOKENIZER_NAMES)
+        _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("compile", self.compile, COMPILE_CHOICES)
+        _check_choice("attention", self.attention, ATTENTION_IMPLEMENTATIONS)
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches",
+                     "log_interval"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, name,
+                   f"must be a positive integer, got {value!r}")
+        _check(isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= self.max_steps,
+               "warmup_steps", f"must be an integer from 0 to max_steps ({self.max_steps}), "
+               f"got {self.warmup_steps!r}")
+        _check(self.block_size is None or (isinstance(self.block_size, int)
+                                           and self.block_size >= 1),
+               "block_size", f"must be None or a positive integer, got {self.block_size!r}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "dropout"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool), name,
+                   f"must be a number, got {value!r}")
+        _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
+        _check(0 <= self.min_lr <= self.lr, "min_lr",
+               f"must be between 0 and lr ({self.lr}), got {self.min_lr}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
+               and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas),
+               "betas", f"must be two numbers in [0, 1), got {self.betas!r}")
+        _check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0: off), got {self.grad_clip}")
+        _check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(isinstance(self.seed, int), "seed", f"must be an integer, got {self.seed!r}")
+        _check(self.device == "auto" or _is_device(self.device), "device",
+               f"must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
+               f"got {self.device!r}")
+
+    @property
+    def out_dir(self) -> Path:
+        """The run's folder: ``$TINYLM_RUNS_DIR/<run_name>``, by default ``<project>/runs/…``."""
+        return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs") / self.run_name
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"TrainConfig.{name} {message}")
+
+
+def _check_choice(name: str, value: object, valid: tuple | list) -> None:
+    _check(value in valid, name, f"must be one of {list(valid)}, got {value!r}")
+
+
+def _is_device(name: str) -> bool:
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
+def config_fields() -> list[str]:
+    """Names of the TrainConfig fields, for error messages and the CLI's key=value overrides."""
+    return [f.name for f in fields(TrainConfig)]
+
+
+RUNS: dict[str, TrainConfig] = {
+    # CI: about 5 seconds on 2 CPU cores. The loss falls; the poems are still noise.
+    "char-ci": TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=16,
+                           max_steps=60, warmup_steps=10, lr=3e-3, min_lr=3e-4, dropout=0.0,
+                           eval_interval=20, eval_batches=4, log_interval=5),
+    # A laptop: ~7.5 minutes on 2 CPU cores, 1.8M characters (half an epoch); writes lines of
+    # 5 or 7 characters with ，and 。. Too short to overfit, so no dropout. For the same time
+    # (tokens/s barely depends on the batch here), small batches win: val loss 4.95 with
+    # 8 x 1,800 steps, 5.07 with 16 x 900, 5.24 with 32 x 450 (lr 1e-3; 5.31 at lr 2e-3).
+    "char-cpu": TrainConfig("char-cpu", model="char-cpu", tokenizer="char", batch_size=8,
+                            max_steps=1800, warmup_steps=100, lr=1e-3, min_lr=1e-4,
+                            dropout=0.0, eval_interval=300, eval_batches=8, log_interval=50),
+    # A workshop GPU: the talk's 30M shape on characters, ~11 epochs of the 3.8M characters.
+    "char-gpu": TrainConfig("char-gpu", model="30m", tokenizer="char", batch_size=64,
+                            max_steps=2500, warmup_steps=100, lr=1e-3, min_lr=1e-4,
+                            dropout=0.2, eval_interval=250, eval_batches=20, log_interval=10),
+    # The talk's runs on an A10G: GPT-2 tokens, 64 x 256 tokens a step, 4,900 steps = 80.3M
+    # tokens (~10 epochs), AdamW (0.9, 0.99), lr 1e-3 cosine to 1e-4, dropout 0.2, bf16, SDPA.
+    "talk-30m": TrainConfig("talk-30m", model="30m", tokenizer="gpt2", batch_size=64,
+                            max_steps=4900, warmup_steps=100, lr=1e-3, min_lr=1e-4,
+                            dropout=0.2, eval_interval=250, eval_batches=20, log_interval=10),
+    "talk-124m": TrainConfig("talk-124m", model="124m", tokenizer="gpt2", batch_size=64,
+                             max_steps=4900, warmup_steps=100, lr=1e-3, min_lr=1e-4,
+                             dropout=0.2, eval_interval=250, eval_batches=20, log_interval=10),
+}
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step `step`: linear warmup to cfg.lr, cosine decay to min_lr."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    if step >= cfg.max_steps:
+        return cfg.min_lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)  # 0 → 1
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def peak_flops(device: torch.device | str) -> float | None:
+    """Peak dense bf16 FLOP/s of a CUDA device (PEAK_FLOPS); None on CPU, MPS or unknown GPUs."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_FLOPS, key=len, reverse=True):
+        if key in name:
+            return PEAK_FLOPS[key]
+    return None
+
+
+def mfu(flops: int, tokens_per_s: float, peak: float | None) -> float | None:
+    """Model FLOPs utilisation: training FLOPs per token x tokens/s as a fraction of the peak."""
+    return None if peak is None else flops * tokens_per_s / peak
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 logs, saves and shows progress."""
+        return self.rank == 0
+
+
+def setup_distributed(device_type: str) -> tuple[Distributed, bool]:
+    """Join torchrun's process group (RANK/WORLD_SIZE/LOCAL_RANK in the environment).
+
+    Returns the process's place and whether this call created the group (then we destroy it).
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return Distributed(), False
+    place = Distributed(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)),
+                        int(os.environ["WORLD_SIZE"]))
+    if dist.is_initialized():
+        return place, False
+    if device_type == "cuda":
+        torch.cuda.set_device(place.local_rank)
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return place, True
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """The torch device for TrainConfig.device ("auto": cuda > mps > cpu; one GPU per rank)."""
+    device = torch.device(best_device() if name == "auto" else name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def autocast_context(device: torch.device, dtype: str) -> torch.autocast | nullcontext:
+    """bf16 autocast when asked, or on "auto" when the CUDA device supports it; else fp32."""
+    bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"
+                                   and torch.cuda.is_bf16_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def build_model_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
+    """The preset's shape with the tokenizer's vocabulary (padded to 64), dropout and context."""
+    overrides = {"block_size": cfg.block_size} if cfg.block_size is not None else {}
+    return preset(cfg.model, vocab_size=vocab_size, dropout=cfg.dropout,
+                  attention=cfg.attention, **overrides)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = False
+                    ) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings (≥ 2-D) only, not on norms or biases."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
+               cfg: TrainConfig, autocast: torch.autocast | nullcontext
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over grad_accum micro-batches; (mean loss, grad norm) stay on device."""
+    total = torch.zeros((), device=sampler.device)
+    for micro in range(cfg.grad_accum):
+        x, y = sampler.sample()  # (B, T) each
+        last = micro == cfg.grad_accum - 1
+        # Under DDP, all-reduce the gradients only once, after the last micro-batch.
+        sync = nullcontext() if last or not isinstance(model, DDP) else model.no_sync()
+        with sync:
+            with autocast:
+                _, loss = model(x, y)
+            loss = loss / cfg.grad_accum  # the micro-batches' gradients add up to the mean's
+            loss.backward()
+        total += loss.detach()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, norm
+
+
+def fixed_batches(tokens: np.ndarray, cfg: TrainConfig, block_size: int, device: torch.device
+                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """eval_batches batches drawn once with EVAL_SEED: every evaluation scores the same text."""
+    sampler = BatchSampler(tokens, cfg.batch_size, block_size, device, seed=EVAL_SEED)
+    return [sampler.sample() for _ in range(cfg.eval_batches)]
+
+
+@torch.no_grad()
+def estimate_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                  autocast: torch.autocast | nullcontext) -> float:
+    """Mean loss over fixed batches with dropout off (eval mode), then back to train mode."""
+    model.eval()
+    total = torch.zeros((), device=batches[0][0].device)
+    for x, y in batches:
+        with autocast:
+            _, loss = model(x, y)
+        total += loss.float()
+    model.train()
+    return (total / len(batches)).item()
+
+
+# --------------------------------------------------------------------------- saving and loading
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move the folder src to dst so that a kill at any moment leaves dst or dst.old complete."""
+    old = dst.with_name(dst.name + ".old")
+    if dst.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(out_dir: Path) -> Path | None:
+    """The run's checkpoint folder, or its previous copy if a save was cut short; else None."""
+    for name in ("checkpoint", "checkpoint.old"):
+        if (out_dir / name / STATE_FILE).is_file():
+            return out_dir / name
+    return None
+
+
+def save_checkpoint(out_dir: Path, model: GPT, state: dict) -> None:
+    """Write model + trainer_state.pt to checkpoint.tmp, then swap it in for checkpoint/."""
+    tmp = out_dir / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save(state, tmp / STATE_FILE)
+    replace_dir(tmp, out_dir / "checkpoint")
+
+
+def load_trainer_state(checkpoint: Path) -> dict:
+    """trainer_state.pt, read with weights_only=True: tensors and plain containers, no code."""
+    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def save_model(out_dir: Path, model: GPT, tokenizer: Tokenizer, cfg: TrainConfig) -> Path:
+    """Write the finished model, its tokenizer and its TrainConfig to out_dir/model/."""
+    tmp = out_dir / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save(tmp / TOKENIZER_FILE)
+    write_json(asdict(cfg), tmp / TRAIN_CONFIG_FILE)  # written last: marks the run finished
+    replace_dir(tmp, out_dir / "model")
+    return out_dir / "model"
+
+
+def load_model(directory: str | Path) -> tuple[GPT, Tokenizer]:
+    """A model folder written by train (or save_pretrained + tokenizer.json), in eval mode."""
+    directory = Path(directory)
+    if not (directory / TOKENIZER_FILE).is_file():
+        raise FileNotFoundError(f"{directory / TOKENIZER_FILE} is missing: not a model folder "
+                                "written by tinylm.train (train the run first)")
+    return GPT.from_pretrained(directory).eval(), load_tokenizer(directory / TOKENIZER_FILE)
+
+
+def read_log(out_dir: Path, last_step: int | None = None) -> list[dict]:
+    """The records of log.jsonl (those up to last_step, if given)."""
+    path = out_dir / LOG_FILE
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+    return [r for r in records if last_step is None or r["step"] <= last_step]
+
+
+def write_log(out_dir: Path, records: list[dict]) -> None:
+    """Rewrite log.jsonl with these records (used when resuming from an earlier step)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(r) + "\n" for r in records)
+    partial = out_dir / (LOG_FILE + ".part")
+    partial.write_text(lines, encoding="utf-8")
+    os.replace(partial, out_dir / LOG_FILE)
+
+
+def append_log(out_dir: Path, record: dict) -> None:
+    """Add one record to log.jsonl."""
+    with open(out_dir / LOG_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def is_finished(cfg: TrainConfig) -> bool:
+    """True when out_dir/model/ holds the final model of a run with exactly this config."""
+    path = cfg.out_dir / "model" / TRAIN_CONFIG_FILE
+    if not path.is_file():
+        return False
+    return json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(asdict(cfg)))
+
+
+def start_over(out_dir: Path) -> None:
+    """Remove what an earlier run left in out_dir: checkpoints, final model, log."""
+    for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp", "model", "model.old",
+                 "model.tmp"):
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+    (out_dir / LOG_FILE).unlink(missing_ok=True)
+
+
+def check_resumable(checkpoint: Path, state: dict, cfg: TrainConfig, config: GPTConfig) -> None:
+    """Refuse to resume a checkpoint whose model shape or tokenizer differs from this run's."""
+    values = json.loads((checkpoint / CONFIG_FILE).read_text(encoding="utf-8"))
+    saved = GPTConfig.from_dict(values)
+    diffs = [f"{name} {getattr(saved, name)} → {getattr(config, name)}"
+             for name in SHAPE_FIELDS if getattr(saved, name) != getattr(config, name)]
+    if state["train_config"]["tokenizer"] != cfg.tokenizer:
+        diffs.append(f"tokenizer {state['train_config']['tokenizer']} → {cfg.tokenizer}")
+    if diffs:
+        raise ValueError(f"cannot resume from {checkpoint}: this run's model differs from the "
+                         f"checkpoint's ({'; '.join(diffs)}). Choose another run_name, or "
+                         "start over with resume=False (CLI: --no-resume).")
+
+
+def rng_state(sampler: BatchSampler, device: torch.device) -> dict:
+    """Every random number generator the run uses, so a resumed run draws the same numbers."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (kind, key.tolist(), pos, has_gauss, gauss),
+            "torch": torch.get_rng_state(), "sampler": sampler.generator.get_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(state: dict, sampler: BatchSampler, device: torch.device) -> None:
+    """Restore what rng_state saved."""
+    random.setstate(state["python"])
+    kind, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(key, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    sampler.generator.set_state(state["sampler"])
+    if device.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def gather_rng_states(state: dict, place: Distributed) -> list[dict]:
+    """Every rank's RNG state, in rank order (rank 0 saves them all)."""
+    if place.world_size == 1:
+        return [state]
+    states: list = [None] * place.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite; the message says what to try."""
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the model (eval mode), its tokenizer, the records, the run folder."""
+
+    model: GPT
+    tokenizer: Tokenizer
+    history: list[dict]
+    out_dir: Path
+
+
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
+          max_steps: int | None = None) -> TrainResult:
+    """Train (or resume, or just load) the run described by cfg; see the module docstring.
+
+    max_steps stops this call after that step while the schedule still spans cfg.max_steps:
+    call again to resume. A run already finished with the same config is loaded, not retrained.
+    """
+    stop = cfg.max_steps if max_steps is None else max_steps
+    if not 1 <= stop <= cfg.max_steps:
+        raise ValueError(f"max_steps must be between 1 and cfg.max_steps ({cfg.max_steps}), "
+                         f"got {max_steps}")
+    if resume and is_finished(cfg):
+        model, tokenizer = load_model(cfg.out_dir / "model")
+        device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
+        return TrainResult(model.to(device), tokenizer, read_log(cfg.out_dir), cfg.out_dir)
+    place, owns_group = setup_distributed(resolve_device(cfg.device).type)
+    try:
+        return _train(cfg, place, resume, progress, stop)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _load_data(cfg: TrainConfig, place: Distributed) -> PackedData:
+    """Rank 0 prepares the packed tokens if needed (a no-op when cached); then all load them."""
+    if place.main:
+        data.prepare(cfg.tokenizer)
+    if place.world_size > 1:
+        dist.barrier()
+    return data.load_packed(cfg.tokenizer)
+
+
+def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
+           stop: int) -> TrainResult:
+    device = resolve_device(cfg.device, place.local_rank)
+    if device.type == "cuda":  # TensorFloat-32 for any matmul left in fp32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(cfg.seed + place.rank)  # dropout differs by rank; DDP copies rank 0's init
+    packed = _load_data(cfg, place)
+    tokenizer, out = packed.tokenizer, cfg.out_dir
+    config = build_model_config(cfg, tokenizer.vocab_size)
+    checkpoint = find_checkpoint(out) if resume else None
+    state = load_trainer_state(checkpoint) if checkpoint else None
+    if state:
+        check_resumable(checkpoint, state, cfg, config)
+        model = GPT.from_pretrained(checkpoint, dropout=cfg.dropout, attention=cfg.attention)
+    else:
+        model = GPT(config)
+    model.to(device)
+    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
+    sampler = BatchSampler(packed.train, cfg.batch_size, config.block_size, device,
+                           seed=cfg.seed + place.rank)  # each rank draws its own batches
+    step, elapsed = 0, 0.0
+    if state:
+        if len(state["rng"]) != place.world_size:
+            raise ValueError(f"{checkpoint} was written by {len(state['rng'])} processes; "
+                             "resume with as many (torchrun --nproc_per_node), or start over "
+                             "with resume=False")
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"][place.rank], sampler, device)
+        step, elapsed = state["step"], state["elapsed_s"]
+    history = read_log(out, step) if state else []
+    if place.main:
+        if not state:
+            start_over(out)
+        write_log(out, history)
+
+    step_model = torch.compile(model) if _use_compile(cfg, device) else model
+    train_model = step_model
+    if place.world_size > 1:
+        train_model = DDP(step_model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = autocast_context(device, cfg.dtype)
+    evals = {"val_loss": fixed_batches(packed.val, cfg, config.block_size, device),
+             "eval_train_loss": fixed_batches(packed.train, cfg, config.block_size, device)}
+    tokens_per_step = cfg.batch_size * config.block_size * cfg.grad_accum * place.world_size
+    flops, peak = flops_per_token(config), peak_flops(device)
+    if peak is not None:
+        peak *= place.world_size
+
+    def evaluate(record: dict) -> None:
+        # Every rank scores the same fixed batches (simple, keeps the ranks in step).
+        for key, batches in evals.items():
+            record[key] = estimate_loss(step_model, batches, autocast)
+        _check_finite(record, "val_loss", cfg, out)
+
+    def save() -> None:
+        states = gather_rng_states(rng_state(sampler, device), place)
+        if place.main:
+            save_checkpoint(out, model, {
+                "step": step, "optimizer": optimizer.state_dict(), "rng": states,
+                "train_config": asdict(cfg), "data_meta": packed.meta,
+                "elapsed_s": elapsed + time.perf_counter() - t0})
+
+    def log(record: dict) -> None:
+        history.append(record)
+        if place.main:
+            append_log(out, record)
+            bar.set_postfix({k: f"{record[k]:.3f}" for k in ("train_loss", "val_loss")
+                             if record[k] is not None})
+
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=cfg.run_name, unit="step",
+               disable=not (progress and place.main))
+    t0 = time.perf_counter()
+    if step == 0:  # the loss at initialisation (≈ ln vocab_size)
+        record = _record(0, 0, lr_at(0, cfg), elapsed)
+        evaluate(record)
+        log(record)
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    norm_sum = torch.zeros((), device=device)
+    steps_since, t_interval = 0, time.perf_counter()
+    while step < stop:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss, norm = train_step(train_model, optimizer, sampler, cfg, autocast)
+        loss_sum += loss
+        norm_sum += norm
+        steps_since += 1
+        step += 1
+        bar.update()
+        is_eval = step % cfg.eval_interval == 0 or step == stop
+        if step % cfg.log_interval and not is_eval:
+            continue
+        train_loss = loss_sum.item() / steps_since  # the host waits for the GPU here, then
+        seconds = time.perf_counter() - t_interval  # the clock includes all queued work
+        record = _record(step, step * tokens_per_step, lr, elapsed + time.perf_counter() - t0)
+        record["train_loss"] = train_loss
+        record["grad_norm"] = norm_sum.item() / steps_since
+        record["tokens_per_s"] = steps_since * tokens_per_step / seconds
+        record["mfu"] = mfu(flops, record["tokens_per_s"], peak)
+        _check_finite(record, "train_loss", cfg, out)
+        _check_finite(record, "grad_norm", cfg, out)
+        if is_eval:
+            evaluate(record)
+            save()
+        log(record)
+        loss_sum.zero_()
+        norm_sum.zero_()
+        steps_since, t_interval = 0, time.perf_counter()
+    bar.close()
+    if place.main and step == cfg.max_steps:
+        save_model(out, model, tokenizer, cfg)
+    return TrainResult(model.eval(), tokenizer, history, out)
+
+
+def _use_compile(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda")
+
+
+def _record(step: int, tokens: int, lr: float, elapsed: float) -> dict:
+    """A log record with every field, None where it does not apply."""
+    return {"step": step, "tokens": tokens, "lr": lr, "train_loss": None,
+            "eval_train_loss": None, "val_loss": None, "grad_norm": None,
+            "tokens_per_s": None, "mfu": None, "elapsed_s": elapsed}
+
+
+def _check_finite(record: dict, key: str, cfg: TrainConfig, out: Path) -> None:
+    """Stop the run on a NaN or infinite value; the last checkpoint was saved before it."""
+    value = record[key]
+    if math.isfinite(value):
+        return
+    checkpoint = find_checkpoint(out)
+    kept = (f"the last good checkpoint ({checkpoint}) is kept, and running again resumes "
+            "from it" if checkpoint else "no checkpoint had been written yet")
+    raise TrainingDiverged(
+        f"{key} became {value} at step {record['step']} (lr {record['lr']:.2e}); the run "
+        f"stopped and {kept}. Try a lower lr (now {cfg.lr:g}), more warmup_steps (now "
+        f"{cfg.warmup_steps}) or a smaller grad_clip (now {cfg.grad_clip:g}), and check the "
+        "data for corrupt or out-of-range token ids.")
