@@ -1,15 +1,29 @@
-"""Command line: ``python -m tinylm data|demo``."""
+"""Command line: ``python -m tinylm data|train|sample|demo``."""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
-from tinylm import data
-from tinylm.profiles import get_profile
+from tinylm import checkpoints, data
+from tinylm.profiles import best_device, get_profile
+from tinylm.sampling import sample_poems
 from tinylm.tokenizers import REPORTED_DENSITY, TokenizerUnavailable
+from tinylm.train import (
+    RUNS,
+    TrainConfig,
+    TrainingDiverged,
+    TrainResult,
+    config_fields,
+    is_finished,
+    load_model,
+    train,
+)
 
 TOKENIZERS = ("char", "bpe", "gpt2")
 
@@ -85,7 +99,108 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(format_density(packed))
     example = packed["char"].tokenizer
     print(f"\nA training example ends with the end-of-text token "
-          f"{example.decode([example.eot_id])!r}; open notebooks/ with `make lab` for the lessons.")
+          f"{example.decode([example.eot_id])!r}.")
+    print(f"\nThe '{profile.name}' profile's model: run {profile.train_run}, trained once and then "
+          f"loaded from {RUNS[profile.train_run].out_dir}.")
+    model, tokenizer = checkpoints.get(profile=profile.name)
+    print("\nThree poems it wrote:\n")
+    print("\n\n".join(sample_poems(model, tokenizer, n=3)))
+    print("\nOpen notebooks/ with `make lab` for the lessons.")
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict:
+    """key=value pairs as TrainConfig overrides; values are Python literals, else strings."""
+    valid = config_fields()
+    overrides = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in valid:
+            raise ValueError(f"cannot use {pair!r} as an override: write key=value with a key "
+                             f"of TrainConfig: {', '.join(valid)}")
+        try:
+            overrides[key] = ast.literal_eval(text)  # 3e-4, 64, None, True, (0.9, 0.95)
+        except (ValueError, SyntaxError):
+            overrides[key] = text  # bfloat16, cuda:1, auto
+    return overrides
+
+
+def format_result(result: TrainResult, seconds: float) -> str:
+    """The last losses of a run and where its files are."""
+    last = result.history[-1] if result.history else {}
+    evals = [r for r in result.history if r["val_loss"] is not None]
+    lines = [f"  step {last.get('step', '?')} in {seconds / 60:.1f} min "
+             f"(this call; {last.get('elapsed_s', 0) / 60:.1f} min in all)"]
+    if evals:
+        lines.append(f"  train loss {evals[-1]['eval_train_loss']:.3f}, val loss "
+                     f"{evals[-1]['val_loss']:.3f} (nats per token, fixed eval batches)")
+    lines.append(f"  log {result.out_dir / 'log.jsonl'}; checkpoint {result.out_dir / 'checkpoint'}"
+                 f"; final model {result.out_dir / 'model'}")
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train a run of tinylm.train.RUNS (the profile's by default), resuming if it can."""
+    cfg: TrainConfig = replace(RUNS[args.run or get_profile().train_run],
+                               **parse_overrides(args.overrides))
+    done = not args.no_resume and is_finished(cfg)
+    print(f"run {cfg.run_name}: model {cfg.model}, tokenizer {cfg.tokenizer}, batch "
+          f"{cfg.batch_size} x {cfg.grad_accum}, {cfg.max_steps} steps"
+          + (" (already finished: loading it)" if done else ""))
+    start = time.perf_counter()
+    result = train(cfg, resume=not args.no_resume, max_steps=args.steps)
+    print(format_result(result, time.perf_counter() - start))
+    print("\nThree poems it wrote:\n")
+    print("\n\n".join(sample_poems(result.model, result.tokenizer, n=3)))
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    """Write poems with a trained run's final model or a model folder."""
+    if args.model:
+        directory = Path(args.model)
+    else:
+        run = args.run or get_profile().train_run
+        directory = RUNS[run].out_dir / "model"
+        if not directory.is_dir():
+            raise ValueError(f"run {run} has no final model in {directory} yet: train it first "
+                             f"with `python -m tinylm train --run {run}`")
+    model, tokenizer = load_model(directory)
+    poems = sample_poems(model.to(best_device()), tokenizer, args.prompt, args.n,
+                         args.max_new_tokens, args.temperature, args.top_k or None, args.seed)
+    print("\n\n".join(poems))
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """``python -m tinylm train [--run NAME] [--steps N] [--no-resume] [key=value ...]``."""
+    p = sub.add_parser("train", help="train a run (the profile's by default), resuming if it can")
+    p.add_argument("--run", choices=sorted(RUNS), help="a run of tinylm.train.RUNS (default: "
+                   "the profile's: char-ci, char-cpu or char-gpu)")
+    p.add_argument("--steps", type=int, help="stop after this step (the schedule still spans "
+                   "max_steps); run again to resume")
+    p.add_argument("--no-resume", action="store_true", help="start over, deleting the run's "
+                   "checkpoint, log and model")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="TrainConfig fields to change, e.g. lr=3e-4 max_steps=100 dtype=bfloat16")
+    p.set_defaults(func=cmd_train)
+
+
+def add_sample_parser(sub: argparse._SubParsersAction) -> None:
+    """``python -m tinylm sample [--run NAME | --model DIR] [--prompt TEXT] [-n N] …``."""
+    p = sub.add_parser("sample", help="write poems with a trained model")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--run", choices=sorted(RUNS), help="use this run's final model "
+                        "(default: the profile's run)")
+    source.add_argument("--model", help="a model folder (config.json, model.safetensors, "
+                        "tokenizer.json)")
+    p.add_argument("--prompt", action="append", help="start of a poem, e.g. a title; repeat "
+                   "for several (default: poems from scratch)")
+    p.add_argument("-n", type=int, default=5, help="poems per prompt (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="0 = greedy (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=200, help="sample among the k most likely "
+                   "tokens; 0 = all (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1337, help="(default: %(default)s)")
+    p.set_defaults(func=cmd_sample)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,12 +215,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="vocabulary size of the byte-level BPE (default: %(default)s)")
     p_data.add_argument("--force", action="store_true", help="rebuild even if up to date")
     p_data.set_defaults(func=cmd_data)
-    p_demo = sub.add_parser("demo", help="prepare everything and print what the course built")
+    p_demo = sub.add_parser("demo", help="prepare everything, train the profile's model, "
+                            "print what the course built")
     p_demo.set_defaults(func=cmd_demo)
+    add_train_parser(sub)
+    add_sample_parser(sub)
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (data.DataError, TokenizerUnavailable, ValueError) as error:
+    except (data.DataError, TokenizerUnavailable, ValueError, TrainingDiverged,
+            FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+

@@ -24,6 +24,8 @@ class Profile:
     bpe_sample_chars: int  # text the hand-written BPE trainer learns from in notebook 02
     density_vocab_sizes: tuple[int, ...]  # BPE sizes measured for the density table
     concat_demo_poems: tuple[int, ...]  # poem counts timed for the quadratic list-concat demo
+    train_run: str  # the profile's main training run: a key of tinylm.train.RUNS
+    attention_seq_lens: tuple[int, ...]  # sequence lengths timed in notebook 03
 
 
 PROFILES: dict[str, Profile] = {
@@ -33,6 +35,8 @@ PROFILES: dict[str, Profile] = {
         bpe_sample_chars=20_000,
         density_vocab_sizes=(512, 2048),
         concat_demo_poems=(250, 500, 1000),
+        train_run="char-ci",
+        attention_seq_lens=(64, 128, 256),
     ),
     "cpu": Profile(
         name="cpu",
@@ -40,6 +44,8 @@ PROFILES: dict[str, Profile] = {
         bpe_sample_chars=300_000,
         density_vocab_sizes=(512, 2048, 8192, 16384),
         concat_demo_poems=(1000, 2000, 4000, 8000),
+        train_run="char-cpu",
+        attention_seq_lens=(128, 256, 512, 1024, 2048),
     ),
     "gpu": Profile(
         name="gpu",
@@ -47,6 +53,8 @@ PROFILES: dict[str, Profile] = {
         bpe_sample_chars=300_000,
         density_vocab_sizes=(512, 2048, 8192, 16384),
         concat_demo_poems=(1000, 2000, 4000, 8000),
+        train_run="char-gpu",
+        attention_seq_lens=(256, 512, 1024, 2048, 4096, 8192),
     ),
 }
 
