@@ -39,6 +39,7 @@ test: data lint
 
 bench: data
 	$(BIN)/python bench/data_prep.py
+	$(BIN)/python bench/train_throughput.py
 
 # Re-execute every notebook in place (default profile cpu) so the committed outputs are current.
 notebooks: data

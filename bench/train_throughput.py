@@ -1,0 +1,214 @@
+"""Training throughput (tokens/s, MFU) per model preset, adding one speed-up at a time.
+
+The ladder, each rung keeping the ones before it: fp32 with attention by hand → SDPA (fused
+attention) → bf16 autocast → fused AdamW → torch.compile. Every rung runs tinylm.train's own
+`train_step` on random token ids (speed does not depend on the text) with dropout 0, after
+`--warmup` untimed steps (which include compiling). A rung that does not apply on the device is
+skipped with the reason; one that fails is recorded with its error. MFU is reported only on GPUs
+listed in tinylm.train.PEAK_FLOPS.
+
+Run it with `python bench/train_throughput.py` (CPU: about two minutes). It prints a table and
+writes JSON to ``data/reference/bench_train_throughput_<device>.json`` (or ``--out``); it never
+asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinylm.data import BatchSampler
+from tinylm.model import GPT, flops_per_token, preset
+from tinylm.profiles import best_device
+from tinylm.train import (
+    TrainConfig,
+    autocast_context,
+    build_optimizer,
+    mfu,
+    peak_flops,
+    train_step,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+# (rung, what it changes): each rung applies its change on top of the previous rungs.
+LADDER = [
+    ("fp32, attention by hand", {"attention": "manual", "dtype": "float32", "fused": False,
+                                 "compile": False}),
+    ("+ SDPA", {"attention": "sdpa"}),
+    ("+ bf16 autocast", {"dtype": "bfloat16"}),
+    ("+ fused AdamW", {"fused": True}),
+    ("+ torch.compile", {"compile": True}),
+]
+DEFAULTS = {  # device type: presets, batch size, timed steps, warmup steps
+    "cuda": (["30m", "124m"], 64, 20, 5),
+    "mps": (["char-cpu", "30m"], 16, 5, 2),
+    "cpu": (["char-cpu", "30m"], 8, 3, 1),
+}
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        if found:
+            return found.group(1).strip()
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> dict:
+    """What the figures were measured on."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                            capture_output=True).stdout.strip()
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": str(device), "device_name": device_name(device),
+            "torch": torch.__version__, "commit": commit or None,
+            "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+def not_applicable(device: torch.device, settings: dict) -> str | None:
+    """Why a rung cannot run on this device, or None when it can."""
+    if settings["dtype"] == "bfloat16" and device.type == "cuda" \
+            and not torch.cuda.is_bf16_supported():
+        return "this GPU has no bf16 support (needs Ampere or newer)"
+    if settings["compile"] and device.type == "mps":
+        return "torch.compile does not support training on MPS"
+    return None
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so the clock measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def measure(name: str, settings: dict, device: torch.device, batch_size: int, steps: int,
+            warmup: int) -> dict:
+    """Tokens/s of `steps` training steps of preset `name` with these settings."""
+    torch.manual_seed(0)
+    config = preset(name, attention=settings["attention"])
+    cfg = TrainConfig("bench", model=name, batch_size=batch_size, max_steps=steps,
+                      warmup_steps=0, dropout=0.0, dtype=settings["dtype"],
+                      attention=settings["attention"])
+    model = GPT(config).to(device)
+    optimizer = build_optimizer(model, cfg, fused=settings["fused"])
+    step_model = torch.compile(model) if settings["compile"] else model
+    tokens = np.random.default_rng(0).integers(0, config.vocab_size, 1 << 20, dtype=np.uint32)
+    sampler = BatchSampler(tokens, batch_size, config.block_size, device)
+    autocast = autocast_context(device, cfg.dtype)
+    start = time.perf_counter()
+    for _ in range(warmup):
+        train_step(step_model, optimizer, sampler, cfg, autocast)
+    sync(device)
+    warmup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss, _ = train_step(step_model, optimizer, sampler, cfg, autocast)
+    loss = loss.item()
+    sync(device)
+    seconds = time.perf_counter() - start
+    tokens_per_s = steps * batch_size * config.block_size / seconds
+    return {"tokens_per_s": round(tokens_per_s, 1), "ms_per_step": round(1e3 * seconds / steps, 1),
+            "mfu": mfu(flops_per_token(config), tokens_per_s, peak_flops(device)),
+            "warmup_s": round(warmup_s, 2), "loss": round(loss, 3)}
+
+
+def run_ladder(name: str, device: torch.device, batch_size: int, steps: int,
+               warmup: int) -> list[dict]:
+    """Every rung of LADDER for one preset."""
+    rows, settings = [], {}
+    for rung, change in LADDER:
+        settings = {**settings, **change}
+        row = {"preset": name, "rung": rung, **settings, "batch_size": batch_size,
+               "block_size": preset(name).block_size}
+        print(f"  {name}: {rung}", flush=True)
+        reason = not_applicable(device, settings)
+        if reason:
+            rows.append({**row, "status": f"skipped: {reason}"})
+            continue
+        try:
+            rows.append({**row, "status": "ok",
+                         **measure(name, settings, device, batch_size, steps, warmup)})
+        except Exception as error:  # record why a rung fails (e.g. no compiler) and go on
+            message = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            rows.append({**row, "status": f"failed: {type(error).__name__}: {message}"})
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """One line per preset and rung: tokens/s, ms per step, speed-up over the first rung, MFU."""
+    lines = [f"{'preset':<9}{'rung':<26}{'tokens/s':>11}{'ms/step':>10}{'speed-up':>10}"
+             f"{'MFU':>8}{'warmup s':>10}  status"]
+    base: dict[str, float] = {}
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"{r['preset']:<9}{r['rung']:<26}{'':>49}  {r['status']}")
+            continue
+        base.setdefault(r["preset"], r["tokens_per_s"])
+        mfu_text = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        lines.append(f"{r['preset']:<9}{r['rung']:<26}{r['tokens_per_s']:>11,.0f}"
+                     f"{r['ms_per_step']:>10,.1f}{r['tokens_per_s'] / base[r['preset']]:>9.2f}x"
+                     f"{mfu_text:>8}{r['warmup_s']:>10.1f}  ok")
+    return "\n".join(lines)
+
+
+def slug(device: torch.device) -> str:
+    """cpu, mps, or the GPU's name in lower case, e.g. cuda-nvidia-a10g."""
+    if device.type != "cuda":
+        return device.type
+    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
+
+
+def main() -> None:
+    device = torch.device(best_device())
+    presets, batch_size, steps, warmup = DEFAULTS[device.type]
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default=",".join(presets),
+                        help="comma-separated model presets (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help="sequences per step (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=steps, help="timed steps per rung")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps per rung")
+    parser.add_argument("--out", type=Path, help="JSON file (default: data/reference/"
+                        "bench_train_throughput_<device>.json)")
+    args = parser.parse_args()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    out = args.out or ROOT / "data" / "reference" / f"bench_train_throughput_{slug(device)}.json"
+    info = machine(device)
+    print(f"{info['device_name']} ({device}), torch {info['torch']}, "
+          f"{info['torch_threads']} threads; batch {args.batch_size}, {args.steps} timed steps "
+          f"after {args.warmup} warmup steps per rung")
+    rows = []
+    for name in args.presets.split(","):
+        rows += run_ladder(name.strip(), device, args.batch_size, args.steps, args.warmup)
+    print(format_table(rows))
+    result = {"benchmark": "train_throughput", "machine": info, "batch_size": args.batch_size,
+              "steps": args.steps, "warmup": args.warmup, "peak_flops": peak_flops(device),
+              "results": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
