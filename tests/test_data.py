@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic import synthetic_corpus
 
 from tinylm import data
 from tinylm.data import DataError, Manifest, ManifestFile, Poem
@@ -172,16 +173,6 @@ def test_pack_dtype_and_end_of_text_positions():
     assert packed.tolist() == [5, 6, 7, 0, 0, 8, 0]
     big = data.pack([[70_000]], eot_id=100_000, dtype=data.token_dtype(100_277))
     assert big.tolist() == [70_000, 100_000]
-
-
-def synthetic_corpus(n: int = 60) -> data.Corpus:
-    rng = np.random.default_rng(0)
-    chars = list("春江花月夜风山水云天人归")
-    poems = [Poem(f"题{i}", "某", "，".join("".join(rng.choice(chars, 5)) for _ in range(4)) + "。")
-             for i in range(n)]
-    train, val = data.split_poems(poems, 0.1)
-    return data.Corpus(train, val, data.CleaningReport(poems_in=n, poems_out=n), "random", 0.1,
-                       1337)
 
 
 def test_prepare_packs_and_reuses_cache(tmp_path, monkeypatch):

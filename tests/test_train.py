@@ -7,30 +7,19 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from synthetic import synthetic_corpus
 
 from tinylm import cli, data
 from tinylm import train as train_mod
-from tinylm.data import Poem
 from tinylm.model import GPT
 from tinylm.train import RUNS, TrainConfig, TrainingDiverged, lr_at, train
 
 TINY = TrainConfig("tiny", model="char-ci", tokenizer="char", batch_size=4, max_steps=20,
                    warmup_steps=4, lr=3e-3, min_lr=3e-4, dropout=0.1, eval_interval=5,
                    eval_batches=2, log_interval=1, block_size=32)
-
-
-def synthetic_corpus(n: int = 60) -> data.Corpus:
-    rng = np.random.default_rng(0)
-    chars = list("春江花月夜风山水云天人归")
-    poems = [Poem(f"题{i}", "某", "，".join("".join(rng.choice(chars, 5)) for _ in range(4)) + "。")
-             for i in range(n)]
-    train_poems, val = data.split_poems(poems, 0.1)
-    return data.Corpus(train_poems, val, data.CleaningReport(poems_in=n, poems_out=n), "random",
-                       0.1, 1337)
 
 
 @pytest.fixture
