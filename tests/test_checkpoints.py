@@ -1,12 +1,11 @@
 """checkpoints.get: trains the profile's run once, loads it afterwards, rejects unknown names."""
 
-import numpy as np
 import pytest
 import torch
+from synthetic import synthetic_corpus
 
 from tinylm import checkpoints, data
 from tinylm import train as train_mod
-from tinylm.data import Poem
 from tinylm.train import TrainConfig
 
 TINY = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, max_steps=6,
@@ -19,12 +18,7 @@ def tiny_ci_run(tmp_path, monkeypatch) -> TrainConfig:
     """The ci profile's run replaced by a tiny one on synthetic poems, all under tmp_path."""
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "data"))
     monkeypatch.setenv(train_mod.RUNS_DIR_ENV, str(tmp_path / "runs"))
-    rng = np.random.default_rng(0)
-    poems = [Poem(f"题{i}", "某", "".join(rng.choice(list("春江花月夜风山水"), 10)) + "。")
-             for i in range(40)]
-    train_poems, val = data.split_poems(poems, 0.1)
-    data.prepare("char", corpus=data.Corpus(train_poems, val, data.CleaningReport(), "random",
-                                            0.1, 1337))
+    data.prepare("char", corpus=synthetic_corpus())
     monkeypatch.setitem(train_mod.RUNS, "char-ci", TINY)
     return TINY
 
