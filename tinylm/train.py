@@ -500,7 +500,10 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
         return TrainResult(model.to(device), tokenizer, read_log(cfg.out_dir), cfg.out_dir)
     place, owns_group = setup_distributed(resolve_device(cfg.device).type)
     try:
-        return _train(cfg, place, resume, progress, stop)
+        result = _train(cfg, place, resume, progress, stop)
+        if place.world_size > 1:
+            dist.barrier()  # no rank tears the group down while rank 0 is still saving
+        return result
     finally:
         if owns_group:
             dist.destroy_process_group()
