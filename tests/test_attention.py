@@ -8,6 +8,7 @@ from tinylm.attention import (
     CausalSelfAttention,
     attention_by_hand,
     causal_mask,
+    document_mask,
     merge_heads,
     sdpa_backend,
     split_heads,
@@ -61,3 +62,12 @@ def test_sdpa_backend_names_a_kernel():
     q = torch.randn(1, 2, 16, 8)
     assert sdpa_backend(q, q, q) in {"flash_attention", "cudnn_attention",
                                       "efficient_attention", "math"}
+
+
+def test_offset_causal_mask_for_cached_keys():
+    assert causal_mask(2, keys=4).tolist() == [[True, True, True, False], [True] * 4]
+
+
+def test_document_mask_is_causal_and_block_diagonal():
+    mask = document_mask(torch.tensor([[0, 0, 1]]))[0, 0]
+    assert mask.tolist() == [[True, False, False], [True, True, False], [False, False, True]]

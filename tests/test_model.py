@@ -13,6 +13,7 @@ from tinylm.model import (
     GPTConfig,
     count_parameters,
     flops_per_token,
+    positions_in_documents,
     preset,
     training_memory_bytes,
 )
@@ -122,3 +123,55 @@ def test_training_memory_components():
                                                                              False)
     without_flash = training_memory_bytes(PRESETS["124m"], 64, flash=False)
     assert without_flash["activations"] > memory["activations"]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "manual"])
+def test_kv_cache_gives_the_same_logits_as_the_full_sequence(attention):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=100, block_size=32, n_layer=2, n_head=2, n_embd=32,
+                          attention=attention)).eval()
+    idx = torch.randint(0, 100, (3, 20))
+    full, _ = model(idx)
+    cache = model.new_cache()
+    chunks = [model(idx[:, :8], cache=cache)[0], model(idx[:, 8:12], cache=cache)[0]]
+    chunks += [model(idx[:, i:i + 1], cache=cache)[0] for i in range(12, 20)]
+    assert cache.seq_len == 20
+    assert torch.allclose(torch.cat(chunks, dim=1), full, atol=1e-5)
+    with pytest.raises(ValueError, match="crop it to the last 32"):
+        model(idx[:, :13], cache=cache)
+
+
+def test_cache_select_keeps_and_reorders_rows():
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    cache = model.new_cache()
+    model(torch.randint(0, 50, (3, 5)), cache=cache)
+    keys = cache.keys[0].clone()
+    cache.select(torch.tensor([2, 2, 0]))
+    assert torch.equal(cache.keys[0], keys[[2, 2, 0]])
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "manual"])
+def test_packed_documents_are_seen_as_if_alone(attention):
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=100, block_size=32, n_layer=2, n_head=2, n_embd=32,
+                          attention=attention)).eval()
+    first, second = torch.randint(0, 100, (1, 7)), torch.randint(0, 100, (1, 13))
+    doc_ids = torch.tensor([[0] * 7 + [1] * 13])
+    packed, _ = model(torch.cat((first, second), dim=1), doc_ids=doc_ids)
+    alone = torch.cat((model(first)[0], model(second)[0]), dim=1)
+    assert torch.allclose(packed, alone, atol=1e-5)
+    plain, _ = model(torch.cat((first, second), dim=1))  # no mask: the second sees the first
+    assert not torch.allclose(plain[:, 7:], alone[:, 7:], atol=1e-3)
+
+
+def test_positions_restart_in_every_document():
+    doc_ids = torch.tensor([[0, 0, 0, 1, 1, 2], [5, 5, 5, 5, 5, 5]])
+    assert positions_in_documents(doc_ids).tolist() == [[0, 1, 2, 0, 1, 0], list(range(6))]
+
+
+def test_last_only_logits_are_the_last_row():
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    idx = torch.randint(0, 50, (2, 9))
+    last, _ = model(idx, last_only=True)
+    assert last.shape == (2, 1, 50)
+    assert torch.allclose(last[:, 0], model(idx)[0][:, -1], atol=1e-6)

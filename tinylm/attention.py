@@ -19,23 +19,75 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 ATTENTION_IMPLEMENTATIONS = ("manual", "sdpa")
 
 
-def causal_mask(t: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """(T, T) boolean mask, True where query i may look at key j (j <= i)."""
-    return torch.ones(t, t, dtype=torch.bool, device=device).tril()
+def causal_mask(t: int, device: torch.device | str | None = None,
+                keys: int | None = None) -> torch.Tensor:
+    """(T, keys) boolean mask, True where query i may look at key j.
+
+    Without a cache keys == T and the rule is j <= i. With a KV cache the T queries are the
+    last T of `keys` positions, so query i sits at position keys - T + i and sees j <= that.
+    """
+    keys = t if keys is None else keys
+    return torch.ones(t, keys, dtype=torch.bool, device=device).tril(diagonal=keys - t)
+
+
+def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) document ids → (B, 1, T, T) mask: causal, and only within the same document.
+
+    Used when several examples are packed into one sequence (notebook 06): each token then
+    attends to its own example only, as if the examples had been fed one by one.
+    """
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
+    return (same_doc & causal_mask(doc_ids.size(1), doc_ids.device))[:, None]  # (B, 1, T, T)
+
+
+class KVCache:
+    """The keys and values every layer has computed so far, so a new token costs one step.
+
+    Generation first runs the prompt through the model once (the prefill), storing each
+    layer's keys and values, (B, nh, T, hs); every later step feeds one token, computes its
+    q, k, v only, and attends over the stored keys plus its own.
+    """
+
+    def __init__(self, n_layer: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+
+    @property
+    def seq_len(self) -> int:
+        """How many positions are cached (0 before the prefill)."""
+        return 0 if self.keys[0] is None else self.keys[0].size(2)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this step's k, v (B, nh, t, hs) to the layer's; return all of them."""
+        if self.keys[layer] is not None:
+            k = torch.cat((self.keys[layer], k), dim=2)  # (B, nh, T_past + t, hs)
+            v = torch.cat((self.values[layer], v), dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (and reorder) the batch rows given by index (beam search reshuffles beams)."""
+        self.keys = [None if k is None else k[rows] for k in self.keys]
+        self.values = [None if v is None else v[rows] for v in self.values]
 
 
 def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      dropout_p: float = 0.0, causal: bool = True
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+                      dropout_p: float = 0.0, causal: bool = True,
+                      mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q kᵀ / √d, masked) v, step by step; returns (output, weights).
 
-    q, k, v: (..., T, hs), usually (B, nh, T, hs). Output (..., T, hs), weights (..., T, T).
+    q: (..., T, hs), k and v: (..., S, hs) with S >= T (S > T when earlier keys are cached),
+    usually (B, nh, T, hs). mask, if given, replaces the causal mask: True = may attend.
+    Output (..., T, hs), weights (..., T, S).
     """
     t, head_size = q.size(-2), q.size(-1)
-    scores = q @ k.transpose(-2, -1)  # (..., T, T): how well each query matches each key
+    scores = q @ k.transpose(-2, -1)  # (..., T, S): how well each query matches each key
     scores = scores / math.sqrt(head_size)  # keep the variance ~1 so softmax does not saturate
-    if causal:
-        scores = scores.masked_fill(~causal_mask(t, q.device), float("-inf"))  # no peeking
+    if mask is None and causal:
+        mask = causal_mask(t, q.device, keys=k.size(-2))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # no peeking
     weights = F.softmax(scores, dim=-1)  # each row sums to 1
     weights = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
     return weights @ v, weights  # (..., T, hs): a weighted average of the values
@@ -75,7 +127,7 @@ class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention: one projection to q, k, v, attention, one out."""
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = False,
-                 attention: str = "sdpa") -> None:
+                 attention: str = "sdpa", layer: int = 0) -> None:
         super().__init__()
         if attention not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, "
@@ -83,20 +135,32 @@ class CausalSelfAttention(nn.Module):
         self.n_head = n_head
         self.dropout = dropout
         self.attention = attention
+        self.layer = layer  # which slot of a KVCache is ours
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v for all heads at once
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False
+    def forward(self, x: torch.Tensor, return_weights: bool = False,
+                mask: torch.Tensor | None = None, cache: KVCache | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, T, C) → (y (B, T, C), weights (B, nh, T, T) or None)."""
+        """x (B, T, C) → (y (B, T, C), weights (B, nh, T, S) or None).
+
+        mask (B, 1, T, T), True = may attend, replaces the causal mask (packed documents).
+        With a cache, keys and values of earlier positions come from it (S = past + T).
+        """
         q, k, v = self.c_attn(x).split(x.size(-1), dim=2)  # each (B, T, C)
         q, k, v = (split_heads(z, self.n_head) for z in (q, k, v))  # each (B, nh, T, hs)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)  # each (B, nh, S, hs)
+        t, s = q.size(2), k.size(2)
+        if mask is None and s > t > 1:  # a chunk after cached positions: offset causal mask
+            mask = causal_mask(t, x.device, keys=s)
         dropout_p = self.dropout if self.training else 0.0
         if self.attention == "manual" or return_weights:
-            y, weights = attention_by_hand(q, k, v, dropout_p)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            y, weights = attention_by_hand(q, k, v, dropout_p, causal=s == t, mask=mask)
+        else:  # one new token (t == 1) may see every cached key: no mask at all
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                               is_causal=mask is None and s == t)
             weights = None
         y = self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
         return y, weights

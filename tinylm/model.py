@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tinylm.attention import ATTENTION_IMPLEMENTATIONS, CausalSelfAttention
+from tinylm.attention import ATTENTION_IMPLEMENTATIONS, CausalSelfAttention, KVCache, document_mask
 from tinylm.tokenizers import pad_vocab_size
 
 CONFIG_FILE = "config.json"
@@ -112,17 +112,18 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer: int = 0) -> None:
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, config.bias)
         self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.dropout,
-                                        config.bias, config.attention)
+                                        config.bias, config.attention, layer)
         self.ln_2 = LayerNorm(config.n_embd, config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False
+    def forward(self, x: torch.Tensor, return_weights: bool = False,
+                mask: torch.Tensor | None = None, cache: KVCache | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attn(self.ln_1(x), return_weights)
+        attended, weights = self.attn(self.ln_1(x), return_weights, mask, cache)
         x = x + attended  # (B, T, C) residual stream
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -138,7 +139,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
             wpe=nn.Embedding(config.block_size, config.n_embd),  # position embeddings
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            h=nn.ModuleList(Block(config, layer) for layer in range(config.n_layer)),
             ln_f=LayerNorm(config.n_embd, config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -158,25 +159,37 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                return_weights: bool = False
+                return_weights: bool = False, *, doc_ids: torch.Tensor | None = None,
+                cache: KVCache | None = None, last_only: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) → (logits (B, T, V), mean cross-entropy vs targets (B, T), or None).
 
-        Targets equal to -100 are ignored in the loss (used by fine-tuning in notebook 06).
+        Targets equal to -100 are ignored in the loss (fine-tuning, notebook 06).
+        doc_ids (B, T): packed examples; each token attends only within its own document and
+        positions restart at every document, so each example is seen as if it were alone.
+        cache: a KVCache holding earlier positions; idx then holds only the new tokens.
+        last_only: compute logits for the last position only (B, 1, V), as generation needs.
         With return_weights the attention maps are kept in `self.last_attention`.
         """
         b, t = idx.shape
-        if t > self.config.block_size:
-            raise ValueError(f"sequence of {t} tokens is longer than the context "
-                             f"(block_size={self.config.block_size})")
-        pos = torch.arange(t, device=idx.device)  # (T,)
+        past = 0 if cache is None else cache.seq_len
+        if past + t > self.config.block_size:
+            raise ValueError(f"sequence of {past + t} tokens is longer than the context "
+                             f"(block_size={self.config.block_size}); crop it to the last "
+                             f"{self.config.block_size} tokens")
+        if doc_ids is not None:
+            pos, mask = positions_in_documents(doc_ids), document_mask(doc_ids)  # (B, T), mask
+        else:
+            pos, mask = torch.arange(past, past + t, device=idx.device), None  # (T,)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
         x = self.transformer.drop(x)
         maps = []
         for block in self.transformer.h:
-            x, weights = block(x, return_weights)
+            x, weights = block(x, return_weights, mask, cache)
             maps.append(weights)
         x = self.transformer.ln_f(x)
+        if last_only:
+            x = x[:, [-1], :]  # (B, 1, C): the only position whose next token we need
         logits = self.lm_head(x)  # (B, T, V)
         self.last_attention = maps if return_weights else None
         loss = None
@@ -184,6 +197,10 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1),
                                    ignore_index=-100)
         return logits, loss
+
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for this model, to pass to forward while generating."""
+        return KVCache(self.config.n_layer)
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
@@ -230,6 +247,16 @@ class GPT(nn.Module):
         _check_state(state, expected, directory / WEIGHTS_FILE)
         model.load_state_dict(state, strict=False)  # lm_head.weight comes with wte (tied)
         return model
+
+
+def positions_in_documents(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) document ids → (B, T) position of each token within its own document."""
+    t = doc_ids.size(1)
+    index = torch.arange(t, device=doc_ids.device).expand_as(doc_ids)  # (B, T)
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]  # True where a document begins
+    first = torch.where(starts, index, 0).cummax(dim=1).values  # start of each token's doc
+    return index - first
 
 
 def _check_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
