@@ -26,6 +26,9 @@ class Profile:
     concat_demo_poems: tuple[int, ...]  # poem counts timed for the quadratic list-concat demo
     train_run: str  # the profile's main training run: a key of tinylm.train.RUNS
     attention_seq_lens: tuple[int, ...]  # sequence lengths timed in notebook 03
+    sft_steps: int  # optimizer steps of each fine-tuning run in notebook 06
+    sft_eval_prompts: int  # held-out instructions the fine-tuned models answer in notebook 06
+    kv_cache_new_tokens: int  # tokens generated when timing the KV cache in notebook 07
 
 
 PROFILES: dict[str, Profile] = {
@@ -37,6 +40,9 @@ PROFILES: dict[str, Profile] = {
         concat_demo_poems=(250, 500, 1000),
         train_run="char-ci",
         attention_seq_lens=(64, 128, 256),
+        sft_steps=20,
+        sft_eval_prompts=8,
+        kv_cache_new_tokens=32,
     ),
     "cpu": Profile(
         name="cpu",
@@ -46,6 +52,9 @@ PROFILES: dict[str, Profile] = {
         concat_demo_poems=(1000, 2000, 4000, 8000),
         train_run="char-cpu",
         attention_seq_lens=(128, 256, 512, 1024, 2048),
+        sft_steps=300,
+        sft_eval_prompts=100,
+        kv_cache_new_tokens=256,
     ),
     "gpu": Profile(
         name="gpu",
@@ -55,6 +64,9 @@ PROFILES: dict[str, Profile] = {
         concat_demo_poems=(1000, 2000, 4000, 8000),
         train_run="char-gpu",
         attention_seq_lens=(256, 512, 1024, 2048, 4096, 8192),
+        sft_steps=1000,
+        sft_eval_prompts=200,
+        kv_cache_new_tokens=256,
     ),
 }
 
