@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import regex
 import tiktoken
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers
@@ -87,6 +88,14 @@ class Tokenizer(ABC):
     @abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
         """Decode ids; bytes that are not valid UTF-8 become U+FFFD instead of raising."""
+
+    def with_special_tokens(self, tokens: Sequence[str]) -> "Tokenizer":
+        """This tokenizer plus special tokens (chat markers) given the next free ids.
+
+        Existing ids keep their meaning, so a pretrained model still reads every old token;
+        each new token is one id, recognised wherever its exact string appears in the text.
+        """
+        return SpecialTokensTokenizer(self, tokens)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer to one JSON file; its "type" field tells load_tokenizer the class."""
@@ -228,12 +237,91 @@ def _bytes_to_unicode() -> dict[int, str]:
     return table
 
 
-class TiktokenTokenizer(Tokenizer):
-    """A pretrained OpenAI encoding from tiktoken (its files are downloaded on first use)."""
+def _check_special_tokens(tokens: Sequence[str], existing: Sequence[str] = ()) -> list[str]:
+    """The new special tokens as a list, refusing empty, repeated or already-present ones."""
+    tokens = list(tokens)
+    if not tokens or any(not isinstance(t, str) or not t for t in tokens):
+        raise ValueError(f"special tokens must be non-empty strings, got {tokens!r}")
+    repeated = sorted({t for t in [*existing, *tokens] if [*existing, *tokens].count(t) > 1})
+    if repeated or EOT in tokens:
+        raise ValueError(f"special tokens {repeated or [EOT]} are already in the tokenizer")
+    return tokens
 
-    def __init__(self, encoding_name: str):
+
+class SpecialTokensTokenizer(Tokenizer):
+    """A char or BPE tokenizer with special tokens appended after its vocabulary."""
+
+    def __init__(self, base: Tokenizer, tokens: Sequence[str]):
+        if isinstance(base, SpecialTokensTokenizer):  # adding more: extend the same list
+            base, tokens = base.base, [*base.special_tokens, *tokens]
+        self.base = base
+        self.name = base.name
+        self.special_tokens = _check_special_tokens(tokens)
+        self.special_ids = {t: base.vocab_size + i for i, t in enumerate(self.special_tokens)}
+        self._id_to_special = {i: t for t, i in self.special_ids.items()}
+        # Longest first, so a token that contains another one wins.
+        alternatives = sorted(self.special_tokens, key=len, reverse=True)
+        self._split = regex.compile("(" + "|".join(map(regex.escape, alternatives)) + ")")
+
+    def with_special_tokens(self, tokens: Sequence[str]) -> Tokenizer:
+        return SpecialTokensTokenizer(self, tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size + len(self.special_tokens)
+
+    @property
+    def eot_id(self) -> int:
+        return self.base.eot_id
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for i, piece in enumerate(self._split.split(text)):  # odd pieces are special tokens
+            ids.extend([self.special_ids[piece]] if i % 2 else self.base.encode(piece))
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        parts, run = [], []
+        for i in ids:
+            if i in self._id_to_special:
+                parts += [self.base.decode(run), self._id_to_special[i]]
+                run = []
+            else:
+                run.append(i)
+        return "".join(parts) + self.base.decode(run)
+
+    def save(self, path: str | os.PathLike) -> None:
+        state = {"type": self.base.name, **self.base._state(),
+                 "special_tokens": self.special_tokens}
+        Path(path).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+
+
+class TiktokenTokenizer(Tokenizer):
+    """A pretrained OpenAI encoding from tiktoken (its files are downloaded on first use).
+
+    Special tokens added with `with_special_tokens` go through tiktoken's own special-token
+    support: a new `tiktoken.Encoding` with the same merges and the extra tokens.
+    """
+
+    def __init__(self, encoding_name: str, special_tokens: Sequence[str] = ()):
         self.name = encoding_name
         self._enc = _load_tiktoken(encoding_name)
+        self.special_tokens = list(special_tokens)
+        if self.special_tokens:
+            _check_special_tokens(self.special_tokens, list(self._enc.special_tokens_set))
+            base = self._enc
+            first = base.n_vocab
+            self._enc = tiktoken.Encoding(
+                name=f"{encoding_name}+{len(self.special_tokens)}",
+                pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks,
+                special_tokens={**base._special_tokens,
+                                **{t: first + i for i, t in enumerate(self.special_tokens)}})
+
+    def with_special_tokens(self, tokens: Sequence[str]) -> Tokenizer:
+        return type(self)(*self._init_args(), [*self.special_tokens, *tokens])
+
+    def _init_args(self) -> tuple:
+        return (self.name,)
 
     @property
     def vocab_size(self) -> int:
@@ -244,20 +332,32 @@ class TiktokenTokenizer(Tokenizer):
         return self._enc.eot_token
 
     def encode(self, text: str) -> list[int]:
-        return self._enc.encode_ordinary(text)
+        if not self.special_tokens:
+            return self._enc.encode_ordinary(text)
+        return self._enc.encode(text, allowed_special=set(self.special_tokens),
+                                disallowed_special=())
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self._enc.encode_ordinary_batch(texts)
+        if not self.special_tokens:
+            return self._enc.encode_ordinary_batch(texts)
+        return self._enc.encode_batch(texts, allowed_special=set(self.special_tokens),
+                                      disallowed_special=())
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._enc.decode(list(ids), errors="replace")
+
+    def _state(self) -> dict[str, Any]:
+        return {"special_tokens": self.special_tokens} if self.special_tokens else {}
 
 
 class GPT2Tokenizer(TiktokenTokenizer):
     """GPT-2's byte-level BPE (50,257 ids, <|endoftext|> = 50256), through tiktoken."""
 
-    def __init__(self):
-        super().__init__("gpt2")
+    def __init__(self, special_tokens: Sequence[str] = ()):
+        super().__init__("gpt2", special_tokens)
+
+    def _init_args(self) -> tuple:
+        return ()
 
 
 def _load_tiktoken(name: str) -> tiktoken.Encoding:
@@ -330,13 +430,15 @@ def get_tokenizer(
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Read a tokenizer written by Tokenizer.save, choosing the class from its "type" field."""
     state = json.loads(Path(path).read_text(encoding="utf-8"))
-    kind = state["type"]
-    if kind == "char":
-        return CharTokenizer(state["chars"])
-    if kind == "bpe":
-        return BPETokenizer(state["merges"])
+    kind, special = state["type"], state.get("special_tokens", [])
     if kind == "gpt2":
-        return GPT2Tokenizer()
+        return GPT2Tokenizer(special)
     if kind in tiktoken.list_encoding_names():
-        return TiktokenTokenizer(kind)
-    raise ValueError(f"{path}: unknown tokenizer type {kind!r}")
+        return TiktokenTokenizer(kind, special)
+    if kind == "char":
+        tokenizer: Tokenizer = CharTokenizer(state["chars"])
+    elif kind == "bpe":
+        tokenizer = BPETokenizer(state["merges"])
+    else:
+        raise ValueError(f"{path}: unknown tokenizer type {kind!r}")
+    return tokenizer.with_special_tokens(special) if special else tokenizer
