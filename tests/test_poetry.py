@@ -1,7 +1,11 @@
 """Poem forms on hand-made poems."""
 
+import math
+
 import pytest
 
+from tinylm import poetry
+from tinylm.data import Poem
 from tinylm.poetry import classify_form, verses
 
 
@@ -23,3 +27,68 @@ def test_classify_form(content, form):
 def test_verses_split_at_punctuation_and_newlines():
     expected = ["床前明月光", "疑是地上霜", "举头望明月"]
     assert verses("床前明月光，疑是地上霜。\n举头望明月！") == expected
+
+
+JINGYESI = "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。"
+# A hand-made 平仄 table for the characters used below (their usual Tang tones).
+TONES = poetry.ToneTable({
+    **dict.fromkeys("床前明光疑霜头低思乡", "平"),
+    **dict.fromkeys("月是地上举望", "仄"),
+})
+
+
+def test_uniform_verses():
+    assert poetry.uniform_verses(JINGYESI)
+    assert poetry.uniform_verses("四言四句，四言四句。")
+    assert not poetry.uniform_verses("床前明月光，疑是地上霜啊。")  # a line of wrong length
+    assert not poetry.uniform_verses("床前明月光。")
+
+
+def test_parse_document():
+    assert poetry.parse_document("静夜思\n李白\n" + JINGYESI) == Poem("静夜思", "李白", JINGYESI)
+    assert poetry.parse_document("静夜思\n李白") is None
+    assert poetry.parse_document("\n李白\n床前") is None
+
+
+def test_rhyme_of_a_rhyming_and_a_non_rhyming_couplet():
+    assert poetry.rhyme_group("霜") == poetry.rhyme_group("乡") == "江阳"
+    assert poetry.rhymes(JINGYESI) is True  # 霜 shuang, 乡 xiang
+    assert poetry.rhymes("床前明月光，疑是地上霜。\n举头望明月，低头思故人。") is False
+    assert poetry.rhymes("床前明月光，疑是地上霜。") is None  # one rhyme position only
+
+
+def test_tone_table_learns_the_majority_label():
+    table = poetry.ToneTable.learn([("看山", "平仄"), ("看水", "仄仄"), ("看云", "平○")])
+    assert table.tone("看") == "平" and table.tone("山") == "仄" and table.tone("云") is None
+    assert len(table) == 3
+    assert table.coverage(["看山云"]) == pytest.approx(2 / 3)
+
+
+def test_tone_checks_on_jingyesi():
+    # 床前明月光 平平平仄平 / 疑是地上霜 平仄仄仄平 / 举头望明月 仄平仄平仄 / 低头思故乡 平平平?平
+    kept, checked = poetry.tone_checks(JINGYESI, TONES)
+    assert checked == 4 + 2 + 1 + 2 - 1  # 4 alternations, 2 对, 1 粘, 2 rhymes; 故 unknown
+    assert kept == 4
+    assert poetry.tone_agreement(JINGYESI, TONES) == pytest.approx(4 / 8)
+    assert poetry.tone_checks("床前明月光。", TONES) == (0, 0)
+    assert poetry.tone_agreement("床前明月光。", TONES) is None
+
+
+def test_tone_checks_on_a_perfect_pattern():
+    # 仄仄平平仄 平平仄仄平 平平平仄仄 仄仄仄平平: the textbook 仄起 five-character quatrain.
+    table = poetry.ToneTable({"平": "平", "仄": "仄"})
+    poem = "仄仄平平仄，平平仄仄平。\n平平平仄仄，仄仄仄平平。"
+    kept, checked = poetry.tone_checks(poem, table)
+    assert kept == checked == 4 + 2 + 1 + 2
+
+
+def test_copy_detector_finds_copied_verses_and_runs():
+    detector = poetry.CopyDetector([JINGYESI, "白日依山尽，黄河入海流。"])
+    assert detector.copied_verses("床前明月光，黄河入海流。\n新句子新句，") == (2, 3)
+    runs = detector.longest_copied(["山尽黄河入海", "床前明月光，疑是", "无关", ""])
+    assert runs == [4, 8, 0, 0]  # 黄河入海 (山尽 and 黄河 are not adjacent in the poem)
+
+
+def test_bits_per_character():
+    assert poetry.bits_per_character(math.log(2), tokens=10, chars=10) == pytest.approx(1.0)
+    assert poetry.bits_per_character(2 * math.log(2), tokens=5, chars=10) == pytest.approx(1.0)

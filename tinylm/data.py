@@ -213,15 +213,10 @@ def load_poems(root: Path | None = None, manifest: Manifest | None = None) -> li
         if not Path(file.path).name.startswith("poet."):
             continue
         path = root / file.path
-        if not path.is_file():
-            raise DataError(
-                f"{path} is missing. Fetch the data first: `python -m tinylm data` (or "
-                f"`tinylm.data.fetch()` from Python)."
-            )
+        records = _read_json(path)
         try:
-            records = json.loads(path.read_text(encoding="utf-8"))
             poems += [Poem(r["title"], r["author"], "\n".join(r["paragraphs"])) for r in records]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        except (KeyError, TypeError) as error:
             raise DataError(
                 f"{path} is not a valid poem file ({type(error).__name__}: {error}). Delete it "
                 f"and fetch again: `python -m tinylm data`."
@@ -229,14 +224,59 @@ def load_poems(root: Path | None = None, manifest: Manifest | None = None) -> li
     return poems
 
 
+def load_strains(root: Path | None = None, manifest: Manifest | None = None
+                 ) -> list[tuple[str, str]]:
+    """(line, 平仄 labels) pairs, aligned character by character, in simplified characters.
+
+    The ``strains`` files label each character of a poem 平 (level), 仄 (oblique) or ○
+    (unknown), line by line; records are matched to poems by their ``id``. Lines whose label
+    string does not have the line's length (before or after 繁→简) are skipped.
+    """
+    root = Path(root) if root is not None else raw_dir()
+    manifest = manifest or load_manifest()
+    lines: dict[str, list[str]] = {}
+    for file in manifest.group("tang"):
+        if Path(file.path).name.startswith("poet."):
+            records = _read_json(root / file.path)
+            lines.update((r["id"], r["paragraphs"]) for r in records)
+    pairs = []
+    for file in manifest.group("strains"):
+        for record in _read_json(root / file.path):
+            for text, labels in zip(lines.get(record["id"], []), record["strains"],
+                                    strict=False):
+                if len(text) == len(labels):
+                    pairs.append((text, labels))
+    simplified = _t2s("\x00".join(text for text, _ in pairs)).split("\x00")
+    return [(text, labels) for text, (_, labels) in zip(simplified, pairs, strict=True)
+            if len(text) == len(labels)]
+
+
+def _read_json(path: Path) -> list[dict]:
+    """A JSON file of the dataset, with a missing or broken file explained."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing. Fetch the data first: `python -m tinylm data` (or "
+                        "`tinylm.data.fetch(group)` from Python).")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path} is not a valid JSON file ({type(error).__name__}: {error}). "
+                        "Delete it "
+                        "and fetch again: `python -m tinylm data`.") from error
+
+
 def to_simplified(poems: Sequence[Poem]) -> list[Poem]:
     """Convert traditional to simplified characters with OpenCC's ``t2s`` table."""
-    import opencc
-
     sep = "\x00"  # one OpenCC call over the whole corpus is much faster than 170k small ones
     fields = [s for p in poems for s in (p.title, p.author, p.content)]
-    converted = opencc.OpenCC("t2s").convert(sep.join(fields)).split(sep)
+    converted = _t2s(sep.join(fields)).split(sep)
     return [Poem(*converted[i:i + 3]) for i in range(0, len(converted), 3)]
+
+
+def _t2s(text: str) -> str:
+    """Traditional → simplified with OpenCC's ``t2s`` table."""
+    import opencc
+
+    return opencc.OpenCC("t2s").convert(text)
 
 
 @dataclass

@@ -6,7 +6,15 @@ characters. A quatrain (绝句, jueju) has four verses, a regulated verse (律�
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
+
+import numpy as np
+
+from tinylm.data import Poem
 
 _VERSE_END = re.compile(r"[，。！？；：、\n]+")
 
@@ -35,3 +43,196 @@ def classify_form(content: str) -> str:
     if size is None:
         return "其他"
     return size + ("绝" if len(parts) == 4 else "律")
+
+
+def uniform_verses(content: str) -> bool:
+    """True when the poem has at least two verses and every one has the same length."""
+    parts = verses(content)
+    return len(parts) >= 2 and len({len(v) for v in parts}) == 1
+
+
+def parse_document(text: str) -> Poem | None:
+    """A generated document ``title\\nauthor\\ncontent`` as a Poem, or None if a part is missing."""
+    parts = text.split("\n", 2)
+    if len(parts) < 3 or not all(p.strip() for p in parts):
+        return None
+    return Poem(parts[0].strip(), parts[1].strip(), parts[2].strip())
+
+
+# --------------------------------------------------------------------------- rhyme
+
+# The thirteen rhyme groups of modern Mandarin (十三辙, "thirteen tracks"), keyed by pypinyin
+# finals (ü written v). Tang poets rhymed by the Middle Chinese rhyme books (平水韵 and
+# earlier), and many characters have moved since: this is a modern approximation, which is why
+# the corpus itself does not score 100 %.
+RHYME_GROUPS: dict[str, str] = {
+    **dict.fromkeys(("a", "ia", "ua"), "发花"),
+    **dict.fromkeys(("o", "e", "uo"), "梭波"),
+    **dict.fromkeys(("ie", "ve"), "乜斜"),
+    **dict.fromkeys(("i", "v", "er"), "一七"),
+    "u": "姑苏",
+    **dict.fromkeys(("ai", "uai"), "怀来"),
+    **dict.fromkeys(("ei", "uei", "ui"), "灰堆"),
+    **dict.fromkeys(("ao", "iao"), "遥条"),
+    **dict.fromkeys(("ou", "iou", "iu"), "油求"),
+    **dict.fromkeys(("an", "ian", "uan", "van"), "言前"),
+    **dict.fromkeys(("en", "in", "uen", "un", "vn"), "人辰"),
+    **dict.fromkeys(("ang", "iang", "uang"), "江阳"),
+    **dict.fromkeys(("eng", "ing", "ong", "iong"), "中东"),
+}
+
+
+def rhyme_group(char: str) -> str | None:
+    """The 十三辙 group of a character's (most common modern) reading, or None if unknown."""
+    from pypinyin import Style, lazy_pinyin
+
+    final = lazy_pinyin(char, style=Style.FINALS, errors=lambda _: [""])[0]
+    return RHYME_GROUPS.get(final)
+
+
+def rhymes(content: str) -> bool | None:
+    """Do the even verses (the rhyme positions) end in one rhyme group? None if < 2 of them."""
+    ends = [v[-1] for v in verses(content)[1::2]]
+    groups = [rhyme_group(ch) for ch in ends]
+    if len(groups) < 2 or None in groups:
+        return None
+    return len(set(groups)) == 1
+
+
+# --------------------------------------------------------------------------- 平仄 (tones)
+
+LEVEL, OBLIQUE = "平", "仄"
+
+
+class ToneTable:
+    """Character → 平 (level) or 仄 (oblique), learned from the dataset's own `strains` labels.
+
+    Each character gets the label it carries most often (a character read two ways, such as
+    看 or 思, gets its majority reading). Characters never labelled are unknown.
+    """
+
+    def __init__(self, tones: dict[str, str]) -> None:
+        self.tones = tones
+
+    @classmethod
+    def learn(cls, pairs: Sequence[tuple[str, str]]) -> ToneTable:
+        """Majority vote over (text, labels) pairs aligned character by character."""
+        votes: dict[str, Counter] = {}
+        for text, labels in pairs:
+            for char, label in zip(text, labels, strict=True):
+                if label in (LEVEL, OBLIQUE):
+                    votes.setdefault(char, Counter())[label] += 1
+        return cls({char: count.most_common(1)[0][0] for char, count in votes.items()})
+
+    def __len__(self) -> int:
+        return len(self.tones)
+
+    def tone(self, char: str) -> str | None:
+        """平, 仄, or None when the character was never labelled."""
+        return self.tones.get(char)
+
+    def coverage(self, texts: Iterable[str]) -> float:
+        """Share of the verse characters in texts that have a known tone."""
+        chars = [ch for text in texts for verse in verses(text) for ch in verse]
+        return sum(ch in self.tones for ch in chars) / max(len(chars), 1)
+
+
+def tone_checks(content: str, table: ToneTable) -> tuple[int, int]:
+    """(rules kept, rules checked) of the regulated tone pattern, for a 绝句 or 律诗.
+
+    The rules, on the even positions that matter (「一三五不论，二四六分明」: the 1st, 3rd
+    and 5th characters are free, the 2nd, 4th and 6th must be right): within a verse they
+    alternate 平/仄; the two verses of a couplet are opposed (对) at the 2nd character; a
+    couplet's second verse and the next couplet's first agree (粘) at the 2nd character; and
+    the rhyming verses end on a level tone. A rule is checked only when both its characters
+    have a known tone. Other forms return (0, 0).
+    """
+    if classify_form(content) not in FORMS:
+        return 0, 0
+    lines = verses(content)
+    keys = (1, 3) if len(lines[0]) == 5 else (1, 3, 5)  # 0-based: the 2nd, 4th (and 6th)
+    tone = table.tone
+    pairs: list[tuple[str | None, str | None, bool]] = []  # (tone, tone, should they match?)
+    for line in lines:
+        pairs += [(tone(line[a]), tone(line[b]), False) for a, b in pairwise(keys)]
+    for i in range(0, len(lines), 2):
+        pairs.append((tone(lines[i][1]), tone(lines[i + 1][1]), False))  # 对
+        if i + 2 < len(lines):
+            pairs.append((tone(lines[i + 1][1]), tone(lines[i + 2][1]), True))  # 粘
+        pairs.append((tone(lines[i + 1][-1]), LEVEL, True))  # rhyme on a level tone
+    checked = [(a == b) == same for a, b, same in pairs if a is not None and b is not None]
+    return sum(checked), len(checked)
+
+
+def tone_agreement(content: str, table: ToneTable) -> float | None:
+    """Share of the regulated tone rules a poem keeps; None if it is not regulated."""
+    kept, checked = tone_checks(content, table)
+    return kept / checked if checked else None
+
+
+# --------------------------------------------------------------------------- novelty
+
+
+class CopyDetector:
+    """Finds what a generated poem copies from the training poems.
+
+    `copied_verses`: verses that appear verbatim among the training verses. `longest_copied`:
+    the longest run of characters also found somewhere in a training poem, by rolling hashes
+    of every n-gram of the training text (numpy, sorted, searched), growing n until no poem
+    has a match.
+    """
+
+    def __init__(self, training_texts: Sequence[str]) -> None:
+        self.verses = {v for text in training_texts for v in verses(text)}
+        self.codes = _code_points("\x00".join(training_texts))  # \x00 never occurs in a poem
+
+    def copied_verses(self, content: str) -> tuple[int, int]:
+        """(verses found verbatim in the training poems, verses)."""
+        parts = verses(content)
+        return sum(v in self.verses for v in parts), len(parts)
+
+    def longest_copied(self, contents: Sequence[str]) -> list[int]:
+        """For each text, the length of its longest substring found in the training text.
+
+        Grows n one character at a time, keeping only the training positions whose n-gram
+        occurs in some text: an (n+1)-gram can only match where its first n characters did.
+        """
+        texts = [_code_points(c) for c in contents]
+        longest = [0] * len(texts)
+        position = np.arange(len(self.codes))  # training n-grams that may still match
+        corpus_hash = self.codes.copy()  # n = 1: a character's hash is its code point
+        text_hash = {i: t.copy() for i, t in enumerate(texts) if len(t)}
+        n = 1
+        with np.errstate(over="ignore"):  # the hashes wrap around modulo 2**64 on purpose
+            while text_hash:
+                keep = np.isin(corpus_hash, np.concatenate(list(text_hash.values())))
+                position, corpus_hash = position[keep], corpus_hash[keep]
+                for i, hashes in text_hash.items():
+                    if np.isin(hashes, corpus_hash).any():
+                        longest[i] = n
+                # A text with no copied n-gram has no copied (n+1)-gram either: drop it.
+                alive = [i for i in text_hash if longest[i] == n and len(texts[i]) > n]
+                position = position[position + n < len(self.codes)]
+                corpus_hash = corpus_hash[:len(position)]
+                # Extend every hash by one character: h(s + c) = h(s) · base + c.
+                corpus_hash = corpus_hash * _HASH_BASE + self.codes[position + n]
+                text_hash = {i: text_hash[i][:-1] * _HASH_BASE + texts[i][n:] for i in alive}
+                n += 1
+        return longest
+
+
+_HASH_BASE = np.uint64(1_000_003)
+
+
+def _code_points(text: str) -> np.ndarray:
+    """The text's Unicode code points as uint64, ready for hashing."""
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+
+
+def bits_per_character(loss_nats: float, tokens: int, chars: int) -> float:
+    """Bits per character from a loss in nats per token: fair across tokenizers.
+
+    A BPE model predicts fewer, bigger tokens than a character model, so its loss per token is
+    not comparable; the total information per character of text is.
+    """
+    return loss_nats * tokens / chars / math.log(2)
