@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tinylm import checkpoints, data
 from tinylm.profiles import best_device, get_profile
-from tinylm.sampling import sample_poems
+from tinylm.sampling import beam_poems, sample_poems
 from tinylm.tokenizers import REPORTED_DENSITY, TokenizerUnavailable
 from tinylm.train import (
     RUNS,
@@ -164,8 +164,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
             raise ValueError(f"run {run} has no final model in {directory} yet: train it first "
                              f"with `python -m tinylm train --run {run}`")
     model, tokenizer = load_model(directory)
-    poems = sample_poems(model.to(best_device()), tokenizer, args.prompt, args.n,
-                         args.max_new_tokens, args.temperature, args.top_k or None, args.seed)
+    model = model.to(best_device())
+    if args.beams > 1:
+        poems = beam_poems(model, tokenizer, args.prompt, args.max_new_tokens, args.beams)
+    else:
+        poems = sample_poems(model, tokenizer, args.prompt, args.n, args.max_new_tokens,
+                             args.temperature, args.top_k or None, args.seed, top_p=args.top_p,
+                             repetition_penalty=args.repetition_penalty)
     print("\n\n".join(poems))
 
 
@@ -184,7 +189,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_sample_parser(sub: argparse._SubParsersAction) -> None:
-    """``python -m tinylm sample [--run NAME | --model DIR] [--prompt TEXT] [-n N] …``."""
+    """``python -m tinylm sample [--run NAME | --model DIR] [--prompt TEXT] [--top-p P] …``."""
     p = sub.add_parser("sample", help="write poems with a trained model")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--run", choices=sorted(RUNS), help="use this run's final model "
@@ -198,6 +203,13 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
                    help="0 = greedy (default: %(default)s)")
     p.add_argument("--top-k", type=int, default=200, help="sample among the k most likely "
                    "tokens; 0 = all (default: %(default)s)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling: sample among the most "
+                   "likely tokens holding this much probability, e.g. 0.9 (default: off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 makes tokens "
+                   "already written less likely (default: %(default)s = off)")
+    p.add_argument("--beams", type=int, default=1, help="> 1: beam search with this many beams, "
+                   "one poem per prompt; -n, temperature, top-k/p are then unused "
+                   "(default: %(default)s = sampling)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=1337, help="(default: %(default)s)")
     p.set_defaults(func=cmd_sample)

@@ -1,7 +1,31 @@
-"""Writing text with a trained model: nanoGPT's sampling loop, and whole poems from it.
+"""Writing text with a trained model: every decoding strategy of notebook 07, and whole poems.
 
-Temperature convention: ``temperature=0`` means greedy decoding (always the most likely token),
-as in vLLM and the OpenAI API; transformers and TGI reject 0 instead (the talk's table).
+The model gives logits (B, V) for the next token; a decoding strategy turns them into a choice.
+Each step of `generate` is: repetition penalty → temperature → top-k → top-p → sample (or argmax
+at temperature 0). Each transform is a small pure function here, so the notebook can plot it.
+`beam_search` keeps the `num_beams` most likely continuations instead of one.
+
+Temperature divides the logits: < 1 sharpens the distribution, > 1 flattens it. At 0 the
+division is undefined, and frameworks disagree on what 0 means (the talk's table):
+
+| framework    | default | range     | temperature 0                     |
+|--------------|---------|-----------|-----------------------------------|
+| transformers | 1       | (0, inf)  | error: use do_sample=False        |
+| vLLM         | 1       | [0, inf)  | below 1e-5: greedy                |
+| TGI          | 1       | (0, inf)  | error                             |
+| Bedrock      | 0.5     | [0, 1]    | allowed                           |
+| GPT-4 API    | 1       | [0, 2]    | allowed                           |
+
+Here, as in vLLM and the OpenAI API, ``temperature=0`` means greedy decoding (always the most
+likely token).
+
+KV cache: by default the prompt runs through the model once (the prefill) and every later step
+feeds only the new token, reusing the keys and values stored in a `KVCache`. The model's
+position embeddings are absolute (positions 0 … block_size-1), so once a sequence outgrows
+block_size, keeping the last block_size tokens shifts every token to a new position: the cached
+keys, computed at the old positions, are stale. From then on the cache is dropped and the last
+block_size tokens are recomputed each step, exactly as nanoGPT crops, so generation with and
+without the cache computes the same logits.
 """
 
 from __future__ import annotations
@@ -9,43 +33,144 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tinylm.attention import KVCache
 from tinylm.model import GPT
 from tinylm.tokenizers import Tokenizer
 
 
+def _check_args(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                repetition_penalty: float = 1.0, num_beams: int = 1) -> None:
+    """Raise ValueError for a decoding parameter out of its range."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be None or a positive integer, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be None or in (0, 1], got {top_p}")
+    if repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1 = none), got {repetition_penalty}")
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be a positive integer, got {num_beams}")
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits (..., V) divided by temperature (> 0): < 1 sharpens softmax, > 1 flattens it."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 to divide by it (0 = greedy: take the "
+                         f"argmax instead), got {temperature}")
+    return logits / temperature
+
+
+def top_k_mask(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """True for the k largest logits of each row (..., V), ties with the k-th included."""
+    _check_args(top_k=k)
+    kth = torch.topk(logits, min(k, logits.size(-1))).values[..., [-1]]  # (..., 1)
+    return logits >= kth
+
+
+def top_p_mask(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """True for the nucleus of each row (..., V): the fewest most likely tokens with mass >= p.
+
+    A token is kept if the tokens more likely than it hold less than p of the probability, so
+    the most likely token is always kept, and p = 1 keeps every token. A tolerance of 1e-6
+    absorbs float rounding, so that probabilities 0.5 and 0.3 do reach p = 0.8.
+    """
+    _check_args(top_p=p)
+    if p == 1:
+        return torch.ones_like(logits, dtype=torch.bool)
+    probs = F.softmax(logits.float(), dim=-1)  # (..., V)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the more likely tokens
+    keep_sorted = before < p - 1e-6
+    keep_sorted[..., 0] = True
+    return keep_sorted.scatter(-1, order, keep_sorted)  # back to vocabulary order
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Logits with all but the k largest of each row set to -inf (softmax gives them 0)."""
+    return logits.masked_fill(~top_k_mask(logits, k), float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Logits with every token outside the top-p nucleus set to -inf (nucleus sampling)."""
+    return logits.masked_fill(~top_p_mask(logits, p), float("-inf"))
+
+
+def apply_repetition_penalty(logits: torch.Tensor, idx: torch.Tensor,
+                             penalty: float) -> torch.Tensor:
+    """Make the tokens already in each row less likely (CTRL, as in transformers).
+
+    logits (B, V), idx (B, T): for every token id present in the row, a positive logit is
+    divided by the penalty and a negative one multiplied by it (penalty > 1 discourages
+    repeats, < 1 encourages them). Each id counts once, however often it occurs.
+    """
+    _check_args(repetition_penalty=penalty)
+    seen = logits.gather(1, idx)  # (B, T): the logits of the tokens already written
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(1, idx, seen)
+
+
 def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, top_p: float | None = None
+               ) -> torch.Tensor:
     """Pick one id per row of logits (B, V): argmax at temperature 0, else a sample; → (B, 1)."""
+    _check_args(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
+    logits = apply_temperature(logits, temperature)
     if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))  # only the k best remain
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
 @torch.no_grad()
+def next_logits(model: GPT, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    """Logits (B, V) for the token after idx (B, T), in fp32.
+
+    With a cache, only the tokens it has not seen run through the model (the whole prompt at the
+    prefill, then one token a step); without one, the last block_size tokens are recomputed.
+    """
+    if cache is not None:
+        logits, _ = model(idx[:, cache.seq_len:], cache=cache, last_only=True)  # (B, 1, V)
+    else:
+        logits, _ = model(idx[:, -model.config.block_size:], last_only=True)  # (B, 1, V)
+    return logits[:, -1, :].float()
+
+
+def _cache_for(model: GPT, idx: torch.Tensor, cache: KVCache | None) -> KVCache | None:
+    """The cache to use for the next step: dropped once idx (B, T) outgrows block_size.
+
+    Past block_size the window slides, every token moves to a new absolute position, and the
+    cached keys and values (computed at the old positions) no longer apply.
+    """
+    return cache if idx.size(1) <= model.config.block_size else None
+
+
+@torch.no_grad()
 def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, eot_id: int | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, *, top_p: float | None = None,
+             repetition_penalty: float = 1.0, use_cache: bool = True) -> torch.Tensor:
     """Extend idx (B, T) one token at a time, up to max_new_tokens; → (B, T + new).
 
     The model runs in eval mode (no dropout). A row that has produced eot_id is finished and
-    padded with eot_id; generation stops early once every row is finished.
+    padded with eot_id; generation stops early once every row is finished. use_cache=False
+    recomputes the whole context every step (the slow baseline, same tokens).
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be None or a positive integer, got {top_k}")
+    _check_args(temperature, top_k, top_p, repetition_penalty)
     was_training = model.training
     model.eval()
+    cache = model.new_cache() if use_cache else None
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
     for _ in range(max_new_tokens):
-        context = idx[:, -model.config.block_size:]  # (B, ≤ block_size): what the model sees
-        logits, _ = model(context)  # (B, t, V)
-        new = next_token(logits[:, -1, :].float(), temperature, top_k, generator)  # (B, 1)
+        cache = _cache_for(model, idx, cache)
+        logits = next_logits(model, idx, cache)  # (B, V)
+        if repetition_penalty != 1.0:
+            logits = apply_repetition_penalty(logits, idx, repetition_penalty)
+        new = next_token(logits, temperature, top_k, generator, top_p)  # (B, 1)
         if eot_id is not None:
             new = new.masked_fill(finished[:, None], eot_id)
             finished |= new[:, 0] == eot_id
@@ -56,9 +181,94 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: fl
     return idx
 
 
+@torch.no_grad()
+def beam_search(model: GPT, idx: torch.Tensor, max_new_tokens: int, num_beams: int = 4,
+                length_penalty: float = 1.0, eot_id: int | None = None,
+                use_cache: bool = True) -> torch.Tensor:
+    """The most likely continuation of each prompt row of idx (B, T) found by beam search.
+
+    Every step extends each of the num_beams running beams by every token and keeps the
+    num_beams best sums of log-probabilities. A beam that emits eot_id is finished and scored
+    sum log-prob / length ** length_penalty (length = new tokens, eot included), as in
+    transformers: length_penalty > 0 favours longer texts, < 0 shorter ones. A prompt is done
+    once it has num_beams finished beams and no running beam, scored at its current length,
+    beats the worst of them; at max_new_tokens the running beams count as finished.
+    Returns (B, T + new), shorter results padded with eot_id (or 0 without one).
+    """
+    _check_args(num_beams=num_beams)
+    was_training = model.training
+    model.eval()
+    b, t = idx.shape
+    beams = idx.repeat_interleave(num_beams, dim=0)  # (B*K, T): K beams per prompt
+    scores = torch.zeros(b, num_beams, device=idx.device)  # (B, K) sum of log-probs
+    scores[:, 1:] = float("-inf")  # the K beams start identical: count the first only
+    hypotheses: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+    done = [False] * b
+    cache = model.new_cache() if use_cache else None
+    for step in range(max_new_tokens):
+        cache = _cache_for(model, beams, cache)
+        logprobs = F.log_softmax(next_logits(model, beams, cache), dim=-1)  # (B*K, V)
+        vocab = logprobs.size(-1)
+        candidates = (scores.view(-1, 1) + logprobs).view(b, -1)  # (B, K*V)
+        top_scores, top_ids = candidates.topk(2 * num_beams, dim=-1)  # (B, 2K): enough to
+        rows, tokens, new_scores = [], [], []  # keep K running even if K of them end here
+        for i in range(b):
+            kept = []
+            for rank, (score, flat) in enumerate(zip(top_scores[i].tolist(),
+                                                     top_ids[i].tolist(), strict=True)):
+                row, token = i * num_beams + flat // vocab, flat % vocab
+                if token == eot_id:
+                    if rank < num_beams and not done[i]:  # a finished beam among the K best
+                        _add(hypotheses[i], num_beams, score / (step + 1) ** length_penalty,
+                             beams[row, t:].tolist() + [token])
+                elif len(kept) < num_beams:
+                    kept.append((row, token, score))
+            done[i] = done[i] or _is_done(hypotheses[i], num_beams,
+                                          kept[0][2] / (step + 1) ** length_penalty)
+            rows += [r for r, _, _ in kept]
+            tokens += [tok for _, tok, _ in kept]
+            new_scores += [s for _, _, s in kept]
+        if all(done):
+            break
+        rows_t = torch.tensor(rows, device=idx.device)  # (B*K,) which beam each new one extends
+        beams = torch.cat((beams[rows_t], torch.tensor(tokens, device=idx.device)[:, None]), 1)
+        scores = torch.tensor(new_scores, device=idx.device).view(b, num_beams)
+        if cache is not None:
+            cache.select(rows_t)
+    else:  # max_new_tokens reached: running beams are hypotheses too
+        for i in range(b):
+            for k in range(num_beams):
+                if not done[i]:
+                    _add(hypotheses[i], num_beams,
+                         scores[i, k].item() / max(max_new_tokens, 1) ** length_penalty,
+                         beams[i * num_beams + k, t:].tolist())
+    model.train(was_training)
+    best = [max(h, key=lambda pair: pair[0])[1] for h in hypotheses]
+    width = max(len(ids) for ids in best)
+    pad = 0 if eot_id is None else eot_id
+    new = torch.tensor([ids + [pad] * (width - len(ids)) for ids in best], dtype=idx.dtype,
+                       device=idx.device).view(b, width)  # (B, new)
+    return torch.cat((idx, new), dim=1)
+
+
+def _add(hypotheses: list[tuple[float, list[int]]], num_beams: int, score: float,
+         ids: list[int]) -> None:
+    """Keep a finished beam if it is among the num_beams best so far."""
+    hypotheses.append((score, ids))
+    hypotheses.sort(key=lambda pair: pair[0], reverse=True)
+    del hypotheses[num_beams:]
+
+
+def _is_done(hypotheses: list[tuple[float, list[int]]], num_beams: int,
+             best_running: float) -> bool:
+    """All num_beams finished, and the best running beam scores below the worst of them."""
+    return len(hypotheses) == num_beams and hypotheses[-1][0] >= best_running
+
+
 def sample_poems(model: GPT, tokenizer: Tokenizer, prompts: list[str] | None = None, n: int = 5,
                  max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = 200,
-                 seed: int = 1337) -> list[str]:
+                 seed: int = 1337, *, top_p: float | None = None,
+                 repetition_penalty: float = 1.0, use_cache: bool = True) -> list[str]:
     """n poems written from scratch, or n per prompt (len(prompts) * n), each cut at end-of-text.
 
     Every row starts with the end-of-text token, as every poem did in training, so the model
@@ -68,12 +278,31 @@ def sample_poems(model: GPT, tokenizer: Tokenizer, prompts: list[str] | None = N
     generator = torch.Generator(device=device).manual_seed(seed)
     poems = []
     for prompt in [""] if prompts is None else prompts:
-        start = [tokenizer.eot_id, *tokenizer.encode(prompt)]
-        idx = torch.tensor([start] * n, dtype=torch.long, device=device)  # (n, len(start))
+        idx = _document_start(tokenizer, prompt, n, device)  # (n, 1 + len(prompt))
         out = generate(model, idx, max_new_tokens, temperature, top_k, tokenizer.eot_id,
-                       generator)
+                       generator, top_p=top_p, repetition_penalty=repetition_penalty,
+                       use_cache=use_cache)
         poems += [decode_document(row[1:].tolist(), tokenizer) for row in out]
     return poems
+
+
+def beam_poems(model: GPT, tokenizer: Tokenizer, prompts: list[str] | None = None,
+               max_new_tokens: int = 200, num_beams: int = 4, length_penalty: float = 1.0,
+               use_cache: bool = True) -> list[str]:
+    """One poem per prompt (or one from scratch) by beam search: deterministic, no sampling."""
+    device = next(model.parameters()).device
+    texts = [""] if prompts is None else prompts
+    idx = [_document_start(tokenizer, prompt, 1, device) for prompt in texts]
+    outs = [beam_search(model, row, max_new_tokens, num_beams, length_penalty,
+                        tokenizer.eot_id, use_cache) for row in idx]  # prompts differ in length
+    return [decode_document(out[0, 1:].tolist(), tokenizer) for out in outs]
+
+
+def _document_start(tokenizer: Tokenizer, prompt: str, n: int,
+                    device: torch.device) -> torch.Tensor:
+    """n rows of end-of-text followed by the prompt's ids: (n, 1 + len(ids))."""
+    start = [tokenizer.eot_id, *tokenizer.encode(prompt)]
+    return torch.tensor([start] * n, dtype=torch.long, device=device)
 
 
 def decode_document(ids: list[int], tokenizer: Tokenizer) -> str:
