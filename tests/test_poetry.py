@@ -92,3 +92,30 @@ def test_copy_detector_finds_copied_verses_and_runs():
 def test_bits_per_character():
     assert poetry.bits_per_character(math.log(2), tokens=10, chars=10) == pytest.approx(1.0)
     assert poetry.bits_per_character(2 * math.log(2), tokens=5, chars=10) == pytest.approx(1.0)
+
+
+def test_judge_report_counts_only_finished_poems():
+    judge = poetry.PoemJudge(TONES, poetry.CopyDetector([JINGYESI]))
+    chunxiao = "春眠不觉晓，处处闻啼鸟。\n夜来风雨声，花落知多少。"
+    report = judge.report([JINGYESI, chunxiao, "床前明月光，疑是"], finished=[True, True, False])
+    assert report["poems"] == 3 and report["finished"] == pytest.approx(2 / 3)
+    assert report["forms"]["五绝"] == 1.0 and report["regulated"] == 1.0
+    assert report["copied_verses"] == pytest.approx(4 / 8)
+    assert report["longest_copied_max"] == len(JINGYESI)
+    assert report["rhymes"] == 1.0  # 霜/乡 and 鸟/少 both rhyme in modern Mandarin
+
+
+def test_judge_model_on_a_tiny_model():
+    import torch
+
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer("静夜思李白床前明月光，疑是地上霜。\n")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=1, n_embd=8)).eval()
+    judge = poetry.PoemJudge(TONES, poetry.CopyDetector([JINGYESI]))
+    report, documents = poetry.judge_model(model, tokenizer, judge, samples=4,
+                                           max_new_tokens=20)
+    assert len(documents) == 4 and report["poems"] == 4
+    assert 0.0 <= report["ended_with_eot"] <= 1.0

@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from synthetic import synthetic_corpus
 
-from tinylm import cli, data
+from tinylm import cli, data, poetry
 from tinylm import train as train_mod
 from tinylm.model import GPT
 from tinylm.train import RUNS, TrainConfig, TrainingDiverged, lr_at, train
@@ -220,6 +220,23 @@ def test_cli_train_then_sample(tiny, capsys):
                      "--max-new-tokens", "8"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("春江") and out.count("春江") >= 2
+
+
+def test_cli_eval_writes_a_json_report(tiny, capsys, monkeypatch, tmp_path):
+    corpus = synthetic_corpus()
+    monkeypatch.setattr(data, "load_corpus", lambda: corpus)
+    tones = poetry.ToneTable(dict.fromkeys("春江花月夜风", "平") | dict.fromkeys("山水云天", "仄"))
+    monkeypatch.setattr(poetry.PoemJudge, "from_training", classmethod(
+        lambda cls, poems: cls(tones, poetry.CopyDetector([p.content for p in poems]))))
+    args = ["batch_size=4", "block_size=32", "max_steps=4", "warmup_steps=1", "eval_interval=2",
+            "eval_batches=1"]
+    assert cli.main(["train", "--run", "char-ci", *args]) == 0
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", "--run", "char-ci", "--samples", "3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["poems"] == 3 and report["tokenizer"] == "char"
+    assert report["val_bits_per_char"] > 0 and len(report["examples"]) == 3
+    assert "report written to" in capsys.readouterr().out
 
 
 def test_cli_errors_are_messages(tiny, capsys):

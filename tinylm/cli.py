@@ -1,4 +1,4 @@
-"""Command line: ``python -m tinylm data|train|sample|demo``."""
+"""Command line: ``python -m tinylm data|train|sample|eval|demo``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from tinylm import checkpoints, data
+from tinylm import checkpoints, data, poetry
 from tinylm.profiles import best_device, get_profile
 from tinylm.sampling import beam_poems, sample_poems
 from tinylm.tokenizers import REPORTED_DENSITY, TokenizerUnavailable
@@ -153,17 +153,22 @@ def cmd_train(args: argparse.Namespace) -> None:
     print("\n\n".join(sample_poems(result.model, result.tokenizer, n=3)))
 
 
+def model_directory(run: str | None, folder: str | None) -> Path:
+    """The model folder to load: the given folder (or its model/), else the run's final model."""
+    if folder:
+        directory = Path(folder)
+        return directory / "model" if (directory / "model").is_dir() else directory
+    run = run or get_profile().train_run
+    directory = RUNS[run].out_dir / "model"
+    if not directory.is_dir():
+        raise ValueError(f"run {run} has no final model in {directory} yet: train it first "
+                         f"with `python -m tinylm train --run {run}`")
+    return directory
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     """Write poems with a trained run's final model or a model folder."""
-    if args.model:
-        directory = Path(args.model)
-    else:
-        run = args.run or get_profile().train_run
-        directory = RUNS[run].out_dir / "model"
-        if not directory.is_dir():
-            raise ValueError(f"run {run} has no final model in {directory} yet: train it first "
-                             f"with `python -m tinylm train --run {run}`")
-    model, tokenizer = load_model(directory)
+    model, tokenizer = load_model(model_directory(args.run, args.model))
     model = model.to(best_device())
     if args.beams > 1:
         poems = beam_poems(model, tokenizer, args.prompt, args.max_new_tokens, args.beams)
@@ -172,6 +177,47 @@ def cmd_sample(args: argparse.Namespace) -> None:
                              args.temperature, args.top_k or None, args.seed, top_p=args.top_p,
                              repetition_penalty=args.repetition_penalty)
     print("\n\n".join(poems))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Score a model's poems and its bits per character; write the report as JSON."""
+    directory = model_directory(args.run, args.checkpoint)
+    model, tokenizer = load_model(directory)
+    model = model.to(best_device())
+    packed = data.prepare(tokenizer.name, bpe_vocab_size=tokenizer.vocab_size)
+    judge = poetry.PoemJudge.from_training(data.load_corpus().train)
+    report, documents = poetry.judge_model(model, tokenizer, judge, args.samples,
+                                           args.temperature, args.top_k or None, seed=args.seed)
+    report = {"model": str(directory), "tokenizer": tokenizer.name,
+              "parameters": model.num_parameters(),
+              "val_bits_per_char": poetry.validation_bits_per_character(model, packed),
+              **report, "examples": documents[:5]}
+    out = Path(args.out) if args.out else (
+        directory.parent if directory.name == "model" else directory) / "eval.json"
+    data.write_json(report, out)
+    for key in ("val_bits_per_char", "finished", "regulated", "rhymes", "tone_agreement",
+                "copied_verses", "longest_copied_mean"):
+        value = report[key]
+        print(f"{key:<22}{'-' if value is None else f'{value:.3f}'}")
+    print(f"report written to {out}")
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    """``python -m tinylm eval [--run NAME | --checkpoint DIR] [--samples N] [--out FILE]``."""
+    p = sub.add_parser("eval", help="judge a model's poems (form, rhyme, 平仄, copying) and "
+                       "its bits per character; write a JSON report")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--run", choices=sorted(RUNS), help="this run's final model "
+                        "(default: the profile's run)")
+    source.add_argument("--checkpoint", help="a model folder, or a run folder holding model/")
+    p.add_argument("--samples", type=int, default=200, help="poems to write (default: "
+                   "%(default)s)")
+    p.add_argument("--temperature", type=float, default=0.8, help="(default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=200, help="0 = all (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--out", help="where to write the JSON report (default: eval.json in the "
+                   "run folder)")
+    p.set_defaults(func=cmd_eval)
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -232,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.set_defaults(func=cmd_demo)
     add_train_parser(sub)
     add_sample_parser(sub)
+    add_eval_parser(sub)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -13,8 +13,12 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 
 import numpy as np
+import torch
 
-from tinylm.data import Poem
+from tinylm.data import BatchSampler, PackedData, Poem
+from tinylm.model import GPT
+from tinylm.sampling import decode_document, generate
+from tinylm.tokenizers import Tokenizer
 
 _VERSE_END = re.compile(r"[，。！？；：、\n]+")
 
@@ -205,11 +209,12 @@ class CopyDetector:
         n = 1
         with np.errstate(over="ignore"):  # the hashes wrap around modulo 2**64 on purpose
             while text_hash:
-                keep = np.isin(corpus_hash, np.concatenate(list(text_hash.values())))
+                wanted = np.concatenate(list(text_hash.values()))  # every text's n-grams
+                owner = np.repeat(list(text_hash), [len(h) for h in text_hash.values()])
+                keep = np.isin(corpus_hash, wanted)
                 position, corpus_hash = position[keep], corpus_hash[keep]
-                for i, hashes in text_hash.items():
-                    if np.isin(hashes, corpus_hash).any():
-                        longest[i] = n
+                for i in np.unique(owner[np.isin(wanted, corpus_hash)]):
+                    longest[i] = n
                 # A text with no copied n-gram has no copied (n+1)-gram either: drop it.
                 alive = [i for i in text_hash if longest[i] == n and len(texts[i]) > n]
                 position = position[position + n < len(self.codes)]
@@ -236,3 +241,106 @@ def bits_per_character(loss_nats: float, tokens: int, chars: int) -> float:
     not comparable; the total information per character of text is.
     """
     return loss_nats * tokens / chars / math.log(2)
+
+
+# --------------------------------------------------------------------------- a batch of poems
+
+
+class PoemJudge:
+    """Scores a batch of poem bodies on every metric above, against one training split."""
+
+    def __init__(self, tones: ToneTable, copies: CopyDetector) -> None:
+        self.tones = tones
+        self.copies = copies
+
+    @classmethod
+    def from_training(cls, training_poems: Sequence[Poem]) -> PoemJudge:
+        """Tones from the dataset's strains labels; copies checked against training_poems."""
+        from tinylm.data import fetch, load_strains
+
+        fetch("strains", progress=False)
+        return cls(ToneTable.learn(load_strains()), CopyDetector([p.content for p in
+                                                                  training_poems]))
+
+    def report(self, contents: Sequence[str], finished: Sequence[bool] | None = None) -> dict:
+        """Every metric over the finished poems (a poem cut by the token limit does not count).
+
+        Shares are fractions in [0, 1]; rhyme and tone scores are over the regulated poems.
+        """
+        finished = [True] * len(contents) if finished is None else list(finished)
+        done = [c for c, f in zip(contents, finished, strict=True) if f and verses(c)]
+        forms = Counter(classify_form(c) for c in done)
+        regulated = [c for c in done if classify_form(c) in FORMS]
+        rhyme = [r for r in map(rhymes, regulated) if r is not None]
+        tone = [t for c in regulated if (t := tone_agreement(c, self.tones)) is not None]
+        copied = [self.copies.copied_verses(c) for c in done]
+        runs = self.copies.longest_copied(done)
+        return {
+            "poems": len(contents),
+            "finished": _share(len(done), len(contents)),
+            "forms": {form: _share(forms[form], len(done)) for form in (*FORMS, "其他")},
+            "regulated": _share(len(regulated), len(done)),
+            "uniform_verses": _share(sum(map(uniform_verses, done)), len(done)),
+            "rhymes": _share(sum(rhyme), len(rhyme)),
+            "tone_agreement": sum(tone) / len(tone) if tone else None,
+            "tone_coverage": self.tones.coverage(done),
+            "copied_verses": _share(sum(k for k, _ in copied), sum(n for _, n in copied)),
+            "longest_copied_mean": sum(runs) / len(runs) if runs else None,
+            "longest_copied_max": max(runs, default=None),
+        }
+
+
+def _share(part: int, whole: int) -> float | None:
+    """part / whole, or None when there is nothing to divide."""
+    return part / whole if whole else None
+
+
+# --------------------------------------------------------------------------- a model's poems
+
+
+def write_poems(model: GPT, tokenizer: Tokenizer, n: int, temperature: float = 0.8,
+                top_k: int | None = 200, max_new_tokens: int = 256, seed: int = 0,
+                batch_size: int = 50) -> list[tuple[str, bool]]:
+    """n documents written from end-of-text, each with whether it reached end-of-text itself."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    documents = []
+    for start in range(0, n, batch_size):
+        rows = min(batch_size, n - start)
+        idx = torch.full((rows, 1), tokenizer.eot_id, dtype=torch.long, device=device)  # (B, 1)
+        out = generate(model, idx, max_new_tokens, temperature, top_k, tokenizer.eot_id,
+                       generator)
+        for row in out[:, 1:].tolist():
+            documents.append((decode_document(row, tokenizer), tokenizer.eot_id in row))
+    return documents
+
+
+def judge_model(model: GPT, tokenizer: Tokenizer, judge: PoemJudge, samples: int,
+                temperature: float = 0.8, top_k: int | None = 200, max_new_tokens: int = 256,
+                seed: int = 0) -> tuple[dict, list[str]]:
+    """The judge's report on samples poems the model writes, and the documents themselves.
+
+    A document counts as finished only if it ended with end-of-text and has the
+    ``title\\nauthor\\ncontent`` layout; its body is what the metrics score.
+    """
+    documents = write_poems(model, tokenizer, samples, temperature, top_k, max_new_tokens, seed)
+    poems = [parse_document(text) for text, _ in documents]
+    report = judge.report([p.content if p else "" for p in poems],
+                          [done and p is not None for (_, done), p in zip(documents, poems,
+                                                                           strict=True)])
+    report["ended_with_eot"] = sum(done for _, done in documents) / max(len(documents), 1)
+    report["sampling"] = {"temperature": temperature, "top_k": top_k,
+                          "max_new_tokens": max_new_tokens, "seed": seed}
+    return report, [text for text, _ in documents]
+
+
+@torch.no_grad()
+def validation_bits_per_character(model: GPT, packed: PackedData, batches: int = 20,
+                                  batch_size: int = 16, seed: int = 1234) -> float:
+    """Bits per character of the validation split: the loss on fixed windows, per character."""
+    sampler = BatchSampler(packed.val, batch_size, model.config.block_size,
+                           next(model.parameters()).device, seed)
+    losses = [model(*sampler.sample())[1].item() for _ in range(batches)]
+    counts = packed.meta["counts"]
+    return bits_per_character(sum(losses) / len(losses), counts["val_tokens"],
+                              counts["val_chars"])

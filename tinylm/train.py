@@ -30,7 +30,7 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +191,21 @@ RUNS: dict[str, TrainConfig] = {
                              max_steps=4900, warmup_steps=100, lr=1e-3, min_lr=1e-4,
                              dropout=0.2, eval_interval=250, eval_batches=20, log_interval=10),
 }
+# Tokenizer comparisons (notebook 09): one model shape, three tokenizers, the same training
+# FLOPs. GPT-2's 50,304-row output layer makes each token ~3x (cpu shape) or ~5x (ci shape)
+# dearer than a character, so its runs take that many times fewer steps.
+RUNS.update({
+    "bpe-ci": replace(RUNS["char-ci"], run_name="bpe-ci", tokenizer="bpe"),
+    "gpt2-ci": replace(RUNS["char-ci"], run_name="gpt2-ci", tokenizer="gpt2", max_steps=12,
+                       warmup_steps=2, eval_interval=6),
+    "tok-char-cpu": replace(RUNS["char-cpu"], run_name="tok-char-cpu", max_steps=450,
+                            warmup_steps=50, eval_interval=150),
+    "tok-bpe-cpu": replace(RUNS["char-cpu"], run_name="tok-bpe-cpu", tokenizer="bpe",
+                           max_steps=450, warmup_steps=50, eval_interval=150),
+    "tok-gpt2-cpu": replace(RUNS["char-cpu"], run_name="tok-gpt2-cpu", tokenizer="gpt2",
+                            max_steps=156, warmup_steps=20, eval_interval=52, log_interval=13),
+    "bpe-gpu": replace(RUNS["char-gpu"], run_name="bpe-gpu", tokenizer="bpe"),
+})
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
