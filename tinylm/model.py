@@ -71,6 +71,12 @@ PRESETS: dict[str, GPTConfig] = {
     "757m": GPTConfig(n_layer=24, n_head=24, n_embd=1536),
     "char-ci": GPTConfig(vocab_size=8768, block_size=64, n_layer=2, n_head=2, n_embd=64),
     "char-cpu": GPTConfig(vocab_size=8768, block_size=128, n_layer=4, n_head=4, n_embd=256),
+    # Notebook 08's scaling sweep: character models sharing a context of 64, growing in width and
+    # depth (tinylm.profiles.Profile.scaling_sweep picks sizes and steps per profile).
+    "sweep-xs": GPTConfig(vocab_size=8768, block_size=64, n_layer=2, n_head=2, n_embd=32),
+    "sweep-s": GPTConfig(vocab_size=8768, block_size=64, n_layer=2, n_head=2, n_embd=64),
+    "sweep-m": GPTConfig(vocab_size=8768, block_size=64, n_layer=3, n_head=3, n_embd=96),
+    "sweep-l": GPTConfig(vocab_size=8768, block_size=64, n_layer=4, n_head=4, n_embd=128),
 }
 
 

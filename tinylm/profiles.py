@@ -29,6 +29,7 @@ class Profile:
     sft_steps: int  # optimizer steps of each fine-tuning run in notebook 06
     sft_eval_prompts: int  # held-out instructions the fine-tuned models answer in notebook 06
     kv_cache_new_tokens: int  # tokens generated when timing the KV cache in notebook 07
+    scaling_sweep: tuple[tuple[str, int], ...]  # notebook 08's sweep: (model preset, steps) runs
 
 
 PROFILES: dict[str, Profile] = {
@@ -43,6 +44,8 @@ PROFILES: dict[str, Profile] = {
         sft_steps=20,
         sft_eval_prompts=8,
         kv_cache_new_tokens=32,
+        scaling_sweep=(("sweep-xs", 5), ("sweep-xs", 10), ("sweep-xs", 20), ("sweep-s", 5),
+                       ("sweep-s", 10), ("sweep-s", 20), ("sweep-m", 10)),
     ),
     "cpu": Profile(
         name="cpu",
@@ -55,6 +58,8 @@ PROFILES: dict[str, Profile] = {
         sft_steps=300,
         sft_eval_prompts=100,
         kv_cache_new_tokens=256,
+        scaling_sweep=tuple((m, s) for m in ("sweep-xs", "sweep-s", "sweep-l")
+                            for s in (100, 300, 900)),
     ),
     "gpu": Profile(
         name="gpu",
@@ -67,6 +72,8 @@ PROFILES: dict[str, Profile] = {
         sft_steps=1000,
         sft_eval_prompts=200,
         kv_cache_new_tokens=256,
+        scaling_sweep=tuple((m, s) for m in ("sweep-xs", "sweep-s", "sweep-m", "sweep-l")
+                            for s in (250, 1000, 3000)),
     ),
 }
 
