@@ -237,11 +237,10 @@ def beam_search(model: GPT, idx: torch.Tensor, max_new_tokens: int, num_beams: i
             cache.select(rows_t)
     else:  # max_new_tokens reached: running beams are hypotheses too
         for i in range(b):
-            for k in range(num_beams):
-                if not done[i]:
-                    _add(hypotheses[i], num_beams,
-                         scores[i, k].item() / max(max_new_tokens, 1) ** length_penalty,
-                         beams[i * num_beams + k, t:].tolist())
+            for k in range(num_beams if not done[i] else 0):
+                _add(hypotheses[i], num_beams,
+                     scores[i, k].item() / max(max_new_tokens, 1) ** length_penalty,
+                     beams[i * num_beams + k, t:].tolist())
     model.train(was_training)
     best = [max(h, key=lambda pair: pair[0])[1] for h in hypotheses]
     width = max(len(ids) for ids in best)
