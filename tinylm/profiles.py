@@ -30,6 +30,8 @@ class Profile:
     sft_eval_prompts: int  # held-out instructions the fine-tuned models answer in notebook 06
     kv_cache_new_tokens: int  # tokens generated when timing the KV cache in notebook 07
     scaling_sweep: tuple[tuple[str, int], ...]  # notebook 08's sweep: (model preset, steps) runs
+    eval_runs: tuple[str, ...]  # runs of tinylm.train.RUNS whose poems notebook 09 scores
+    eval_samples: int  # poems each model writes for notebook 09's metrics
 
 
 PROFILES: dict[str, Profile] = {
@@ -46,6 +48,8 @@ PROFILES: dict[str, Profile] = {
         kv_cache_new_tokens=32,
         scaling_sweep=(("sweep-xs", 5), ("sweep-xs", 10), ("sweep-xs", 20), ("sweep-s", 5),
                        ("sweep-s", 10), ("sweep-s", 20), ("sweep-m", 10)),
+        eval_runs=("char-ci", "bpe-ci", "gpt2-ci"),
+        eval_samples=16,
     ),
     "cpu": Profile(
         name="cpu",
@@ -60,6 +64,8 @@ PROFILES: dict[str, Profile] = {
         kv_cache_new_tokens=256,
         scaling_sweep=tuple((m, s) for m in ("sweep-xs", "sweep-s", "sweep-l")
                             for s in (100, 300, 900)),
+        eval_runs=("tok-char-cpu", "tok-bpe-cpu", "tok-gpt2-cpu"),
+        eval_samples=200,
     ),
     "gpu": Profile(
         name="gpu",
@@ -74,6 +80,8 @@ PROFILES: dict[str, Profile] = {
         kv_cache_new_tokens=256,
         scaling_sweep=tuple((m, s) for m in ("sweep-xs", "sweep-s", "sweep-m", "sweep-l")
                             for s in (250, 1000, 3000)),
+        eval_runs=("char-gpu", "bpe-gpu", "talk-30m", "talk-124m"),
+        eval_samples=500,
     ),
 }
 
