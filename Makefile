@@ -40,6 +40,7 @@ test: data lint
 bench: data
 	$(BIN)/python bench/data_prep.py
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/generate.py
 
 # Re-execute every notebook in place (default profile cpu) so the committed outputs are current.
 notebooks: data

@@ -15,48 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
-import subprocess
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from machine_info import ROOT, machine, slug
 
 from tinylm.model import GPT, preset
-from tinylm.profiles import best_device, get_profile
+from tinylm.profiles import best_device
 from tinylm.sampling import generate
 
-ROOT = Path(__file__).resolve().parent.parent
 WARMUP_TOKENS = 8  # untimed tokens each way first (allocator, kernels, caches)
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model name."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        if found:
-            return found.group(1).strip()
-    return platform.processor() or platform.machine()
-
-
-def machine(device: torch.device) -> dict:
-    """What the figures were measured on."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                            capture_output=True).stdout.strip()
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": str(device), "device_name": device_name(device),
-            "torch": torch.__version__, "commit": commit or None,
-            "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "profile": get_profile().name,
-            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
-            else None}
 
 
 def sync(device: torch.device) -> None:
@@ -109,13 +78,6 @@ def format_table(name: str, rows: list[dict]) -> str:
                      f"{r['without_cache_tokens_per_s']:>16,.0f}{r['speed_up']:>9.1f}x"
                      f"  {'yes' if r['identical_tokens'] else 'no'}")
     return "\n".join(lines)
-
-
-def slug(device: torch.device) -> str:
-    """cpu, mps, or the GPU's name in lower case, e.g. cuda-nvidia-a10g."""
-    if device.type != "cuda":
-        return device.type
-    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 
 
 def main() -> None:

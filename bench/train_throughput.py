@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
-import subprocess
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine_info import ROOT, machine, slug
 
 from tinylm.data import BatchSampler
 from tinylm.model import GPT, flops_per_token, preset
@@ -39,7 +35,6 @@ from tinylm.train import (
     train_step,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 # (rung, what it changes): each rung applies its change on top of the previous rungs.
 LADDER = [
     ("fp32, attention by hand", {"attention": "manual", "dtype": "float32", "fused": False,
@@ -54,29 +49,6 @@ DEFAULTS = {  # device type: presets, batch size, timed steps, warmup steps
     "mps": (["char-cpu", "30m"], 16, 5, 2),
     "cpu": (["char-cpu", "30m"], 8, 3, 1),
 }
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model name."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        if found:
-            return found.group(1).strip()
-    return platform.processor() or platform.machine()
-
-
-def machine(device: torch.device) -> dict:
-    """What the figures were measured on."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                            capture_output=True).stdout.strip()
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": str(device), "device_name": device_name(device),
-            "torch": torch.__version__, "commit": commit or None,
-            "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
 
 
 def not_applicable(device: torch.device, settings: dict) -> str | None:
@@ -167,13 +139,6 @@ def format_table(rows: list[dict]) -> str:
                      f"{r['ms_per_step']:>10,.1f}{r['tokens_per_s'] / base[r['preset']]:>9.2f}x"
                      f"{mfu_text:>8}{r['warmup_s']:>10.1f}  ok")
     return "\n".join(lines)
-
-
-def slug(device: torch.device) -> str:
-    """cpu, mps, or the GPU's name in lower case, e.g. cuda-nvidia-a10g."""
-    if device.type != "cuda":
-        return device.type
-    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 
 
 def main() -> None:

@@ -1,0 +1,49 @@
+"""What a benchmark ran on: shared by the bench scripts, saved with every figure."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from tinylm.profiles import get_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        if found:
+            return found.group(1).strip()
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> dict:
+    """What the figures were measured on, including how busy the machine was."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                            capture_output=True).stdout.strip()
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": str(device), "device_name": device_name(device),
+            "torch": torch.__version__, "commit": commit or None,
+            "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "profile": get_profile().name,
+            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
+            else None}
+
+
+def slug(device: torch.device) -> str:
+    """cpu, mps, or the GPU's name in lower case, e.g. cuda-nvidia-a10g (for file names)."""
+    if device.type != "cuda":
+        return device.type
+    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
