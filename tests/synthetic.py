@@ -15,3 +15,12 @@ def synthetic_corpus(n: int = 60) -> data.Corpus:
     train, val = data.split_poems(poems, 0.1)
     return data.Corpus(train, val, data.CleaningReport(poems_in=n, poems_out=n), "random", 0.1,
                        1337)
+
+
+def packed_synthetic_corpus(tmp_path, monkeypatch) -> None:
+    """Data and runs folders under tmp_path, with the synthetic poems packed as characters."""
+    from tinylm import train
+
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(train.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    data.prepare("char", corpus=synthetic_corpus())

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from synthetic import synthetic_corpus
+from synthetic import packed_synthetic_corpus
 
-from tinylm import checkpoints, data
+from tinylm import checkpoints
 from tinylm import train as train_mod
 from tinylm.train import TrainConfig
 
@@ -16,9 +16,7 @@ TINY = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, m
 @pytest.fixture
 def tiny_ci_run(tmp_path, monkeypatch) -> TrainConfig:
     """The ci profile's run replaced by a tiny one on synthetic poems, all under tmp_path."""
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "data"))
-    monkeypatch.setenv(train_mod.RUNS_DIR_ENV, str(tmp_path / "runs"))
-    data.prepare("char", corpus=synthetic_corpus())
+    packed_synthetic_corpus(tmp_path, monkeypatch)
     monkeypatch.setitem(train_mod.RUNS, "char-ci", TINY)
     return TINY
 

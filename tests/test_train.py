@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from synthetic import synthetic_corpus
+from synthetic import packed_synthetic_corpus, synthetic_corpus
 
 from tinylm import cli, data, poetry
 from tinylm import train as train_mod
@@ -25,9 +25,7 @@ TINY = TrainConfig("tiny", model="char-ci", tokenizer="char", batch_size=4, max_
 @pytest.fixture
 def tiny(tmp_path, monkeypatch) -> TrainConfig:
     """Packed synthetic poems in a tmp data folder, runs in a tmp runs folder, 1 CPU thread."""
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "data"))
-    monkeypatch.setenv(train_mod.RUNS_DIR_ENV, str(tmp_path / "runs"))
-    data.prepare("char", corpus=synthetic_corpus())
+    packed_synthetic_corpus(tmp_path, monkeypatch)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield TINY

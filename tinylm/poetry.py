@@ -15,7 +15,7 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from tinylm.data import BatchSampler, PackedData, Poem
+from tinylm.data import BatchSampler, PackedData, Poem, fetch, load_strains
 from tinylm.model import GPT
 from tinylm.sampling import decode_document, generate
 from tinylm.tokenizers import Tokenizer
@@ -256,8 +256,6 @@ class PoemJudge:
     @classmethod
     def from_training(cls, training_poems: Sequence[Poem]) -> PoemJudge:
         """Tones from the dataset's strains labels; copies checked against training_poems."""
-        from tinylm.data import fetch, load_strains
-
         fetch("strains", progress=False)
         return cls(ToneTable.learn(load_strains()), CopyDetector([p.content for p in
                                                                   training_poems]))
