@@ -1,4 +1,4 @@
-"""Attention by hand against PyTorch's fused kernel, and the mask's effect."""
+"""Attention by hand against PyTorch's fused kernel, the mask's effect, RoPE and GQA."""
 
 import pytest
 import torch
@@ -6,13 +6,21 @@ import torch.nn.functional as F
 
 from tinylm.attention import (
     CausalSelfAttention,
+    apply_rope,
     attention_by_hand,
     causal_mask,
     document_mask,
     merge_heads,
+    repeat_kv,
+    rope_angles,
     sdpa_backend,
     split_heads,
 )
+
+
+def rotated(x: torch.Tensor, position: int) -> torch.Tensor:
+    """x (..., hs) rotated by RoPE as if it stood at this position."""
+    return apply_rope(x, *rope_angles(torch.tensor([position]), x.size(-1)))
 
 
 def test_by_hand_matches_sdpa_in_fp32_at_t256():
@@ -71,3 +79,55 @@ def test_offset_causal_mask_for_cached_keys():
 def test_document_mask_is_causal_and_block_diagonal():
     mask = document_mask(torch.tensor([[0, 0, 1]]))[0, 0]
     assert mask.tolist() == [[True, False, False], [True, True, False], [False, False, True]]
+
+
+def test_rope_score_depends_only_on_the_distance():
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 64, dtype=torch.float64).unbind(0)
+    score = (rotated(q, 7) * rotated(k, 3)).sum()  # query at 7, key at 3: 4 apart
+    for shift in (1, 50, 200):
+        shifted = (rotated(q, 7 + shift) * rotated(k, 3 + shift)).sum()
+        assert torch.allclose(score, shifted, atol=1e-9)
+    assert not torch.allclose(score, (rotated(q, 7) * rotated(k, 5)).sum())
+
+
+def test_rope_keeps_lengths_and_position_zero_is_the_identity():
+    x = torch.randn(3, 16, dtype=torch.float64)
+    assert torch.allclose(rotated(x, 123).norm(dim=-1), x.norm(dim=-1))
+    assert torch.equal(rotated(x, 0), x)
+
+
+def test_rope_angles_for_a_batch_of_position_rows():
+    cos, sin = rope_angles(torch.tensor([[0, 1, 2], [0, 1, 0]]), 8)
+    assert cos.shape == sin.shape == (2, 1, 3, 8)  # (B, 1, T, hs): broadcast over heads
+    assert torch.equal(cos[1, 0, 2], cos[0, 0, 0])
+
+
+def test_gqa_with_as_many_key_value_heads_is_multi_head_attention():
+    torch.manual_seed(0)
+    mha = CausalSelfAttention(32, 4).eval()
+    gqa = CausalSelfAttention(32, 4, n_kv_head=4).eval()
+    gqa.load_state_dict(mha.state_dict())
+    x = torch.randn(2, 10, 32)
+    assert torch.equal(mha(x)[0], gqa(x)[0])
+
+
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+def test_gqa_equals_multi_head_attention_with_shared_key_value_weights(attention):
+    torch.manual_seed(0)
+    gqa = CausalSelfAttention(32, 4, attention=attention, n_kv_head=2).eval()
+    mha = CausalSelfAttention(32, 4, attention=attention).eval()
+    q, k, v = gqa.c_attn.weight.split([32, 16, 16])  # k, v: 2 heads of 8 channels
+    shared = [w.view(2, 8, 32).repeat_interleave(2, dim=0).reshape(32, 32) for w in (k, v)]
+    with torch.no_grad():
+        mha.c_attn.weight.copy_(torch.cat([q, *shared]))
+        mha.c_proj.weight.copy_(gqa.c_proj.weight)
+    x = torch.randn(2, 10, 32)
+    assert (gqa(x)[0] - mha(x)[0]).abs().max().item() <= 1e-6
+
+
+def test_repeat_kv_serves_neighbouring_query_heads():
+    kv = torch.arange(2.0).view(1, 2, 1, 1)  # heads 0 and 1
+    assert repeat_kv(kv, 3).flatten().tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="multiple of n_kv_head"):
+        CausalSelfAttention(32, 4, n_kv_head=3)

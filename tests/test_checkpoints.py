@@ -1,5 +1,7 @@
 """checkpoints.get: trains the profile's run once, loads it afterwards, rejects unknown names."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from synthetic import packed_synthetic_corpus
@@ -34,6 +36,14 @@ def test_get_trains_once_then_loads(tiny_ci_run, monkeypatch):
     loaded = again.state_dict()
     for name, value in model.state_dict().items():
         assert torch.equal(value, loaded[name]), name
+
+
+def test_mistral_twin_trains_its_own_run(tiny_ci_run, monkeypatch):
+    twin = replace(TINY, run_name="mistral-ci", model="mistral-ci")
+    monkeypatch.setitem(train_mod.RUNS, "mistral-ci", twin)
+    model, _ = checkpoints.get("poem-mistral", profile="ci", progress=False)
+    assert model.config.position == "rope" and not model.config.tie_weights
+    assert (twin.out_dir / "model" / "model.safetensors").is_file()
 
 
 def test_unknown_model_lists_valid_names():

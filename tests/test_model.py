@@ -1,4 +1,8 @@
-"""The GPT: preset sizes, init loss, manual = sdpa, save/load and its errors."""
+"""The GPT: preset sizes, init loss, manual = sdpa, save/load and its errors, KV cache, packing.
+
+Most tests run twice: on the GPT-2-style defaults and with every Mistral-style option on
+(RMSNorm, RoPE, SwiGLU, grouped-query attention, an untied head).
+"""
 
 import json
 import math
@@ -9,8 +13,13 @@ import torch
 
 from tinylm.model import (
     GPT,
+    MISTRAL,
+    MLPS,
+    NORMS,
+    POSITIONS,
     PRESETS,
     GPTConfig,
+    RMSNorm,
     count_parameters,
     flops_per_token,
     positions_in_documents,
@@ -19,6 +28,9 @@ from tinylm.model import (
 )
 
 TINY = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
+# The family switch: {} keeps GPT-2's choices, MODERN turns on all of Mistral's.
+MODERN = dict(MISTRAL, intermediate_size=48, n_kv_head=1)
+FAMILIES = pytest.mark.parametrize("family", [{}, MODERN], ids=["gpt2", "mistral"])
 
 
 @pytest.mark.parametrize(("name", "millions"), [("30m", 29.94), ("124m", 123.59),
@@ -27,12 +39,43 @@ def test_preset_parameter_counts_match_the_talk(name, millions):
     assert round(count_parameters(PRESETS[name]) / 1e6, 2) == millions
 
 
+@pytest.mark.parametrize(("name", "millions"), [("mymistral-0.4b", 401.12),
+                                                ("mymistral-1b", 904.43)])
+def test_mymistral_presets_match_the_talk(name, millions):
+    # The talk's "MyMistral-1B (904M)" leaves out the input embedding, as we do when untied.
+    assert round(count_parameters(PRESETS[name]) / 1e6, 2) == millions
+    assert count_parameters(PRESETS[name], False) - count_parameters(PRESETS[name]) == 32000 * 2048
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("mlp", MLPS)
+@pytest.mark.parametrize(("n_kv_head", "tie_weights"), [(None, True), (1, False)])
 @pytest.mark.parametrize("bias", [False, True])
-def test_formula_counts_what_the_module_holds(bias):
-    config = replace(TINY, bias=bias)
+def test_formula_counts_what_the_module_holds(bias, norm, position, mlp, n_kv_head,
+                                              tie_weights):
+    config = replace(TINY, bias=bias, norm=norm, position=position, mlp=mlp,
+                     n_kv_head=n_kv_head, tie_weights=tie_weights, intermediate_size=48)
     model = GPT(config)
     assert model.num_parameters() == count_parameters(config)
     assert model.num_parameters(non_embedding=False) == count_parameters(config, False)
+
+
+def test_mistral_options_change_the_modules():
+    model = GPT(replace(TINY, **MODERN))
+    block = model.transformer.h[0]
+    assert "wpe" not in model.transformer
+    assert isinstance(block.ln_1, RMSNorm) and isinstance(model.transformer.ln_f, RMSNorm)
+    assert block.mlp.c_gate.weight.shape == (48, 32)
+    assert block.attn.c_attn.weight.shape == (32 + 2 * 16, 32)  # q: 2 heads, k and v: 1 head
+    assert model.lm_head.weight is not model.transformer.wte.weight
+
+
+def test_rmsnorm_divides_by_the_root_mean_square():
+    x = torch.randn(2, 5, 8) * 3 + 1
+    y = RMSNorm(8)(x)
+    assert torch.allclose(y.pow(2).mean(-1), torch.ones(2, 5), atol=1e-4)
+    assert torch.allclose(y * x.pow(2).mean(-1, keepdim=True).sqrt(), x, atol=1e-4)
 
 
 def test_flops_per_token_of_124m():
@@ -53,6 +96,20 @@ def test_config_errors_name_the_field():
         GPTConfig(dropout=1.5)
     with pytest.raises(ValueError, match="unknown GPTConfig field.*n_heads"):
         GPTConfig.from_dict({"n_heads": 4})
+    with pytest.raises(ValueError, match="n_head \\(6\\) must be a multiple of n_kv_head"):
+        GPTConfig(n_kv_head=4)
+    with pytest.raises(ValueError, match="RoPE .* must be even"):
+        GPTConfig(n_embd=18, n_head=2, position="rope")
+    with pytest.raises(ValueError, match="GPTConfig.norm must be one of"):
+        GPTConfig(norm="batchnorm")
+    with pytest.raises(ValueError, match="GPTConfig.intermediate_size must be a positive"):
+        GPTConfig(intermediate_size=0)
+
+
+def test_old_config_files_load_with_gpt2_defaults():
+    old = {"vocab_size": 64, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32,
+           "dropout": 0.0, "bias": False, "attention": "sdpa"}  # saved before the options
+    assert GPTConfig.from_dict(old) == TINY
 
 
 def test_loss_at_init_is_about_ln_vocab():
@@ -64,10 +121,11 @@ def test_loss_at_init_is_about_ln_vocab():
     assert abs(loss.item() - math.log(512)) < 0.05
 
 
-def test_manual_and_sdpa_give_identical_logits_in_fp32():
+@FAMILIES
+def test_manual_and_sdpa_give_identical_logits_in_fp32(family):
     torch.manual_seed(0)
-    model = GPT(TINY).eval()
-    manual = GPT(replace(TINY, attention="manual")).eval()
+    model = GPT(replace(TINY, **family)).eval()
+    manual = GPT(replace(TINY, **family, attention="manual")).eval()
     manual.load_state_dict(model.state_dict())
     idx = torch.randint(0, 64, (2, 16))
     assert (model(idx)[0] - manual(idx)[0]).abs().max().item() <= 1e-5
@@ -93,15 +151,18 @@ def test_too_long_input_is_an_error():
         GPT(TINY)(torch.zeros(1, 17, dtype=torch.long))
 
 
-def test_save_and_load_round_trip(tmp_path):
+@FAMILIES
+def test_save_and_load_round_trip(tmp_path, family):
     torch.manual_seed(0)
-    model = GPT(TINY).eval()
+    model = GPT(replace(TINY, **family)).eval()
     model.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
     loaded = GPT.from_pretrained(tmp_path).eval()
+    assert loaded.config == model.config
     idx = torch.randint(0, 64, (2, 16))
     assert torch.equal(model(idx)[0], loaded(idx)[0])
-    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    tied = loaded.lm_head.weight is loaded.transformer.wte.weight
+    assert tied == model.config.tie_weights
 
 
 def test_load_errors_name_the_file_or_field(tmp_path):
@@ -125,11 +186,12 @@ def test_training_memory_components():
     assert without_flash["activations"] > memory["activations"]
 
 
+@FAMILIES
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
-def test_kv_cache_gives_the_same_logits_as_the_full_sequence(attention):
+def test_kv_cache_gives_the_same_logits_as_the_full_sequence(attention, family):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=100, block_size=32, n_layer=2, n_head=2, n_embd=32,
-                          attention=attention)).eval()
+                          attention=attention, **family)).eval()
     idx = torch.randint(0, 100, (3, 20))
     full, _ = model(idx)
     cache = model.new_cache()
@@ -141,6 +203,14 @@ def test_kv_cache_gives_the_same_logits_as_the_full_sequence(attention):
         model(idx[:, :13], cache=cache)
 
 
+def test_grouped_query_cache_stores_only_the_key_value_heads():
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=4, n_embd=32,
+                          n_kv_head=2)).eval()
+    cache = model.new_cache()
+    model(torch.randint(0, 50, (3, 5)), cache=cache)
+    assert cache.keys[0].shape == cache.values[0].shape == (3, 2, 5, 8)  # (B, n_kv, T, hs)
+
+
 def test_cache_select_keeps_and_reorders_rows():
     model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
     cache = model.new_cache()
@@ -150,11 +220,12 @@ def test_cache_select_keeps_and_reorders_rows():
     assert torch.equal(cache.keys[0], keys[[2, 2, 0]])
 
 
+@FAMILIES
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
-def test_packed_documents_are_seen_as_if_alone(attention):
+def test_packed_documents_are_seen_as_if_alone(attention, family):
     torch.manual_seed(1)
     model = GPT(GPTConfig(vocab_size=100, block_size=32, n_layer=2, n_head=2, n_embd=32,
-                          attention=attention)).eval()
+                          attention=attention, **family)).eval()
     first, second = torch.randint(0, 100, (1, 7)), torch.randint(0, 100, (1, 13))
     doc_ids = torch.tensor([[0] * 7 + [1] * 13])
     packed, _ = model(torch.cat((first, second), dim=1), doc_ids=doc_ids)

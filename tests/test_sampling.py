@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from tinylm import cli
 from tinylm.attention import KVCache
-from tinylm.model import GPT, GPTConfig
+from tinylm.model import GPT, MISTRAL, GPTConfig
 from tinylm.sampling import (
     apply_repetition_penalty,
     apply_temperature,
@@ -155,6 +155,17 @@ def test_kv_cache_gives_the_same_tokens_past_block_size(model):
     seed = torch.Generator().manual_seed(3)
     assert torch.equal(sampled, generate(model, idx, 40, generator=seed, top_k=20,
                                          use_cache=False))
+
+
+def test_kv_cache_with_rope_and_grouped_query_attention_gives_the_same_tokens():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32,
+                          intermediate_size=48, n_kv_head=2, **MISTRAL))
+    idx = torch.randint(64, (3, 5))
+    cached = generate(model, idx, 40, temperature=0)  # 45 tokens > block_size 16
+    assert torch.equal(cached, generate(model, idx, 40, temperature=0, use_cache=False))
+    beams = beam_search(model, idx[:1], 20, num_beams=3)
+    assert torch.equal(beams, beam_search(model, idx[:1], 20, num_beams=3, use_cache=False))
 
 
 def test_kv_cache_prefills_once_then_feeds_one_token_until_block_size():

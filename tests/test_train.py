@@ -14,7 +14,7 @@ from synthetic import packed_synthetic_corpus, synthetic_corpus
 
 from tinylm import cli, data, poetry
 from tinylm import train as train_mod
-from tinylm.model import GPT
+from tinylm.model import GPT, flops_per_token, preset
 from tinylm.train import RUNS, TrainConfig, TrainingDiverged, lr_at, train
 
 TINY = TrainConfig("tiny", model="char-ci", tokenizer="char", batch_size=4, max_steps=20,
@@ -69,6 +69,17 @@ def test_runs_match_the_talk():
         assert (cfg.lr, cfg.min_lr, cfg.betas, cfg.dropout, cfg.weight_decay) == (
             1e-3, 1e-4, (0.9, 0.99), 0.2, 0.1)
     assert all(cfg.run_name == name for name, cfg in RUNS.items())
+
+
+def test_mistral_twins_train_with_the_same_flops():
+    for size in ("ci", "cpu", "gpu"):
+        reference, twin = RUNS[f"char-{size}"], RUNS[f"mistral-{size}"]
+        assert replace(twin, run_name=reference.run_name, model=reference.model,
+                       max_steps=reference.max_steps) == reference  # nothing else differs
+        flops = [flops_per_token(preset(cfg.model, vocab_size=train_mod.CHAR_VOCAB)) *
+                 cfg.max_steps for cfg in (reference, twin)]
+        assert abs(flops[1] / flops[0] - 1) < 0.01
+        assert preset(twin.model).position == "rope" and preset(twin.model).mlp == "swiglu"
 
 
 def test_peak_flops_by_device_name(monkeypatch):

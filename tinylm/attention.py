@@ -5,6 +5,10 @@ weights so they can be plotted. `CausalSelfAttention` is the module the GPT uses
 ``attention="manual"`` path calls `attention_by_hand`, its ``attention="sdpa"`` path calls
 `F.scaled_dot_product_attention`, which picks a fused kernel (FlashAttention, memory-efficient,
 or plain math) and never materialises the (T, T) weights when it can avoid it.
+
+Two options of modern decoders (notebook 10) live here too: rotary position embeddings (RoPE),
+which rotate queries and keys by an angle proportional to their position, and grouped-query
+attention (GQA), where several query heads share one key/value head.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class KVCache:
     """The keys and values every layer has computed so far, so a new token costs one step.
 
     Generation first runs the prompt through the model once (the prefill), storing each
-    layer's keys and values, (B, nh, T, hs); every later step feeds one token, computes its
+    layer's keys and values, (B, n_kv_head, T, hs); every later step feeds one token, computes its
     q, k, v only, and attends over the stored keys plus its own.
     """
 
@@ -93,6 +97,39 @@ def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return weights @ v, weights  # (..., T, hs): a weighted average of the values
 
 
+def rope_angles(positions: torch.Tensor, head_size: int, theta: float = 10000.0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of RoPE's angles for positions (T,) or (B, T) → each (T, hs) or (B, 1, T, hs).
+
+    Channel pair i of a head turns by position · θ^(-2i/hs) radians: fast for the first pairs,
+    slow for the last. The angles are laid out in two halves, [a_0 … a_{hs/2-1}, a_0 …], to go
+    with `rotate_half` (the layout of Llama and Mistral in transformers).
+    """
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, device=positions.device).float()
+                               / head_size)  # (hs/2,)
+    angles = positions.float()[..., None] * inv_freq  # (..., T, hs/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (..., T, hs)
+    if angles.dim() == 3:
+        angles = angles[:, None]  # (B, 1, T, hs): one row of positions per sequence
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(..., hs) → (..., hs): the halves [x1, x2] become [-x2, x1], a 90° turn of each pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate every channel pair (x_i, x_{i+hs/2}) of x (B, nh, T, hs) by its angle."""
+    return (x * cos + rotate_half(x) * sin).to(x.dtype)
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, n_kv, S, hs) → (B, n_kv · n_rep, S, hs): each key/value head serves n_rep query heads."""
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
+
+
 def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
     """(B, T, C) → (B, nh, T, hs): give every head its own slice of the channels."""
     b, t, c = x.shape
@@ -124,34 +161,50 @@ def sdpa_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention: one projection to q, k, v, attention, one out."""
+    """Multi-head causal self-attention: one projection to q, k, v, attention, one out.
+
+    With n_kv_head < n_head it is grouped-query attention: keys and values have n_kv_head heads,
+    each shared by n_head / n_kv_head query heads, and a KV cache stores that many fewer numbers.
+    """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = False,
-                 attention: str = "sdpa", layer: int = 0) -> None:
+                 attention: str = "sdpa", layer: int = 0, n_kv_head: int | None = None) -> None:
         super().__init__()
         if attention not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, "
                              f"got {attention!r}")
+        n_kv_head = n_kv_head or n_head
+        if n_head % n_kv_head:
+            raise ValueError(f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})")
         self.n_head = n_head
+        self.n_kv_head = n_kv_head
         self.dropout = dropout
         self.attention = attention
         self.layer = layer  # which slot of a KVCache is ours
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v for all heads at once
+        self.kv_dim = n_kv_head * (n_embd // n_head)  # channels of k (and of v)
+        self.c_attn = nn.Linear(n_embd, n_embd + 2 * self.kv_dim, bias=bias)  # q, k, v at once
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False,
-                mask: torch.Tensor | None = None, cache: KVCache | None = None
+                mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, C) → (y (B, T, C), weights (B, nh, T, S) or None).
 
         mask (B, 1, T, T), True = may attend, replaces the causal mask (packed documents).
         With a cache, keys and values of earlier positions come from it (S = past + T).
+        rope: (cos, sin) of the T positions (`rope_angles`), to rotate q and k by.
         """
-        q, k, v = self.c_attn(x).split(x.size(-1), dim=2)  # each (B, T, C)
-        q, k, v = (split_heads(z, self.n_head) for z in (q, k, v))  # each (B, nh, T, hs)
+        q, k, v = self.c_attn(x).split([x.size(-1), self.kv_dim, self.kv_dim], dim=2)
+        q = split_heads(q, self.n_head)  # (B, nh, T, hs)
+        k, v = split_heads(k, self.n_kv_head), split_heads(v, self.n_kv_head)  # (B, nkv, T, hs)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # position enters q·k here only
         if cache is not None:
-            k, v = cache.update(self.layer, k, v)  # each (B, nh, S, hs)
+            k, v = cache.update(self.layer, k, v)  # each (B, nkv, S, hs): the small ones
+        n_rep = self.n_head // self.n_kv_head
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # each (B, nh, S, hs)
         t, s = q.size(2), k.size(2)
         if mask is None and s > t > 1:  # a chunk after cached positions: offset causal mask
             mask = causal_mask(t, x.device, keys=s)

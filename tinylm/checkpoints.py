@@ -14,7 +14,10 @@ from tinylm.train import RUNS, train
 MODELS: dict[str, str] = {
     "poem-char": "the profile's character-level poem model (Profile.train_run: "
                  "char-ci, char-cpu or char-gpu)",
+    "poem-mistral": "its Mistral-style twin, trained with the same FLOPs (Profile.mistral_run: "
+                    "mistral-ci, mistral-cpu or mistral-gpu)",
 }
+RUN_FIELDS = {"poem-char": "train_run", "poem-mistral": "mistral_run"}  # Profile fields
 
 
 def get(name: str = "poem-char", profile: str | None = None, progress: bool = True
@@ -26,6 +29,6 @@ def get(name: str = "poem-char", profile: str | None = None, progress: bool = Tr
     if name not in MODELS:
         valid = "; ".join(f"{key!r}: {what}" for key, what in MODELS.items())
         raise ValueError(f"unknown model {name!r}; valid names are {valid}")
-    run = get_profile(profile).train_run
+    run = getattr(get_profile(profile), RUN_FIELDS[name])
     result = train(RUNS[run], progress=progress)
     return result.model, result.tokenizer

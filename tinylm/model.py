@@ -4,6 +4,10 @@ Read `GPT.forward` top to bottom: token + position embeddings, `n_layer` pre-nor
 (attention then MLP, each added to the residual stream), a final LayerNorm, and the output layer,
 which shares its weights with the token embedding. `save_pretrained` / `from_pretrained` store
 ``config.json`` + ``model.safetensors``, as Hugging Face models do (no pickle).
+
+The talk's second family, Mistral, is the same model with five options switched (notebook 10):
+RMSNorm for LayerNorm, rotary position embeddings (RoPE) for learned ones, a SwiGLU MLP for the
+GELU one, grouped-query attention (n_kv_head < n_head), and an output layer of its own.
 """
 
 from __future__ import annotations
@@ -18,11 +22,20 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tinylm.attention import ATTENTION_IMPLEMENTATIONS, CausalSelfAttention, KVCache, document_mask
+from tinylm.attention import (
+    ATTENTION_IMPLEMENTATIONS,
+    CausalSelfAttention,
+    KVCache,
+    document_mask,
+    rope_angles,
+)
 from tinylm.tokenizers import pad_vocab_size
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rope")
+MLPS = ("gelu", "swiglu")
 
 
 @dataclass(frozen=True)
@@ -37,20 +50,57 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False  # biases in Linear and LayerNorm (GPT-2 had them; the talk's runs did not)
     attention: str = "sdpa"  # "manual" (by hand, returns weights) or "sdpa" (fused kernel)
+    # Modern decoder options (notebook 10). The defaults are GPT-2's; Mistral's are in brackets.
+    norm: str = "layernorm"  # "layernorm" or ["rmsnorm"]
+    norm_eps: float = 1e-5  # added to the variance (LayerNorm) or mean square (RMSNorm)
+    position: str = "learned"  # absolute embeddings added to the input, or ["rope"] (rotary)
+    rope_theta: float = 10000.0  # RoPE's base: channel pair i turns θ^(-2i/hs) rad per position
+    mlp: str = "gelu"  # "gelu" (x → GELU(x W1) W2) or ["swiglu"] (x → (SiLU(x Wg) ⊙ x W1) W2)
+    intermediate_size: int | None = None  # the MLP's hidden width; None: 4 · n_embd
+    n_kv_head: int | None = None  # key/value heads; None: n_head; [fewer]: grouped-query
+    tie_weights: bool = True  # output layer = token embedding matrix; [False]: one of its own
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, "
-                                 f"got {getattr(self, name)!r}")
+            _check_positive(self, name)
+        for name in ("intermediate_size", "n_kv_head"):
+            if getattr(self, name) is not None:
+                _check_positive(self, name)
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by "
                              f"n_head ({self.n_head}): each head gets n_embd / n_head channels")
+        if self.n_head % self.kv_heads:
+            raise ValueError(f"GPTConfig.n_head ({self.n_head}) must be a multiple of n_kv_head "
+                             f"({self.n_kv_head}): each key/value head serves a whole group of "
+                             "query heads")
+        if self.position == "rope" and self.head_size % 2:
+            raise ValueError(f"GPTConfig: RoPE rotates channel pairs, so the head size "
+                             f"n_embd / n_head must be even, got {self.head_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.attention not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(f"GPTConfig.attention must be one of {ATTENTION_IMPLEMENTATIONS}, "
-                             f"got {self.attention!r}")
+        for name, valid in (("attention", ATTENTION_IMPLEMENTATIONS), ("norm", NORMS),
+                            ("position", POSITIONS), ("mlp", MLPS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"GPTConfig.{name} must be one of {valid}, "
+                                 f"got {getattr(self, name)!r}")
+        if not self.norm_eps > 0 or not self.rope_theta > 0:
+            raise ValueError(f"GPTConfig.norm_eps and rope_theta must be positive, got "
+                             f"{self.norm_eps} and {self.rope_theta}")
+
+    @property
+    def head_size(self) -> int:
+        """Channels per attention head."""
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (n_head unless grouped-query attention is on)."""
+        return self.n_kv_head or self.n_head
+
+    @property
+    def hidden_size(self) -> int:
+        """The MLP's hidden width."""
+        return self.intermediate_size or 4 * self.n_embd
 
     @classmethod
     def from_dict(cls, values: dict) -> GPTConfig:
@@ -62,6 +112,16 @@ class GPTConfig:
                              f"{sorted(known)}")
         return cls(**values)
 
+
+def _check_positive(config: GPTConfig, name: str) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+
+
+# Mistral-7B's choices (mistralai/Mistral-7B-v0.1 config.json), for the "mistral" presets.
+MISTRAL = dict(norm="rmsnorm", position="rope", rope_theta=10000.0, mlp="swiglu",
+               tie_weights=False, bias=False)
 
 # The talk's nanoGPT models (GPT-2 tokenizer, context 256, no biases), and small
 # character-level models for laptops and CI (their vocab_size is set from the tokenizer).
@@ -77,6 +137,23 @@ PRESETS: dict[str, GPTConfig] = {
     "sweep-s": GPTConfig(vocab_size=8768, block_size=64, n_layer=2, n_head=2, n_embd=64),
     "sweep-m": GPTConfig(vocab_size=8768, block_size=64, n_layer=3, n_head=3, n_embd=96),
     "sweep-l": GPTConfig(vocab_size=8768, block_size=64, n_layer=4, n_head=4, n_embd=128),
+    # The talk's MyMistral: Mistral-7B cut to 8 layers of width 2048 (8 heads of 256), its
+    # 32,000-token vocabulary. MLP width 4,096 makes the 0.4B model, Mistral-7B's 14,336 the
+    # "904M" one (the talk's count leaves out the input embedding, as num_parameters does).
+    # The context of 256 is the course's choice, as for the nanoGPT runs.
+    "mymistral-0.4b": GPTConfig(vocab_size=32000, n_layer=8, n_head=8, n_embd=2048,
+                                intermediate_size=4096, **MISTRAL),
+    "mymistral-1b": GPTConfig(vocab_size=32000, n_layer=8, n_head=8, n_embd=2048,
+                              intermediate_size=14336, **MISTRAL),
+    # Mistral-style twins of the course's GPT-2-style models: same depth, width and context;
+    # the SwiGLU width 8/3 · n_embd (rounded up to 16) keeps the MLP's parameters, and half as
+    # many key/value heads as query heads (grouped-query attention, as Mistral-7B has 8 for 32).
+    "mistral-ci": GPTConfig(vocab_size=8768, block_size=64, n_layer=2, n_head=2, n_embd=64,
+                            intermediate_size=176, n_kv_head=1, **MISTRAL),
+    "mistral-cpu": GPTConfig(vocab_size=8768, block_size=128, n_layer=4, n_head=4, n_embd=256,
+                             intermediate_size=688, n_kv_head=2, **MISTRAL),
+    "mistral-30m": GPTConfig(n_layer=6, n_head=6, n_embd=384, intermediate_size=1024,
+                             n_kv_head=3, **MISTRAL),
 }
 
 
@@ -92,27 +169,71 @@ def preset(name: str, **overrides) -> GPTConfig:
 class LayerNorm(nn.Module):
     """LayerNorm with an optional bias (PyTorch's own cannot drop only the bias)."""
 
-    def __init__(self, ndim: int, bias: bool) -> None:
+    def __init__(self, ndim: int, bias: bool, eps: float = 1e-5) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(ndim))
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+        self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(nn.Module):
+    """x / RMS(x) · weight: LayerNorm without the mean and the bias (Llama, Mistral).
+
+    Computed in fp32 whatever the input's dtype, as transformers does, then cast back.
+    """
+
+    def __init__(self, ndim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (B, T, C)
+        return self.weight * x32.to(x.dtype)
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    """The normalisation layer the config asks for."""
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, config.norm_eps)
+    return LayerNorm(config.n_embd, config.bias, config.norm_eps)
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: widen 4x, GELU, project back."""
+    """Position-wise feed-forward: widen (4x by default), GELU, project back."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.hidden_size, bias=config.bias)
         self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden_size, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward (Shazeer 2020): SiLU(x W_gate) gates x W_fc elementwise, project back.
+
+    Three matrices instead of two, so the hidden width is usually 8/3 · n_embd instead of 4 ·
+    n_embd to keep the parameter count (Llama, Mistral).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_gate = nn.Linear(config.n_embd, config.hidden_size, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.hidden_size, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden_size, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = F.silu(self.c_gate(x)) * self.c_fc(x)  # (B, T, hidden): the gate in [-0.28, ∞)
+        return self.dropout(self.c_proj(hidden))
 
 
 class Block(nn.Module):
@@ -120,36 +241,43 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig, layer: int = 0) -> None:
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.dropout,
-                                        config.bias, config.attention, layer)
-        self.ln_2 = LayerNorm(config.n_embd, config.bias)
-        self.mlp = MLP(config)
+                                        config.bias, config.attention, layer, config.n_kv_head)
+        self.ln_2 = make_norm(config)
+        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False,
-                mask: torch.Tensor | None = None, cache: KVCache | None = None
+                mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attn(self.ln_1(x), return_weights, mask, cache)
+        attended, weights = self.attn(self.ln_1(x), return_weights, mask, cache, rope)
         x = x + attended  # (B, T, C) residual stream
         x = x + self.mlp(self.ln_2(x))
         return x, weights
 
 
 class GPT(nn.Module):
-    """A decoder-only transformer language model (GPT-2 architecture, nanoGPT layout)."""
+    """A decoder-only transformer language model (GPT-2 architecture, nanoGPT layout).
+
+    The config's options turn it into a Mistral-style model; the layout stays the same.
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
+        layers = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embeddings
+        if config.position == "learned":
+            layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # position embeddings
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
-            wpe=nn.Embedding(config.block_size, config.n_embd),  # position embeddings
+            **layers,
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList(Block(config, layer) for layer in range(config.n_layer)),
-            ln_f=LayerNorm(config.n_embd, config.bias),
+            ln_f=make_norm(config),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix, two uses
+        if config.tie_weights:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix, 2 uses
         self.apply(self._init_weights)
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by 1/√(2L)
@@ -187,11 +315,16 @@ class GPT(nn.Module):
             pos, mask = positions_in_documents(doc_ids), document_mask(doc_ids)  # (B, T), mask
         else:
             pos, mask = torch.arange(past, past + t, device=idx.device), None  # (T,)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.position == "learned":
+            x = x + self.transformer.wpe(pos)  # (B, T, C): where each token is, added in
+        else:  # RoPE: positions enter each layer's q·k instead, as rotations
+            rope = rope_angles(pos, self.config.head_size, self.config.rope_theta)
         x = self.transformer.drop(x)
         maps = []
         for block in self.transformer.h:
-            x, weights = block(x, return_weights, mask, cache)
+            x, weights = block(x, return_weights, mask, cache, rope)
             maps.append(weights)
         x = self.transformer.ln_f(x)
         if last_only:
@@ -216,19 +349,26 @@ class GPT(nn.Module):
         return maps
 
     def num_parameters(self, non_embedding: bool = True) -> int:
-        """Parameter count; by default without position embeddings, as nanoGPT reports it.
+        """Parameter count; by default without the lookup tables, as nanoGPT reports it.
 
-        The token embedding is counted: it is tied to the output layer, so it does compute.
+        Left out: the position embeddings, and the token embedding unless it is tied to the
+        output layer (then it does compute, as the output layer).
         """
         n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        if not non_embedding:
+            return n
+        if "wpe" in self.transformer:
+            n -= self.transformer.wpe.weight.numel()
+        if not self.config.tie_weights:
+            n -= self.transformer.wte.weight.numel()
+        return n
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config.json and model.safetensors (each to a temporary name, then renamed)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()
-                 if k != "lm_head.weight"}  # tied to wte: stored once
+                 if not (self.config.tie_weights and k == "lm_head.weight")}  # tied: once
         partial = directory / (WEIGHTS_FILE + ".part")
         save_file(state, str(partial), metadata={"format": "pt"})
         partial.replace(directory / WEIGHTS_FILE)
@@ -249,9 +389,10 @@ class GPT(nn.Module):
         config = replace(GPTConfig.from_dict(values), **overrides)
         model = cls(config)
         state = load_file(str(directory / WEIGHTS_FILE))
-        expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        expected = {k: v for k, v in model.state_dict().items()
+                    if not (config.tie_weights and k == "lm_head.weight")}
         _check_state(state, expected, directory / WEIGHTS_FILE)
-        model.load_state_dict(state, strict=False)  # lm_head.weight comes with wte (tied)
+        model.load_state_dict(state, strict=False)  # a tied lm_head.weight comes with wte
         return model
 
 
@@ -284,18 +425,31 @@ def _check_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tenso
 def count_parameters(config: GPTConfig, non_embedding: bool = True) -> int:
     """Parameters of a GPT with this config, from the formula (no model is built).
 
-    Per block: 12·C² weights (q, k, v, out: 4·C²; MLP: 8·C²), 2·C LayerNorm scales, and 11·C
-    biases if enabled. Plus the token embedding V·C (shared with the output layer), the final
-    LayerNorm, and, unless non_embedding, the position embedding T·C.
+    GPT-2 defaults, per block: 12·C² weights (q, k, v, out: 4·C²; MLP: 8·C²), 2·C LayerNorm
+    scales, and 11·C biases if enabled. Plus the output layer V·C (shared with the token
+    embedding), the final norm, and, unless non_embedding, the position embedding T·C. With
+    grouped-query attention k and v shrink to C·kv_dim each; SwiGLU has three C·H matrices
+    instead of two; an untied head adds the token embedding V·C, left out as non_embedding.
     """
-    c = config.n_embd
-    per_block = 12 * c * c + 2 * c + (11 * c if config.bias else 0)
-    total = config.vocab_size * c + config.n_layer * per_block + (2 * c if config.bias else c)
-    return total if non_embedding else total + config.block_size * c
+    c, h, kv = config.n_embd, config.hidden_size, config.kv_heads * config.head_size
+    bias = config.bias
+    norm = c * (2 if config.norm == "layernorm" and bias else 1)  # scale (+ bias)
+    attention = 2 * c * c + 2 * c * kv + ((2 * c + 2 * kv) if bias else 0)  # q, k, v, out
+    n_matrices = 3 if config.mlp == "swiglu" else 2
+    mlp = n_matrices * c * h + (((n_matrices - 1) * h + c) if bias else 0)
+    total = config.vocab_size * c + config.n_layer * (attention + mlp + 2 * norm) + norm
+    if non_embedding:
+        return total
+    positions = config.block_size * c if config.position == "learned" else 0
+    untied = 0 if config.tie_weights else config.vocab_size * c
+    return total + positions + untied
 
 
 def flops_per_token(config: GPTConfig, seq_len: int | None = None) -> int:
-    """Training FLOPs per token: 6N for the matmuls plus 12·L·T·C for attention (PaLM, app. B)."""
+    """Training FLOPs per token: 6N for the matmuls plus 12·L·T·C for attention (PaLM, app. B).
+
+    N leaves out the lookup tables (they cost no matmul), so an untied head counts once.
+    """
     t = seq_len or config.block_size
     return 6 * count_parameters(config) + 12 * config.n_layer * t * config.n_embd
 

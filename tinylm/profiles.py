@@ -25,6 +25,7 @@ class Profile:
     density_vocab_sizes: tuple[int, ...]  # BPE sizes measured for the density table
     concat_demo_poems: tuple[int, ...]  # poem counts timed for the quadratic list-concat demo
     train_run: str  # the profile's main training run: a key of tinylm.train.RUNS
+    mistral_run: str  # its Mistral-style twin at the same training FLOPs (notebook 10)
     attention_seq_lens: tuple[int, ...]  # sequence lengths timed in notebook 03
     sft_steps: int  # optimizer steps of each fine-tuning run in notebook 06
     sft_eval_prompts: int  # held-out instructions the fine-tuned models answer in notebook 06
@@ -42,6 +43,7 @@ PROFILES: dict[str, Profile] = {
         density_vocab_sizes=(512, 2048),
         concat_demo_poems=(250, 500, 1000),
         train_run="char-ci",
+        mistral_run="mistral-ci",
         attention_seq_lens=(64, 128, 256),
         sft_steps=20,
         sft_eval_prompts=8,
@@ -58,6 +60,7 @@ PROFILES: dict[str, Profile] = {
         density_vocab_sizes=(512, 2048, 8192, 16384),
         concat_demo_poems=(1000, 2000, 4000, 8000),
         train_run="char-cpu",
+        mistral_run="mistral-cpu",
         attention_seq_lens=(128, 256, 512, 1024, 2048),
         sft_steps=300,
         sft_eval_prompts=100,
@@ -74,6 +77,7 @@ PROFILES: dict[str, Profile] = {
         density_vocab_sizes=(512, 2048, 8192, 16384),
         concat_demo_poems=(1000, 2000, 4000, 8000),
         train_run="char-gpu",
+        mistral_run="mistral-gpu",
         attention_seq_lens=(256, 512, 1024, 2048, 4096, 8192),
         sft_steps=1000,
         sft_eval_prompts=200,

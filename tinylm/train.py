@@ -208,6 +208,32 @@ RUNS.update({
 })
 
 
+def same_compute_steps(reference: TrainConfig, model: str, vocab_size: int) -> int:
+    """Optimizer steps that give `model` the training FLOPs of `reference` (same batches)."""
+    block_size = reference.block_size or PRESETS[reference.model].block_size
+    ours = flops_per_token(preset(model, vocab_size=vocab_size), block_size)
+    theirs = flops_per_token(preset(reference.model, vocab_size=vocab_size), block_size)
+    return round(reference.max_steps * theirs / ours)
+
+
+# Architecture comparison (notebook 10): each profile's character model against its
+# Mistral-style twin (RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head), with the
+# same data, batches and schedule, and as many steps as give the same training FLOPs.
+CHAR_VOCAB = PRESETS["char-cpu"].vocab_size  # the character vocabulary, padded to 64
+
+
+def _mistral_twin(size: str, model: str) -> TrainConfig:
+    """The run char-<size> with its model swapped for `model`, at the same training FLOPs."""
+    reference = RUNS[f"char-{size}"]
+    return replace(reference, run_name=f"mistral-{size}", model=model,
+                   max_steps=same_compute_steps(reference, model, CHAR_VOCAB))
+
+
+RUNS.update({"mistral-ci": _mistral_twin("ci", "mistral-ci"),
+             "mistral-cpu": _mistral_twin("cpu", "mistral-cpu"),
+             "mistral-gpu": _mistral_twin("gpu", "mistral-30m")})
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate of optimizer step `step`: linear warmup to cfg.lr, cosine decay to min_lr."""
     if step < cfg.warmup_steps:
