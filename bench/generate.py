@@ -33,16 +33,9 @@ from machine_info import ROOT, machine, slug
 from tinylm.model import GPT, preset
 from tinylm.profiles import best_device
 from tinylm.sampling import generate
+from tinylm.train import synchronize
 
 WARMUP_TOKENS = 8  # untimed tokens each way first (allocator, kernels, caches)
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so the clock measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 @torch.no_grad()
@@ -70,10 +63,10 @@ def timed(way: str, model: GPT, prompt: torch.Tensor,
     """Greedy tokens (B, 1 + new_tokens) decoded one way, and the seconds they took."""
     decode = DECODERS[way]
     decode(model, prompt, WARMUP_TOKENS)
-    sync(prompt.device)
+    synchronize(prompt.device)
     start = time.perf_counter()
     out = decode(model, prompt, new_tokens)
-    sync(prompt.device)
+    synchronize(prompt.device)
     return out, time.perf_counter() - start
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ from tinylm.train import (
     build_optimizer,
     mfu,
     peak_flops,
-    train_step,
+    timed_steps,
 )
 
 # (rung, what it changes): each rung applies its change on top of the previous rungs.
@@ -61,14 +60,6 @@ def not_applicable(device: torch.device, settings: dict) -> str | None:
     return None
 
 
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so the clock measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def measure(name: str, settings: dict, device: torch.device, batch_size: int, steps: int,
             warmup: int) -> dict:
     """Tokens/s of `steps` training steps of preset `name` with these settings."""
@@ -83,21 +74,11 @@ def measure(name: str, settings: dict, device: torch.device, batch_size: int, st
     tokens = np.random.default_rng(0).integers(0, config.vocab_size, 1 << 20, dtype=np.uint32)
     sampler = BatchSampler(tokens, batch_size, config.block_size, device)
     autocast = autocast_context(device, cfg.dtype)
-    start = time.perf_counter()
-    for _ in range(warmup):
-        train_step(step_model, optimizer, sampler, cfg, autocast)
-    sync(device)
-    warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss, _ = train_step(step_model, optimizer, sampler, cfg, autocast)
-    loss = loss.item()
-    sync(device)
-    seconds = time.perf_counter() - start
-    tokens_per_s = steps * batch_size * config.block_size / seconds
-    return {"tokens_per_s": round(tokens_per_s, 1), "ms_per_step": round(1e3 * seconds / steps, 1),
+    timing = timed_steps(step_model, optimizer, sampler, cfg, autocast, steps, warmup)
+    tokens_per_s = timing["tokens_per_s"]
+    return {"tokens_per_s": round(tokens_per_s, 1), "ms_per_step": round(timing["ms_per_step"], 1),
             "mfu": mfu(flops_per_token(config), tokens_per_s, peak_flops(device)),
-            "warmup_s": round(warmup_s, 2), "loss": round(loss, 3)}
+            "warmup_s": round(timing["warmup_s"], 2), "loss": round(timing["loss"], 3)}
 
 
 def run_ladder(name: str, device: torch.device, batch_size: int, steps: int,
@@ -126,16 +107,16 @@ def run_ladder(name: str, device: torch.device, batch_size: int, steps: int,
 
 def format_table(rows: list[dict]) -> str:
     """One line per preset and rung: tokens/s, ms per step, speed-up over the first rung, MFU."""
-    lines = [f"{'preset':<9}{'rung':<26}{'tokens/s':>11}{'ms/step':>10}{'speed-up':>10}"
+    lines = [f"{'preset':<13}{'rung':<26}{'tokens/s':>11}{'ms/step':>10}{'speed-up':>10}"
              f"{'MFU':>8}{'warmup s':>10}  status"]
     base: dict[str, float] = {}
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"{r['preset']:<9}{r['rung']:<26}{'':>49}  {r['status']}")
+            lines.append(f"{r['preset']:<13}{r['rung']:<26}{'':>49}  {r['status']}")
             continue
         base.setdefault(r["preset"], r["tokens_per_s"])
         mfu_text = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        lines.append(f"{r['preset']:<9}{r['rung']:<26}{r['tokens_per_s']:>11,.0f}"
+        lines.append(f"{r['preset']:<13}{r['rung']:<26}{r['tokens_per_s']:>11,.0f}"
                      f"{r['ms_per_step']:>10,.1f}{r['tokens_per_s'] / base[r['preset']]:>9.2f}x"
                      f"{mfu_text:>8}{r['warmup_s']:>10.1f}  ok")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -89,6 +90,20 @@ def test_peak_flops_by_device_name(monkeypatch):
                        ("Tesla T4", None)]:
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device, n=name: n)
         assert train_mod.peak_flops(torch.device("cuda")) == peak
+
+
+def test_timed_steps_counts_the_tokens_it_trains_on():
+    torch.manual_seed(0)
+    cfg = replace(TINY, batch_size=2, grad_accum=3)
+    model = GPT(preset("char-ci", vocab_size=64, block_size=8))
+    sampler = train_mod.BatchSampler(np.arange(1000) % 64, 2, 8, "cpu")
+    before = model.transformer.h[0].mlp.c_fc.weight.clone()
+    timing = train_mod.timed_steps(model, train_mod.build_optimizer(model, cfg), sampler, cfg,
+                                   train_mod.nullcontext(), steps=2, warmup=1)
+    assert set(timing) == {"tokens_per_s", "ms_per_step", "warmup_s", "loss"}
+    tokens = 2 * 3 * 2 * 8  # steps x micro-batches x rows x positions
+    assert timing["tokens_per_s"] == pytest.approx(tokens / (2 * timing["ms_per_step"] / 1e3))
+    assert not torch.equal(before, model.transformer.h[0].mlp.c_fc.weight)  # it trained
 
 
 def test_train_writes_log_checkpoint_and_model(tiny):

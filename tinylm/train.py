@@ -348,6 +348,34 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler
     return total, norm
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock read afterwards measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def timed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
+                cfg: TrainConfig, autocast: torch.autocast | nullcontext, steps: int,
+                warmup: int = 1) -> dict:
+    """Time `steps` training steps after `warmup` untimed ones: tokens/s, ms/step, last loss."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        train_step(model, optimizer, sampler, cfg, autocast)
+    synchronize(sampler.device)
+    warmup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss, _ = train_step(model, optimizer, sampler, cfg, autocast)
+    loss = loss.item()  # waits for the last step
+    synchronize(sampler.device)
+    seconds = time.perf_counter() - start
+    tokens = steps * cfg.grad_accum * sampler.batch_size * sampler.block_size
+    return {"tokens_per_s": tokens / seconds, "ms_per_step": 1e3 * seconds / steps,
+            "warmup_s": warmup_s, "loss": loss}
+
+
 def fixed_batches(tokens: np.ndarray, cfg: TrainConfig, block_size: int, device: torch.device
                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """eval_batches batches drawn once with EVAL_SEED: every evaluation scores the same text."""
