@@ -225,6 +225,16 @@ def test_batch_sampler_shapes_and_shift():
     assert torch.equal(x, x2)
 
 
+def test_resident_sampler_draws_the_same_batches():
+    tokens = np.random.default_rng(0).integers(0, 60000, 5000).astype(np.uint16)
+    host = data.BatchSampler(tokens, batch_size=4, block_size=16, seed=3)
+    resident = data.BatchSampler(tokens, batch_size=4, block_size=16, seed=3, resident=True)
+    for _ in range(3):
+        (x, y), (rx, ry) = host.sample(), resident.sample()
+        assert torch.equal(x, rx) and torch.equal(y, ry) and rx.dtype == torch.int64
+    assert resident.tokens.dtype == torch.int32  # uint16 ids above 32,767 survive the cast
+
+
 def test_batch_sampler_rejects_too_little_data():
     with pytest.raises(ValueError, match="block_size"):
         data.BatchSampler(np.arange(8, dtype=np.uint16), batch_size=2, block_size=8)
