@@ -1,0 +1,76 @@
+"""Record finished training runs (final losses, time, throughput) as reference figures.
+
+Training writes everything to ``runs/<run>/log.jsonl``, which is not committed. This script
+reads the logs of the named runs (default: the cpu profile's runs of notebooks 05 and 10) and
+writes their final figures, with the machine record, to
+``data/reference/runs_<device>.json`` (or ``--out``), where `docs/benchmarks.md` and the
+notebooks can read them. Run it on the machine that trained the runs, e.g. after
+``python -m tinylm train --run talk-30m`` on a GPU: ``python bench/record_runs.py talk-30m``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from machine_info import ROOT, machine, slug
+
+from tinylm.model import CONFIG_FILE, GPTConfig, count_parameters, flops_per_token
+from tinylm.profiles import best_device
+from tinylm.train import RUNS, is_finished, read_log
+
+
+def run_record(name: str) -> dict:
+    """The final figures of one finished run, from its log and saved model config."""
+    cfg = RUNS[name]
+    if not is_finished(cfg):
+        raise SystemExit(f"run {name!r} has not finished in {cfg.out_dir}; train it first with "
+                         f"`python -m tinylm train --run {name}`")
+    log = read_log(cfg.out_dir)
+    config = GPTConfig.from_dict(json.loads((cfg.out_dir / "model" / CONFIG_FILE).read_text()))
+    last = log[-1]
+    throughput = [r["tokens_per_s"] for r in log if r["tokens_per_s"] is not None]
+    mfus = [r["mfu"] for r in log if r["mfu"] is not None]
+    finished = datetime.fromtimestamp((cfg.out_dir / "log.jsonl").stat().st_mtime, timezone.utc)
+    return {"run": name, "model": cfg.model, "tokenizer": cfg.tokenizer,
+            "parameters": count_parameters(config), "steps": last["step"],
+            "tokens": last["tokens"], "batch_size": cfg.batch_size,
+            "block_size": config.block_size, "train_flops": flops_per_token(config) *
+            last["tokens"], "val_loss": last["val_loss"],
+            "eval_train_loss": last["eval_train_loss"], "elapsed_s": round(last["elapsed_s"], 1),
+            "median_tokens_per_s": round(sorted(throughput)[len(throughput) // 2], 1),
+            "median_mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
+            "finished": finished.isoformat(timespec="seconds")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="*", default=["char-cpu", "mistral-cpu"],
+                        help="runs of tinylm.train.RUNS (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="JSON file (default: data/reference/"
+                        "runs_<device>.json)")
+    args = parser.parse_args()
+    device = torch.device(best_device())
+    out = args.out or ROOT / "data" / "reference" / f"runs_{slug(device)}.json"
+    records = [run_record(name) for name in args.runs]
+    print(f"{'run':<14}{'steps':>7}{'tokens (M)':>12}{'val loss':>10}{'minutes':>9}"
+          f"{'tokens/s':>10}")
+    for r in records:
+        print(f"{r['run']:<14}{r['steps']:>7}{r['tokens'] / 1e6:>12.2f}{r['val_loss']:>10.3f}"
+              f"{r['elapsed_s'] / 60:>9.1f}{r['median_tokens_per_s']:>10,.0f}")
+    result = {"benchmark": "runs", "machine": machine(device),
+              "note": "recorded on this machine from each run's own log; elapsed_s is the "
+                      "run's wall time, evaluation included, and tokens/s the median of its "
+                      "logged intervals (less sensitive to other work on the machine)",
+              "results": records}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
