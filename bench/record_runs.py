@@ -1,4 +1,4 @@
-"""Record finished training runs (final losses, time, throughput) as reference figures.
+"""Record finished training runs (final losses, time, throughput, loss curve) as references.
 
 Training writes everything to ``runs/<run>/log.jsonl``, which is not committed. This script
 reads the logs of the named runs (default: the cpu profile's runs of notebooks 05 and 10) and
@@ -43,7 +43,9 @@ def run_record(name: str) -> dict:
             "eval_train_loss": last["eval_train_loss"], "elapsed_s": round(last["elapsed_s"], 1),
             "median_tokens_per_s": round(sorted(throughput)[len(throughput) // 2], 1),
             "median_mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
-            "finished": finished.isoformat(timespec="seconds")}
+            "finished": finished.isoformat(timespec="seconds"),
+            "curve": {key: [r[key] for r in log if r["val_loss"] is not None]
+                      for key in ("step", "tokens", "val_loss", "eval_train_loss")}}
 
 
 def main() -> None:
