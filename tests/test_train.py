@@ -4,6 +4,7 @@ import json
 import math
 import os
 import socket
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def test_config_errors_name_the_field():
         replace(TINY, device="tpu9")
     with pytest.raises(ValueError, match="TrainConfig.lr must be a number, got 'abc'"):
         replace(TINY, lr="abc")
+    with pytest.raises(ValueError, match=r"TrainConfig.parallel must be one of \['ddp', 'fsdp'\], "
+                       "got 'zero'"):
+        replace(TINY, parallel="zero")
 
 
 def test_runs_match_the_talk():
@@ -134,6 +138,12 @@ def test_finished_run_is_loaded_not_retrained(tiny, monkeypatch):
     assert again.history == first.history
     for key, value in params(first.model).items():
         assert torch.equal(value, params(again.model)[key])
+    assert train_mod.is_finished(replace(tiny, parallel="fsdp"))  # the same run, spread otherwise
+    path = tiny.out_dir / "model" / train_mod.TRAIN_CONFIG_FILE
+    saved = json.loads(path.read_text())
+    del saved["parallel"]  # as written before the field existed
+    path.write_text(json.dumps(saved))
+    assert train_mod.is_finished(tiny) and not train_mod.is_finished(replace(tiny, lr=1e-3))
 
 
 def test_resume_gives_the_same_losses_as_a_straight_run(tiny):
@@ -199,22 +209,39 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny, monkeypatch)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def ddp_worker(rank: int, world_size: int, port: int, cfg: TrainConfig, out: Path) -> None:
-    """One torchrun-like process: the environment torchrun would set, then train."""
+def torchrun_worker(rank: int, world_size: int, ports: list[int],
+                    runs: list[tuple[TrainConfig, int | None]], out: Path) -> None:
+    """One torchrun-like process: the environment torchrun would set, then train each
+    (config, max_steps) in turn, saving the returned model's tensors as <run_name>-rank<r>.pt.
+
+    Each call of train joins and leaves its own process group; each gets a fresh port, as a
+    group set up again on the same port can meet the last group's leftovers and hang.
+    """
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      MASTER_ADDR="127.0.0.1")
     torch.set_num_threads(1)
-    result = train(cfg, progress=False)
-    torch.save(params(result.model), out / f"rank{rank}.pt")
+    for (cfg, max_steps), port in zip(runs, ports, strict=True):
+        os.environ["MASTER_PORT"] = str(port)
+        result = train(cfg, progress=False, max_steps=max_steps)
+        torch.save(params(result.model), out / f"{cfg.run_name}-rank{rank}.pt")
+
+
+def spawn_ranks(runs: list[tuple[TrainConfig, int | None]], out: Path, world_size: int = 2
+                ) -> dict[str, list[dict[str, torch.Tensor]]]:
+    """Run torchrun_worker in world_size processes (gloo on CPU); each run's tensors by rank."""
+    with ExitStack() as stack:  # distinct free ports: all held open until all are chosen
+        sockets = [stack.enter_context(socket.socket()) for _ in runs]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in sockets]
+    mp.spawn(torchrun_worker, args=(world_size, ports, runs, out), nprocs=world_size)
+    return {cfg.run_name: [torch.load(out / f"{cfg.run_name}-rank{r}.pt")
+                           for r in range(world_size)] for cfg, _ in runs}
 
 
 def test_ddp_on_two_cpu_processes(tiny, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cfg = replace(tiny, max_steps=6, eval_interval=3, log_interval=3)
-    mp.spawn(ddp_worker, args=(2, port, cfg, tmp_path), nprocs=2)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = spawn_ranks([(cfg, None)], tmp_path)[cfg.run_name]
     for key, value in ranks[0].items():
         assert torch.equal(value, ranks[1][key]), key
     log = (cfg.out_dir / "log.jsonl").read_text().splitlines()
@@ -224,11 +251,85 @@ def test_ddp_on_two_cpu_processes(tiny, tmp_path):
     assert (cfg.out_dir / "model" / "model.safetensors").is_file()
 
 
+def test_fsdp_on_two_cpu_processes_trains_like_ddp(tiny, tmp_path):
+    """FSDP and DDP runs of one config: same files, same model shapes, the same losses.
+
+    The reference is DDP, not one process: each rank draws its own batches (sampler seeded
+    seed + rank), so no single-process run sees the same global batch. DDP and FSDP give each
+    rank the same batches and dropout masks and start from rank 0's weights, so the averaged
+    gradients match bit for bit (the mean of 2 numbers rounds the same either way). What
+    differs is the order of fp32 sums: under FSDP the global gradient norm is summed from
+    per-shard squares, which moves the clipping factor in its last bit (~1e-7 relative). Adam
+    hardly depends on that factor (it divides by the gradient's scale): after 6 steps the
+    losses and norms were seen to agree within 1e-7; we allow 1e-5 (relative).
+    grad_accum=2 and clipping (norms > grad_clip) are exercised on the way.
+    """
+    ddp = replace(tiny, run_name="ddp", max_steps=6, eval_interval=3, grad_accum=2,
+                  grad_clip=0.5)
+    fsdp = replace(ddp, run_name="fsdp", parallel="fsdp")
+    bf16 = replace(fsdp, run_name="fsdp-bf16", dtype="bfloat16", max_steps=2, warmup_steps=1)
+    ranks = spawn_ranks([(ddp, None), (fsdp, None), (bf16, None)], tmp_path)
+    for key, value in ranks["fsdp"][0].items():  # every rank returns the whole model
+        assert torch.equal(value, ranks["fsdp"][1][key]), key
+    for folder in ("checkpoint", "model"):  # rank 0 wrote the same files, with whole tensors
+        assert ({p.name for p in (fsdp.out_dir / folder).iterdir()}
+                == {p.name for p in (ddp.out_dir / folder).iterdir()})
+    model = GPT.from_pretrained(fsdp.out_dir / "model")
+    reference = params(GPT.from_pretrained(ddp.out_dir / "model"))
+    for key, value in params(model).items():
+        assert value.shape == reference[key].shape, key
+        torch.testing.assert_close(value, reference[key], rtol=1e-5, atol=1e-6)
+    states = [train_mod.load_trainer_state(run.out_dir / "checkpoint")["optimizer"]
+              for run in (ddp, fsdp)]
+    assert states[0]["param_groups"] == states[1]["param_groups"]
+    torch.testing.assert_close(states[1]["state"], states[0]["state"], rtol=1e-5, atol=1e-6)
+    logs = [train_mod.read_log(run.out_dir) for run in (ddp, fsdp)]
+    assert [r["step"] for r in logs[1]] == list(range(7))
+    for key in ("train_loss", "val_loss", "eval_train_loss", "grad_norm"):
+        values = [[r[key] for r in log if r[key] is not None] for log in logs]
+        assert len(values[1]) >= 3 and values[1] == pytest.approx(values[0], rel=1e-5), key
+    assert max(r["grad_norm"] or 0 for r in logs[1]) > fsdp.grad_clip  # clipping was on
+    assert logs[1][-1]["val_loss"] < logs[1][0]["val_loss"] - 0.3
+    # bf16 (MixedPrecisionPolicy + autocast): bf16 compute, fp32 weights saved, near fp32's loss
+    bf16_log = train_mod.read_log(bf16.out_dir)
+    assert bf16_log[1]["train_loss"] == pytest.approx(logs[1][1]["train_loss"], rel=1e-2)
+    assert all(math.isfinite(r["val_loss"]) for r in bf16_log if r["val_loss"] is not None)
+    bf16_model = GPT.from_pretrained(bf16.out_dir / "model")
+    assert all(p.dtype == torch.float32 for p in bf16_model.parameters())
+
+
+def test_fsdp_resume_gives_the_same_run(tiny, tmp_path):
+    """3 steps, then a resume to 6, equal 6 straight steps under FSDP, bit for bit.
+
+    The checkpoint holds whole tensors (gathered from the shards); resuming cuts them into
+    the same shards again, and restores each rank's random states, so nothing is rounded.
+    The checkpoint's files are those DDP writes, so a DDP run can also go on under FSDP:
+    equal to the straight run up to the last bits of the gradient norm (see the test above).
+    """
+    straight = replace(tiny, run_name="straight", parallel="fsdp", max_steps=6,
+                       eval_interval=3, grad_accum=2)
+    halves = replace(straight, run_name="halves")
+    switched = replace(straight, run_name="switched")
+    ranks = spawn_ranks([(straight, None), (halves, 3), (halves, None),
+                         (replace(switched, parallel="ddp"), 3), (switched, None)], tmp_path)
+    for key, value in ranks["straight"][0].items():
+        assert torch.equal(value, ranks["halves"][0][key]), key
+        assert torch.equal(value, ranks["halves"][1][key]), key
+        torch.testing.assert_close(ranks["switched"][1][key], value, rtol=1e-5, atol=1e-6)
+    logs = [train_mod.read_log(run.out_dir) for run in (straight, halves, switched)]
+    drop = ("elapsed_s", "tokens_per_s")  # clocks differ
+    assert ([{k: v for k, v in r.items() if k not in drop} for r in logs[1]]
+            == [{k: v for k, v in r.items() if k not in drop} for r in logs[0]])
+    for key in ("train_loss", "val_loss"):
+        values = [[r[key] for r in log if r[key] is not None] for log in (logs[0], logs[2])]
+        assert len(values[1]) >= 3 and values[1] == pytest.approx(values[0], rel=1e-5), key
+
+
 def test_cli_overrides_are_literals_or_strings():
     assert cli.parse_overrides(["lr=3e-4", "dtype=bfloat16", "block_size=None",
-                                "betas=(0.9, 0.95)", "compile=True"]) == {
+                                "betas=(0.9, 0.95)", "compile=True", "parallel=fsdp"]) == {
         "lr": 3e-4, "dtype": "bfloat16", "block_size": None, "betas": (0.9, 0.95),
-        "compile": True}
+        "compile": True, "parallel": "fsdp"}
     with pytest.raises(ValueError, match="learning_rate=1.*max_steps"):
         cli.parse_overrides(["learning_rate=1"])
 

@@ -17,8 +17,11 @@ A run's folder ``runs/<run_name>/`` (``$TINYLM_RUNS_DIR/<run_name>/`` if that is
   (optimizer, step, RNG states, TrainConfig, data meta), enough to resume exactly.
 - ``model/``: the final model, ``tokenizer.json`` and ``train_config.json``, once finished.
 
-Under ``torchrun`` every process trains on its own batches, DistributedDataParallel averages
-the gradients, and only rank 0 logs, saves and shows progress.
+Under ``torchrun`` every process trains on its own batches and only rank 0 logs, saves and
+shows progress. With ``parallel="ddp"`` (the default) every process holds the whole model and
+DistributedDataParallel averages the gradients; with ``parallel="fsdp"`` each process holds only
+its shard of every parameter, gradient and AdamW moment (ZeRO-3), for models too big to copy
+onto every GPU. The files written are the same either way.
 """
 
 from __future__ import annotations
@@ -29,13 +32,16 @@ import os
 import random
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
@@ -49,6 +55,10 @@ from tinylm.tokenizers import TOKENIZER_NAMES, Tokenizer, load_tokenizer
 RUNS_DIR_ENV = "TINYLM_RUNS_DIR"  # where run folders go (default: <project>/runs)
 DTYPES = ("auto", "float32", "bfloat16")
 COMPILE_CHOICES = ("auto", True, False)
+PARALLEL_CHOICES = ("ddp", "fsdp")
+# Fields that decide how the work is spread over processes, not what is trained: is_finished
+# ignores them (a run finished under DDP is finished under FSDP; older runs lack the field).
+LAYOUT_FIELDS = ("parallel",)
 EVAL_SEED = 1234  # one seed for the fixed eval batches, so every run is scored on the same text
 LOG_FILE = "log.jsonl"
 STATE_FILE = "trainer_state.pt"
@@ -100,6 +110,10 @@ class TrainConfig:
     compile: bool | str = "auto"  # "auto": torch.compile on CUDA only
     seed: int = 1337
     attention: str = "sdpa"  # "manual" or "sdpa"
+    # With several processes: "ddp" copies the whole model to each, "fsdp" shards parameters,
+    # gradients and optimizer state across them (for 757m, mymistral-0.4b/1b). One process: no
+    # effect.
+    parallel: str = "ddp"
 
     def __post_init__(self) -> None:
         _check(bool(self.run_name) and "/" not in self.run_name and "\\" not in self.run_name,
@@ -109,6 +123,7 @@ class TrainConfig:
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("compile", self.compile, COMPILE_CHOICES)
         _check_choice("attention", self.attention, ATTENTION_IMPLEMENTATIONS)
+        _check_choice("parallel", self.parallel, PARALLEL_CHOICES)
         for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches",
                      "log_interval"):
             value = getattr(self, name)
@@ -141,7 +156,12 @@ class TrainConfig:
     @property
     def out_dir(self) -> Path:
         """The run's folder: ``$TINYLM_RUNS_DIR/<run_name>``, by default ``<project>/runs/…``."""
-        return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs") / self.run_name
+        return run_folder(self.run_name)
+
+
+def run_folder(run_name: str) -> Path:
+    """Where a run of this name keeps its log, checkpoint and model."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs") / run_name
 
 
 def _check(ok: bool, name: str, message: str) -> None:
@@ -303,11 +323,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def autocast_context(device: torch.device, dtype: str) -> torch.autocast | nullcontext:
-    """bf16 autocast when asked, or on "auto" when the CUDA device supports it; else fp32."""
-    bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"
+def use_bf16(device: torch.device, dtype: str) -> bool:
+    """bf16 when asked, or on "auto" when the CUDA device supports it; else fp32."""
+    return dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"
                                    and torch.cuda.is_bf16_supported())
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def autocast_context(device: torch.device, dtype: str) -> torch.autocast | nullcontext:
+    """bf16 autocast when `use_bf16`, else a context that changes nothing (fp32)."""
+    if use_bf16(device, dtype):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def build_model_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
@@ -333,19 +359,33 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler
     total = torch.zeros((), device=sampler.device)
     for micro in range(cfg.grad_accum):
         x, y = sampler.sample()  # (B, T) each
-        last = micro == cfg.grad_accum - 1
-        # Under DDP, all-reduce the gradients only once, after the last micro-batch.
-        sync = nullcontext() if last or not isinstance(model, DDP) else model.no_sync()
-        with sync:
+        with sync_gradients_if(model, micro == cfg.grad_accum - 1):
             with autocast:
                 _, loss = model(x, y)
             loss = loss / cfg.grad_accum  # the micro-batches' gradients add up to the mean's
             loss.backward()
         total += loss.detach()
+    # Under FSDP the gradients are shards (DTensors): clip_grad_norm_ sums the squares over all
+    # ranks, so it clips by the global norm, and returns it as a DTensor.
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total, norm
+
+
+def sync_gradients_if(model: torch.nn.Module, last: bool) -> AbstractContextManager:
+    """Under DDP or FSDP, reduce the gradients across ranks only after the last micro-batch."""
+    if isinstance(model, DDP):
+        return nullcontext() if last else model.no_sync()
+    module = getattr(model, "_orig_mod", model)  # the model inside torch.compile's wrapper
+    if isinstance(module, FSDPModule):
+        # Until the last micro-batch: no reduce-scatter (gradients add up unsharded, as under
+        # DDP), and the parameters stay gathered after backward (the next forward needs them).
+        module.set_requires_gradient_sync(last)
+        module.set_reshard_after_backward(last)
+    return nullcontext()
 
 
 def synchronize(device: torch.device) -> None:
@@ -395,6 +435,70 @@ def estimate_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torc
         total += loss.float()
     model.train()
     return (total / len(batches)).item()
+
+
+# --------------------------------------------------------------------------- sharding (FSDP)
+# PyTorch's current FSDP ("FSDP2", torch.distributed.fsdp.fully_shard): each parameter becomes a
+# DTensor of which this rank holds a slice of the rows (dim 0), gathered whole just before a
+# block runs and freed after it; gradients are reduce-scattered back into slices, and AdamW,
+# built on the sliced parameters, keeps sliced moments. It runs on CPU with gloo (the tests)
+# as well as on CUDA with NCCL, so the older FullyShardedDataParallel wrapper is not needed.
+
+
+def shard_model(model: GPT, device: torch.device, bf16: bool) -> GPT:
+    """Shard each transformer block, then the rest (embeddings, final norm, head), over ranks."""
+    with torch.no_grad():  # every rank starts from rank 0's weights, as DDP would copy them
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor, src=0)
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    # bf16: gather the weights and compute in bf16, average the gradients in fp32; AdamW still
+    # updates fp32 weights. The autocast context stays on, keeping norms and softmax in fp32.
+    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+              if bf16 else MixedPrecisionPolicy())
+    for block in model.transformer.h:  # one all-gather per block: few blocks are whole at once
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)  # the root: wte (= lm_head if tied), wpe, ln_f
+    return model  # the same object, its class now also an FSDPModule
+
+
+def gather_full_model(model: GPT) -> GPT:
+    """A plain GPT with the whole weights of a sharded one, on every rank (a collective)."""
+    state = {name: (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).detach()
+             for name, tensor in [*model.named_parameters(), *model.named_buffers()]}
+    with torch.device("meta"):  # no memory, no random init: the gathered tensors are assigned
+        plain = GPT(model.config)
+    if model.config.tie_weights:  # named_parameters lists the shared matrix once, as wte
+        state["lm_head.weight"] = state["transformer.wte.weight"]
+    plain.load_state_dict(state, assign=True)
+    if model.config.tie_weights:
+        plain.lm_head.weight = plain.transformer.wte.weight  # one Parameter again, as in GPT()
+    return plain
+
+
+def gather_optimizer_state(optimizer: torch.optim.Optimizer, main: bool) -> dict | None:
+    """optimizer.state_dict() with whole tensors, as without FSDP, on rank 0 (a collective)."""
+    state = optimizer.state_dict()  # {"state": {index: {"step", "exp_avg", ...}}, "param_groups"}
+    full: dict[int, dict] = {}
+    for index, values in state["state"].items():  # the same order on every rank
+        whole = {key: value.full_tensor() if isinstance(value, DTensor) else value
+                 for key, value in values.items()}
+        if main:  # to the CPU one tensor at a time: the device never holds all of them
+            full[index] = {key: value.cpu() for key, value in whole.items()}
+    return {**state, "state": full} if main else None
+
+
+def shard_optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """A whole optimizer state_dict cut into this rank's slices, to load into the sharded one."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # index order
+    sharded: dict[int, dict] = {}
+    for index, values in state["state"].items():
+        param = params[index]
+        sharded[index] = {
+            key: distribute_tensor(value.to(param.device), param.device_mesh, param.placements,
+                                   src_data_rank=None)  # every rank read the whole file
+            if isinstance(param, DTensor) and value.shape == param.shape else value  # not step
+            for key, value in values.items()}
+    return {**state, "state": sharded}
 
 
 # --------------------------------------------------------------------------- saving and loading
@@ -478,11 +582,16 @@ def append_log(out_dir: Path, record: dict) -> None:
 
 
 def is_finished(cfg: TrainConfig) -> bool:
-    """True when out_dir/model/ holds the final model of a run with exactly this config."""
+    """True when out_dir/model/ holds the final model of this config (LAYOUT_FIELDS aside)."""
     path = cfg.out_dir / "model" / TRAIN_CONFIG_FILE
     if not path.is_file():
         return False
-    return json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(asdict(cfg)))
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    wanted = json.loads(json.dumps(asdict(cfg)))
+    for name in LAYOUT_FIELDS:
+        saved.pop(name, None)
+        wanted.pop(name)
+    return saved == wanted
 
 
 def start_over(out_dir: Path) -> None:
@@ -593,7 +702,7 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
     if device.type == "cuda":  # TensorFloat-32 for any matmul left in fp32
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(cfg.seed + place.rank)  # dropout differs by rank; DDP copies rank 0's init
+    torch.manual_seed(cfg.seed + place.rank)  # dropout differs by rank; rank 0's init is copied
     packed = _load_data(cfg, place)
     tokenizer, out = packed.tokenizer, cfg.out_dir
     config = build_model_config(cfg, tokenizer.vocab_size)
@@ -605,16 +714,21 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
     else:
         model = GPT(config)
     model.to(device)
-    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
+    fsdp = cfg.parallel == "fsdp" and place.world_size > 1
+    if fsdp:  # each rank now keeps 1/world_size of every tensor
+        model = shard_model(model, device, use_bf16(device, cfg.dtype))
+    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")  # on the shards, if any
     sampler = BatchSampler(packed.train, cfg.batch_size, config.block_size, device,
-                           seed=cfg.seed + place.rank)  # each rank draws its own batches
+                           seed=cfg.seed + place.rank,  # each rank draws its own batches
+                           resident=device.type == "cuda")  # GPU: the corpus lives on the GPU
     step, elapsed = 0, 0.0
     if state:
         if len(state["rng"]) != place.world_size:
             raise ValueError(f"{checkpoint} was written by {len(state['rng'])} processes; "
                              "resume with as many (torchrun --nproc_per_node), or start over "
                              "with resume=False")
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(shard_optimizer_state(state["optimizer"], optimizer) if fsdp
+                                  else state["optimizer"])
         set_rng_state(state["rng"][place.rank], sampler, device)
         step, elapsed = state["step"], state["elapsed_s"]
     history = read_log(out, step) if state else []
@@ -625,7 +739,7 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
 
     step_model = torch.compile(model) if _use_compile(cfg, device) else model
     train_model = step_model
-    if place.world_size > 1:
+    if place.world_size > 1 and not fsdp:
         train_model = DDP(step_model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = autocast_context(device, cfg.dtype)
     evals = {"val_loss": fixed_batches(packed.val, cfg, config.block_size, device),
@@ -643,9 +757,12 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
 
     def save() -> None:
         states = gather_rng_states(rng_state(sampler, device), place)
-        if place.main:
-            save_checkpoint(out, model, {
-                "step": step, "optimizer": optimizer.state_dict(), "rng": states,
+        whole = gather_full_model(model) if fsdp else model  # FSDP: every rank takes part
+        optimizer_state = (gather_optimizer_state(optimizer, place.main) if fsdp
+                           else optimizer.state_dict())
+        if place.main:  # the same files with or without FSDP
+            save_checkpoint(out, whole, {
+                "step": step, "optimizer": optimizer_state, "rng": states,
                 "train_config": asdict(cfg), "data_meta": packed.meta,
                 "elapsed_s": elapsed + time.perf_counter() - t0})
 
@@ -697,6 +814,8 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
         norm_sum.zero_()
         steps_since, t_interval = 0, time.perf_counter()
     bar.close()
+    if fsdp:  # every rank returns the whole model, as under DDP
+        model = gather_full_model(model)
     if place.main and step == cfg.max_steps:
         save_model(out, model, tokenizer, cfg)
     return TrainResult(model.eval(), tokenizer, history, out)
