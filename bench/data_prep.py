@@ -1,28 +1,25 @@
 """Time the cold data pipeline: mirror/upstream → verified raw files → three packed tokenizations.
 
 Run it with `make bench` or `python bench/data_prep.py`. It works in a fresh temporary data
-folder (so nothing is cached), prints a table and writes JSON to
+folder (so nothing is cached; under $TMPDIR), prints a table and writes JSON to
 ``data/reference/bench_data_prep.json`` (or ``--out``). It never asserts a timing.
+``--tokenizers char`` times the pipeline with fewer tokenizations (the BPE is trained only when
+``bpe`` is among them), e.g. for a quick check that the script runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from machine_info import ROOT, machine, save
 
 from tinylm import data
-from tinylm.tokenizers import BPETokenizer
-
-ROOT = Path(__file__).resolve().parent.parent
+from tinylm.tokenizers import TOKENIZER_NAMES, BPETokenizer
 
 
 def timed(fn, *args, **kwargs):
@@ -32,18 +29,7 @@ def timed(fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def machine() -> dict:
-    """What the figures were measured on."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                            capture_output=True).stdout.strip()
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "commit": commit or None, "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version()}
-
-
-def run(bpe_vocab: int) -> dict:
+def run(bpe_vocab: int, tokenizers: tuple[str, ...]) -> dict:
     """Every stage of the cold pipeline, timed, in a throwaway data folder."""
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[data.DATA_DIR_ENV] = tmp
@@ -56,23 +42,24 @@ def run(bpe_vocab: int) -> dict:
         (poems, _), stages["clean"] = timed(data.clean_poems, poems)
         (poems, _), stages["dedupe"] = timed(data.deduplicate, poems)
         corpus, stages["corpus total (load_corpus)"] = timed(data.load_corpus)
-        train_texts = [p.text for p in corpus.train]
-        _, stages[f"train BPE {bpe_vocab} (tinylm.bpe)"] = timed(BPETokenizer.train,
-                                                                 train_texts, bpe_vocab)
-        for name in ("char", "bpe", "gpt2"):
+        if "bpe" in tokenizers:
+            train_texts = [p.text for p in corpus.train]
+            _, stages[f"train BPE {bpe_vocab} (tinylm.bpe)"] = timed(BPETokenizer.train,
+                                                                     train_texts, bpe_vocab)
+        for name in tokenizers:
             _, stages[f"prepare {name} (tokenizer + encode + pack)"] = timed(
                 data.prepare, name, bpe_vocab_size=bpe_vocab, corpus=corpus)
         os.environ.pop(data.DATA_DIR_ENV)
-        _, total = timed(_cold_all, tmp, bpe_vocab)
-        stages["cold pipeline, mirror → 3 packed tokenizations"] = total
+        _, total = timed(_cold_all, tmp, bpe_vocab, tokenizers)
+        stages[f"cold pipeline, mirror → {len(tokenizers)} packed tokenizations"] = total
     return stages
 
 
-def _cold_all(tmp: str, bpe_vocab: int) -> None:
+def _cold_all(tmp: str, bpe_vocab: int, tokenizers: tuple[str, ...]) -> None:
     """The whole job as `python -m tinylm data` runs it, from an empty folder."""
     os.environ[data.DATA_DIR_ENV] = str(Path(tmp) / "cold")
     try:
-        data.prepare_all(("char", "bpe", "gpt2"), bpe_vocab_size=bpe_vocab)
+        data.prepare_all(tokenizers, bpe_vocab_size=bpe_vocab)
     finally:
         os.environ.pop(data.DATA_DIR_ENV)
 
@@ -80,19 +67,24 @@ def _cold_all(tmp: str, bpe_vocab: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bpe-vocab", type=int, default=data.DEFAULT_BPE_VOCAB)
+    parser.add_argument("--tokenizers", default=",".join(TOKENIZER_NAMES),
+                        help="comma-separated tokenizations to prepare (default: %(default)s)")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "data" / "reference" / "bench_data_prep.json")
     args = parser.parse_args()
-    stages = run(args.bpe_vocab)
+    tokenizers = tuple(name.strip() for name in args.tokenizers.split(","))
+    unknown = sorted(set(tokenizers) - set(TOKENIZER_NAMES))
+    if unknown:
+        parser.error(f"unknown tokenizers {unknown}; choose from {list(TOKENIZER_NAMES)}")
+    stages = run(args.bpe_vocab, tokenizers)
     width = max(map(len, stages))
     for stage, seconds in stages.items():
         print(f"{stage:<{width}}  {seconds:8.2f} s")
-    result = {"benchmark": "data_prep", "machine": machine(),
-              "mirror": bool(os.environ.get(data.MIRROR_ENV)), "bpe_vocab": args.bpe_vocab,
+    result = {"benchmark": "data_prep", "machine": machine(torch.device("cpu")),
+              "mirror": bool(os.environ.get(data.MIRROR_ENV)), "tokenizers": list(tokenizers),
+              "bpe_vocab": args.bpe_vocab,
               "seconds": {k: round(v, 3) for k, v in stages.items()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
-    print(f"saved {args.out}")
+    save(result, args.out)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,12 @@ It prints a table and writes JSON to ``data/reference/bench_generate_<device>.js
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from machine_info import ROOT, machine, slug
+from machine_info import ROOT, machine, save, slug
 
 from tinylm.model import GPT, preset
 from tinylm.profiles import best_device
@@ -58,10 +57,9 @@ DESCRIPTIONS = {"with_cache": "with the KV cache",
                 "plain": "plain loop (whole context, logits at every position)"}
 
 
-def timed(way: str, model: GPT, prompt: torch.Tensor,
-          new_tokens: int) -> tuple[torch.Tensor, float]:
-    """Greedy tokens (B, 1 + new_tokens) decoded one way, and the seconds they took."""
-    decode = DECODERS[way]
+def timed(decode: Callable[[GPT, torch.Tensor, int], torch.Tensor], model: GPT,
+          prompt: torch.Tensor, new_tokens: int) -> tuple[torch.Tensor, float]:
+    """Greedy tokens (B, T + new_tokens) from one decoder, and the seconds they took."""
     decode(model, prompt, WARMUP_TOKENS)
     synchronize(prompt.device)
     start = time.perf_counter()
@@ -80,7 +78,7 @@ def measure(model: GPT, batch_size: int, new_tokens: int, device: torch.device,
     reference = None
     for way in ways:
         print(f"  batch {batch_size}: {DESCRIPTIONS[way]}", flush=True)
-        out, seconds = timed(way, model, prompt, new_tokens)
+        out, seconds = timed(DECODERS[way], model, prompt, new_tokens)
         if reference is not None and not torch.equal(out, reference):
             raise AssertionError(f"batch {batch_size}: greedy tokens differ between "
                                  f"{DESCRIPTIONS['with_cache']} and {DESCRIPTIONS[way]}")
@@ -140,9 +138,7 @@ def main() -> None:
               "parameters": model.num_parameters(), "block_size": model.config.block_size,
               "dtype": "float32", "decoding": "greedy", "prompt_tokens": 1,
               "warmup_tokens": WARMUP_TOKENS, "results": rows}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
-    print(f"saved {out}")
+    save(result, out)
 
 
 if __name__ == "__main__":

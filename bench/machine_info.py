@@ -1,7 +1,8 @@
-"""What a benchmark ran on: shared by the bench scripts, saved with every figure."""
+"""What a benchmark ran on, and how a failed measurement is recorded: shared by bench scripts."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -37,9 +38,12 @@ def machine(device: torch.device) -> dict:
             "torch": torch.__version__, "commit": commit or None,
             "platform": platform.platform(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "profile": get_profile().name,
-            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
-            else None}
+            "profile": get_profile().name, "load_average_1min": load_average()}
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none, e.g. Windows)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def slug(device: torch.device) -> str:
@@ -47,3 +51,16 @@ def slug(device: torch.device) -> str:
     if device.type != "cuda":
         return device.type
     return "cuda-" + re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
+
+
+def failure(error: Exception) -> str:
+    """How a measurement that raised is recorded: its type and the first line of its message."""
+    message = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return f"failed: {type(error).__name__}: {message}"
+
+
+def save(result: dict, out: Path) -> None:
+    """Write a benchmark's result as JSON (folders made as needed) and say where."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(f"saved {out}")

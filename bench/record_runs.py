@@ -16,28 +16,31 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from machine_info import ROOT, machine, slug
+from machine_info import ROOT, machine, save, slug
 
 from tinylm.model import CONFIG_FILE, GPTConfig, count_parameters, flops_per_token
 from tinylm.profiles import best_device
-from tinylm.train import RUNS, is_finished, read_log
+from tinylm.train import TRAIN_CONFIG_FILE, read_log, run_folder
 
 
 def run_record(name: str) -> dict:
-    """The final figures of one finished run, from its log and saved model config."""
-    cfg = RUNS[name]
-    if not is_finished(cfg):
-        raise SystemExit(f"run {name!r} has not finished in {cfg.out_dir}; train it first with "
+    """The final figures of one finished run, from its log and the config saved with its model."""
+    folder = run_folder(name)
+    model_dir = folder / "model"
+    if not (model_dir / TRAIN_CONFIG_FILE).is_file():
+        raise SystemExit(f"run {name!r} has no final model in {model_dir}; train it first with "
                          f"`python -m tinylm train --run {name}`")
-    log = read_log(cfg.out_dir)
-    config = GPTConfig.from_dict(json.loads((cfg.out_dir / "model" / CONFIG_FILE).read_text()))
+    cfg = json.loads((model_dir / TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
+    config = GPTConfig.from_dict(json.loads((model_dir / CONFIG_FILE).read_text()))
+    log = read_log(folder)
     last = log[-1]
     throughput = [r["tokens_per_s"] for r in log if r["tokens_per_s"] is not None]
     mfus = [r["mfu"] for r in log if r["mfu"] is not None]
-    finished = datetime.fromtimestamp((cfg.out_dir / "log.jsonl").stat().st_mtime, timezone.utc)
-    return {"run": name, "model": cfg.model, "tokenizer": cfg.tokenizer,
+    finished = datetime.fromtimestamp((model_dir / TRAIN_CONFIG_FILE).stat().st_mtime,
+                                      timezone.utc)
+    return {"run": name, "model": cfg["model"], "tokenizer": cfg["tokenizer"],
             "parameters": count_parameters(config), "steps": last["step"],
-            "tokens": last["tokens"], "batch_size": cfg.batch_size,
+            "tokens": last["tokens"], "batch_size": cfg["batch_size"],
             "block_size": config.block_size, "train_flops": flops_per_token(config) *
             last["tokens"], "val_loss": last["val_loss"],
             "eval_train_loss": last["eval_train_loss"], "elapsed_s": round(last["elapsed_s"], 1),
@@ -52,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", default=["char-cpu", "mistral-cpu"],
-                        help="runs of tinylm.train.RUNS (default: %(default)s)")
+                        help="run folders under runs/ (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="JSON file (default: data/reference/"
                         "runs_<device>.json)")
     args = parser.parse_args()
@@ -69,9 +72,7 @@ def main() -> None:
                       "run's wall time, evaluation included, and tokens/s the median of its "
                       "logged intervals (less sensitive to other work on the machine)",
               "results": records}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
-    print(f"saved {out}")
+    save(result, out)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ asserts a timing.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from machine_info import ROOT, machine, slug
+from machine_info import ROOT, failure, machine, save, slug
 
 from tinylm.data import BatchSampler
 from tinylm.model import GPT, flops_per_token, preset
@@ -82,10 +81,10 @@ def measure(name: str, settings: dict, device: torch.device, batch_size: int, st
 
 
 def run_ladder(name: str, device: torch.device, batch_size: int, steps: int,
-               warmup: int) -> list[dict]:
-    """Every rung of LADDER for one preset."""
+               warmup: int, rungs: int = len(LADDER)) -> list[dict]:
+    """The first `rungs` rungs of LADDER for one preset."""
     rows, settings = [], {}
-    for rung, change in LADDER:
+    for rung, change in LADDER[:rungs]:
         settings = {**settings, **change}
         row = {"preset": name, "rung": rung, **settings, "batch_size": batch_size,
                "block_size": preset(name).block_size}
@@ -98,8 +97,7 @@ def run_ladder(name: str, device: torch.device, batch_size: int, steps: int,
             rows.append({**row, "status": "ok",
                          **measure(name, settings, device, batch_size, steps, warmup)})
         except Exception as error:  # record why a rung fails (e.g. no compiler) and go on
-            message = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-            rows.append({**row, "status": f"failed: {type(error).__name__}: {message}"})
+            rows.append({**row, "status": failure(error)})
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -133,6 +131,8 @@ def main() -> None:
                         help="sequences per step (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=steps, help="timed steps per rung")
     parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps per rung")
+    parser.add_argument("--rungs", type=int, default=len(LADDER), choices=range(1, len(LADDER) + 1),
+                        help="climb only the first N rungs (default: all %(default)s)")
     parser.add_argument("--out", type=Path, help="JSON file (default: data/reference/"
                         "bench_train_throughput_<device>.json)")
     args = parser.parse_args()
@@ -146,14 +146,13 @@ def main() -> None:
           f"after {args.warmup} warmup steps per rung")
     rows = []
     for name in args.presets.split(","):
-        rows += run_ladder(name.strip(), device, args.batch_size, args.steps, args.warmup)
+        rows += run_ladder(name.strip(), device, args.batch_size, args.steps, args.warmup,
+                           args.rungs)
     print(format_table(rows))
     result = {"benchmark": "train_throughput", "machine": info, "batch_size": args.batch_size,
               "steps": args.steps, "warmup": args.warmup, "peak_flops": peak_flops(device),
               "results": rows}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
-    print(f"saved {out}")
+    save(result, out)
 
 
 if __name__ == "__main__":
