@@ -42,6 +42,7 @@ bench: data
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/cpu_speed.py
+	$(BIN)/python bench/report.py
 
 # Re-execute every notebook in place (default profile cpu) so the committed outputs are current.
 notebooks: data

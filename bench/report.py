@@ -110,15 +110,24 @@ def runs(result: dict) -> str:
 
 
 def cpu_speed(result: dict) -> str:
-    """The course's CPU paths against the talk-style reference loops."""
-    sections = []
-    for part, rows in result["results"].items():
-        header = list(rows[0])
-        body = [[number(v, 2 if isinstance(v, float) and v < 100 else 0)
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
-                 for v in row.values()] for row in rows]
-        sections.append(f"**{part}**\n\n" + table(header, body))
-    return "\n\n".join(sections)
+    """The cpu profile's training and sampling against the talk-style reference loops."""
+    train, sample = result["train"], result["sample"]
+    train_rows = [[r["description"], number(r.get("tokens_per_s")), number(r.get("ms_per_step"), 1),
+                   f"{r['ratio_to_reference']:.2f}×" if r.get("ratio_to_reference") else "–",
+                   number(r["warmup_s"], 1), r["status"]] for r in train["results"]]
+    sample_rows = [[str(r["batch_size"]), str(r["new_tokens"]), r["description"],
+                    number(r["tokens_per_s"]), f"{r['ratio_to_reference']:.2f}×",
+                    "yes" if r["identical_to_reference"] else "no"] for r in sample["results"]]
+    return (f"Run `{result['run']}` ({result['parameters'] / 1e6:.2f}M parameters), "
+            f"{result['data']}. Training: batch {train['batch_size']} × {train['block_size']}, "
+            f"the {train['statistic']} of {train['rounds']} rounds of "
+            f"{train['steps_per_round']} steps, the ways taking turns.\n\n" +
+            table(["training", "tokens/s", "ms/step", "× reference", "warm-up s", "status"],
+                  train_rows) +
+            f"\n\nSampling: {sample['decoding']}, {sample['weights']}, after a "
+            f"{sample['prompt_tokens']}-token prompt.\n\n" +
+            table(["batch", "new tokens", "sampling", "tokens/s", "× reference",
+                   "same tokens as the reference"], sample_rows))
 
 
 SECTIONS: list[tuple[str, str, Callable[[dict], str]]] = [
