@@ -170,8 +170,9 @@ def render() -> str:
         parts.append("## Still to measure on a GPU\n\nNo GPU has been available to the course's "
                      "developers yet, so none of these figures exist:\n\n" +
                      "\n".join(f"- {item}" for item in GPU_FIGURES) +
-                     "\n\n`bench/gpu_check.sh` measures the first three in one go on a machine "
-                     "with one CUDA GPU (about 10 minutes on an H100).\n")
+                     "\n\n`bench/gpu_check.sh` measures the ladder, the talk's 30M run and "
+                     "generation in one go on a machine with one CUDA GPU (about 10 minutes on "
+                     "an H100).\n")
     return "\n".join(parts)
 
 
