@@ -7,7 +7,7 @@ attention) → bf16 autocast → fused AdamW → torch.compile. Every rung runs 
 skipped with the reason; one that fails is recorded with its error. MFU is reported only on GPUs
 listed in tinylm.train.PEAK_FLOPS.
 
-Run it with `python bench/train_throughput.py` (CPU: about two minutes). It prints a table and
+Run it with `python bench/train_throughput.py` (CPU: about four minutes). It prints a table and
 writes JSON to ``data/reference/bench_train_throughput_<device>.json`` (or ``--out``); it never
 asserts a timing.
 """
@@ -45,7 +45,7 @@ LADDER = [
 DEFAULTS = {  # device type: presets, batch size, timed steps, warmup steps
     "cuda": (["30m", "124m"], 64, 20, 5),
     "mps": (["char-cpu", "30m"], 16, 5, 2),
-    "cpu": (["char-cpu", "30m"], 8, 3, 1),
+    "cpu": (["char-cpu", "30m"], 8, 8, 2),
 }
 
 
