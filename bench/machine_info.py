@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from tinylm.data import write_json
 from tinylm.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,5 +62,5 @@ def failure(error: Exception) -> str:
 def save(result: dict, out: Path) -> None:
     """Write a benchmark's result as JSON (folders made as needed) and say where."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_json(result, out)  # to a temporary name, then renamed
     print(f"saved {out}")
