@@ -260,8 +260,7 @@ def _read_json(path: Path) -> list[dict]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path} is not a valid JSON file ({type(error).__name__}: {error}). "
-                        "Delete it "
-                        "and fetch again: `python -m tinylm data`.") from error
+                        "Delete it and fetch again: `python -m tinylm data`.") from error
 
 
 def to_simplified(poems: Sequence[Poem]) -> list[Poem]:
