@@ -232,9 +232,33 @@ def test_resident_sampler_draws_the_same_batches():
     for _ in range(3):
         (x, y), (rx, ry) = host.sample(), resident.sample()
         assert torch.equal(x, rx) and torch.equal(y, ry) and rx.dtype == torch.int64
+        assert rx.is_contiguous() and ry.is_contiguous()  # the loss flattens y with view(-1)
     assert resident.tokens.dtype == torch.int32  # uint16 ids above 32,767 survive the cast
 
 
 def test_batch_sampler_rejects_too_little_data():
     with pytest.raises(ValueError, match="block_size"):
         data.BatchSampler(np.arange(8, dtype=np.uint16), batch_size=2, block_size=8)
+
+
+def test_document_windows_start_at_end_of_text():
+    eot = 99
+    docs = [[1, 2, 3], [4, 5, 6, 7, 8], [9, 10], [11, 12, 13, 14]] * 20
+    tokens = data.pack(docs, eot, np.dtype(np.uint16))
+    sampler = data.BatchSampler(tokens, batch_size=8, block_size=6, seed=0, start_token=eot)
+    resident = data.BatchSampler(tokens, batch_size=8, block_size=6, seed=0, start_token=eot,
+                                 resident=True)
+    for _ in range(5):
+        (x, y), (rx, ry) = sampler.sample(), resident.sample()
+        assert (x[:, 0] == eot).all()  # position 0 is always where a document starts
+        assert set(x[:, 1].tolist()) <= {1, 4, 9, 11}  # then a document's first token
+        assert torch.equal(y[:, :-1], x[:, 1:])
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+    starts = {int(s) for s in sampler.starts}
+    assert starts == {int(i) for i in np.flatnonzero(tokens[:len(tokens) - 6] == eot)}
+
+
+def test_document_windows_need_a_start_token_with_room_after_it():
+    with pytest.raises(ValueError, match="start_token"):
+        data.BatchSampler(np.arange(50, dtype=np.uint16), batch_size=2, block_size=8,
+                          start_token=49)

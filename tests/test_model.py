@@ -182,6 +182,8 @@ def test_training_memory_components():
     memory = training_memory_bytes(PRESETS["124m"], batch_size=64)
     assert memory["weights + grads + AdamW (fp32)"] == 16 * count_parameters(PRESETS["124m"],
                                                                              False)
+    # bf16 logits 2 + saved fp32 log-probabilities 4 + log-softmax's gradient in and out 4 + 4
+    assert memory["logits (bf16, loss in fp32, grads)"] == 14 * 64 * 256 * 50304
     without_flash = training_memory_bytes(PRESETS["124m"], 64, flash=False)
     assert without_flash["activations"] > memory["activations"]
 

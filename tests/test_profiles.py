@@ -30,3 +30,63 @@ def test_profiles_grow_from_ci_to_gpu():
     ci, cpu, gpu = (profiles.PROFILES[n] for n in ("ci", "cpu", "gpu"))
     assert ci.bpe_sample_chars <= cpu.bpe_sample_chars <= gpu.bpe_sample_chars
     assert max(ci.density_vocab_sizes) <= max(cpu.density_vocab_sizes)
+
+
+@pytest.fixture
+def cpu_flags(monkeypatch):
+    """Pretend the CPU lists these /proc/cpuinfo flags (None: not Linux); the cache is reset."""
+
+    def pretend(flags: set[str] | None) -> None:
+        monkeypatch.setattr(profiles, "_cpu_flags", lambda: flags)
+        profiles.cpu_bf16_support.cache_clear()
+
+    yield pretend
+    profiles.cpu_bf16_support.cache_clear()
+
+
+def test_cpu_bf16_support_reads_the_cpu_flags(cpu_flags):
+    for flags, support in [({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, "AMX"),
+                           ({"avx512f", "avx512_bf16"}, "AVX-512 BF16"),
+                           ({"avx2", "fma"}, None), (set(), None)]:
+        cpu_flags(flags)
+        assert profiles.cpu_bf16_support() == support
+
+
+def test_cpu_flags_come_from_proc_cpuinfo_on_linux(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n\nprocessor\t: 1\n")
+    assert profiles._cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "amx_bf16"}
+    monkeypatch.setattr(profiles.sys, "platform", "darwin")
+    assert profiles._cpu_flags(str(cpuinfo)) is None
+
+
+def test_cpu_bf16_support_asks_torch_off_linux(cpu_flags, monkeypatch):
+    cpu_flags(None)
+    probes = {"_is_amx_tile_supported": False, "_is_avx512_bf16_supported": False}
+    for name, value in probes.items():
+        monkeypatch.setattr(profiles.torch.cpu, name, lambda v=value: v, raising=False)
+    monkeypatch.setattr(profiles.torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    assert profiles.cpu_bf16_support() is None  # Apple silicon: MPS is what counts there
+    monkeypatch.setattr(profiles.torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    profiles.cpu_bf16_support.cache_clear()
+    assert profiles.cpu_bf16_support() == "AVX-512 BF16"
+
+
+def test_environment_report_says_precision_and_compile(cpu_flags, monkeypatch):
+    cpu_flags({"avx512_bf16", "amx_bf16"})
+    assert profiles.training_setup("cpu") == {
+        "cpu bf16": "AMX", "precision": "bf16 autocast (CPU has AMX)",
+        "compile": "runs of 1M+ tokens only (shorter ones would not earn back the compile time)"}
+    cpu_flags({"avx2"})
+    assert profiles.training_setup("cpu") == {
+        "cpu bf16": "none", "precision": "fp32 (no native bf16 on this CPU)",
+        "compile": "no (it would not speed training up here)"}
+    monkeypatch.setattr(profiles.torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation)  # a T4
+    setup = profiles.training_setup("cuda")
+    assert setup["precision"] == "fp16 autocast + gradient scaler (GPU without native bf16)"
+    assert setup["compile"] == "yes, every run"
+    monkeypatch.setattr(profiles.torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: True)  # an A10G
+    assert profiles.training_setup("cuda")["precision"] == "bf16 autocast (GPU has native bf16)"
+    assert {"cpu bf16", "precision", "compile"} <= set(profiles.describe_environment())

@@ -19,9 +19,10 @@ from tinylm import train as train_mod
 from tinylm.model import GPT, flops_per_token, preset
 from tinylm.train import RUNS, TrainConfig, TrainingDiverged, lr_at, train
 
+# dtype float32, not "auto": the same numbers on every CPU, with native bf16 (AMX) or without.
 TINY = TrainConfig("tiny", model="char-ci", tokenizer="char", batch_size=4, max_steps=20,
                    warmup_steps=4, lr=3e-3, min_lr=3e-4, dropout=0.1, eval_interval=5,
-                   eval_batches=2, log_interval=1, block_size=32)
+                   eval_batches=2, log_interval=1, block_size=32, dtype="float32")
 
 
 @pytest.fixture
@@ -49,7 +50,8 @@ def test_lr_warms_up_then_decays_to_min_lr():
 
 
 def test_config_errors_name_the_field():
-    with pytest.raises(ValueError, match=r"TrainConfig.dtype .*'auto', 'float32', 'bfloat16'"):
+    with pytest.raises(ValueError, match=r"TrainConfig.dtype .*'auto', 'float32', 'bfloat16', "
+                       "'float16'"):
         replace(TINY, dtype="fp8")
     with pytest.raises(ValueError, match="TrainConfig.model"):
         replace(TINY, model="7b")
@@ -110,6 +112,87 @@ def test_timed_steps_counts_the_tokens_it_trains_on():
     assert not torch.equal(before, model.transformer.h[0].mlp.c_fc.weight)  # it trained
 
 
+def test_auto_precision_takes_native_bf16_else_fp16_on_gpus_else_fp32(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    resolve = train_mod.resolve_precision
+    for support, precision in [("AMX", "bfloat16"), ("AVX-512 BF16", "bfloat16"),
+                               (None, "float32")]:
+        monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda s=support: s)
+        assert resolve(cpu, "auto") == precision
+        assert train_mod.use_bf16(cpu, "auto") == (precision == "bfloat16")
+    assert resolve(torch.device("mps"), "auto") == "float32"
+    # CUDA: a T4 or V100 only emulates bf16, so is_bf16_supported() says True there too
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True:
+                        including_emulation)  # a T4
+    assert resolve(cuda, "auto") == "float16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve(cuda, "auto") == "bfloat16"  # an A10G
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # a torch without the
+    for capability, precision in [((7, 5), "float16"), ((8, 6), "bfloat16")]:  # argument
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda c=capability: c)
+        assert resolve(cuda, "auto") == precision
+    for dtype in ("float32", "bfloat16", "float16"):  # asked for: taken as it is
+        assert resolve(cpu, dtype) == resolve(cuda, dtype) == dtype
+
+
+def test_fp16_brings_autocast_and_a_gradient_scaler(monkeypatch):
+    cpu = torch.device("cpu")
+    autocast = train_mod.autocast_context(cpu, "float16")
+    assert isinstance(autocast, torch.autocast) and autocast.fast_dtype == torch.float16
+    assert isinstance(train_mod.grad_scaler(cpu, "float16"), torch.amp.GradScaler)
+    assert train_mod.autocast_context(cpu, "bfloat16").fast_dtype == torch.bfloat16
+    assert train_mod.grad_scaler(cpu, "bfloat16") is None  # bf16 has fp32's range
+    monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda: None)
+    assert isinstance(train_mod.autocast_context(cpu, "auto"), train_mod.nullcontext)
+    assert train_mod.grad_scaler(cpu, "auto") is None
+
+
+def test_a_scaled_step_reports_the_true_norm_and_skips_overflows():
+    """Scaling by a power of 2 is exact in fp32: with a scaler the step is the same, bit for bit.
+
+    A scale so large that the gradients overflow makes the scaler skip the step (norm 0, the
+    weights unchanged) and halve its scale.
+    """
+    cfg = replace(TINY, batch_size=2, grad_clip=0.5)
+    runs = []
+    for scaler in (None, torch.amp.GradScaler("cpu")):
+        torch.manual_seed(0)
+        model = GPT(preset("char-ci", vocab_size=64, block_size=8))
+        sampler = train_mod.BatchSampler(np.arange(1000) % 64, 2, 8, "cpu", seed=0)
+        optimizer = train_mod.build_optimizer(model, cfg)
+        norms = [train_mod.train_step(model, optimizer, sampler, cfg, train_mod.nullcontext(),
+                                      scaler=scaler)[1] for _ in range(2)]
+        runs.append((norms, params(model)))
+    assert torch.equal(torch.stack(runs[0][0]), torch.stack(runs[1][0]))
+    assert all(torch.equal(value, runs[1][1][key]) for key, value in runs[0][1].items())
+    overflowing = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+    before = params(model)
+    _, norm = train_mod.train_step(model, optimizer, sampler, cfg, train_mod.nullcontext(),
+                                   scaler=overflowing)
+    assert norm.item() == 0 and overflowing.get_scale() == 2.0**126
+    assert all(torch.equal(value, params(model)[key]) for key, value in before.items())
+
+
+def test_compile_auto_on_cpu_only_for_long_bf16_runs(monkeypatch):
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda", 0), torch.device("mps")
+    use_compile = train_mod.use_compile
+    monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda: "AMX")
+    long, short = RUNS["char-cpu"], RUNS["char-ci"]  # 1,800 x 8 x 128 and 60 x 16 x 64 tokens
+    assert use_compile(long, cpu) and not use_compile(short, cpu)
+    assert not use_compile(replace(long, dtype="float32"), cpu)  # fp32: compiling gains nothing
+    at_threshold = replace(short, batch_size=125, max_steps=125)  # 125 x 125 x 64 = 1M tokens
+    assert train_mod.CPU_COMPILE_MIN_TOKENS == 1_000_000 and use_compile(at_threshold, cpu)
+    assert not use_compile(replace(at_threshold, max_steps=124), cpu)
+    assert use_compile(replace(at_threshold, batch_size=25, grad_accum=5), cpu)  # also 1M
+    assert not use_compile(at_threshold, cpu, block_size=32)  # the context the run trains at
+    assert not use_compile(replace(at_threshold, block_size=32), cpu)
+    assert use_compile(short, cuda) and not use_compile(long, mps)
+    monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda: None)  # fp32 on this CPU
+    assert not use_compile(long, cpu) and use_compile(replace(long, dtype="bfloat16"), cpu)
+    assert use_compile(replace(short, compile=True), cpu)  # asked for: as asked
+    assert not use_compile(replace(short, compile=False), cuda)
+
+
 def test_train_writes_log_checkpoint_and_model(tiny):
     result = train(tiny, progress=False)
     out = tiny.out_dir
@@ -155,6 +238,30 @@ def test_resume_gives_the_same_losses_as_a_straight_run(tiny):
     assert [(r["step"], r["train_loss"]) for r in resumed.history] == losses
     for key, value in params(straight.model).items():
         assert torch.equal(value, params(resumed.model)[key]), key
+
+
+def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(tiny, monkeypatch):
+    """fp16 autocast + GradScaler on CPU; the scaler's state is checkpointed and restored.
+
+    The scale doubles every 3 steps here (2,000 by default), so a resumed run that restarted
+    the scaler would scale, and round the fp16 gradients, differently from the straight run.
+    """
+    monkeypatch.setattr(train_mod, "grad_scaler", lambda device, dtype: torch.amp.GradScaler(
+        device.type, growth_interval=3))
+    fp16 = replace(tiny, dtype="float16", max_steps=10)
+    straight = train(replace(fp16, run_name="straight"), progress=False)
+    train(fp16, progress=False, max_steps=5)
+    scaler = train_mod.load_trainer_state(fp16.out_dir / "checkpoint")["scaler"]
+    assert scaler["scale"] == 2.0**17 and scaler["_growth_tracker"] == 2  # grew once, at step 3
+    resumed = train(fp16, progress=False)
+    drop = ("elapsed_s", "tokens_per_s")  # clocks differ
+    assert ([{k: v for k, v in r.items() if k not in drop} for r in resumed.history]
+            == [{k: v for k, v in r.items() if k not in drop} for r in straight.history])
+    for key, value in params(straight.model).items():
+        assert torch.equal(value, params(resumed.model)[key]), key
+    evals = [r["val_loss"] for r in straight.history if r["val_loss"] is not None]
+    assert all(math.isfinite(v) for v in evals) and evals[-1] < evals[0] - 0.3
+    assert all(p.dtype == torch.float32 for p in straight.model.parameters())  # fp32 weights
 
 
 def test_resume_refuses_another_model_shape(tiny):

@@ -588,11 +588,16 @@ class BatchSampler:
     step. Otherwise, on CUDA, each batch is copied from pinned memory without blocking, so the
     copy overlaps with the previous step's compute. Either way the window starts come from the
     same CPU generator, so the batches are the same on every device and a run resumes exactly.
+
+    With start_token set (the end-of-text id), every window starts at one of those tokens
+    instead of anywhere: position 0 is then where a document begins, as when the model writes a
+    poem after end-of-text. A model with learned absolute positions then sees each verse at the
+    positions where it will write it, instead of at every shift a random crop gives.
     """
 
     def __init__(self, data: np.ndarray, batch_size: int, block_size: int,
                  device: str | torch.device = "cpu", seed: int = 0,
-                 resident: bool = False) -> None:
+                 resident: bool = False, start_token: int | None = None) -> None:
         if len(data) <= block_size:
             raise ValueError(
                 f"The token array has {len(data)} tokens, too few for block_size={block_size}; "
@@ -603,6 +608,13 @@ class BatchSampler:
         self.block_size = block_size
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
+        self.starts = None  # where windows may start, when start_token is set
+        if start_token is not None:
+            starts = np.flatnonzero(np.asarray(data[:len(data) - block_size]) == start_token)
+            if len(starts) == 0:
+                raise ValueError(f"No token {start_token} (start_token) is followed by "
+                                 f"{block_size} more tokens: nowhere to start a window.")
+            self.starts = torch.from_numpy(starts.astype(np.int64))  # (n_starts,)
         self.tokens = None  # the token array on the device, when resident
         if resident:  # int32: indexable on every device, half the memory of int64
             self.tokens = torch.from_numpy(np.asarray(data).astype(np.int32)).to(self.device)
@@ -616,12 +628,18 @@ class BatchSampler:
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw one batch: x and y of shape (B, T), int64, on the sampler's device."""
-        starts = torch.randint(len(self.data) - self.block_size, (self.batch_size,),
-                               generator=self.generator)  # (B,), on the host
+        if self.starts is None:
+            starts = torch.randint(len(self.data) - self.block_size, (self.batch_size,),
+                                   generator=self.generator)  # (B,), on the host
+        else:
+            starts = self.starts[torch.randint(len(self.starts), (self.batch_size,),
+                                               generator=self.generator)]  # (B,)
         if self.tokens is not None:
             starts = starts.to(self.device, non_blocking=True)
             chunk = self.tokens[starts[:, None] + self.window].long()  # (B, T+1), on the device
-            return chunk[:, :-1], chunk[:, 1:]
+            # Contiguous, as the host path's: the slices alone are strided views, which the
+            # model's targets.view(-1) cannot flatten.
+            return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
         window = np.arange(self.block_size + 1)
         chunk = torch.from_numpy(
             self.data[starts.numpy()[:, None] + window].astype(np.int64))  # (B, T+1)

@@ -460,12 +460,16 @@ def training_memory_bytes(config: GPTConfig, batch_size: int, flash: bool = True
     Weights, gradients and AdamW's two moments in fp32: 16 bytes per parameter. Activations
     per layer from Korthikanti et al. 2022 (arXiv:2205.05198, eq. 2): s·b·h·(34 + 5·a·s/h)
     bytes in 16-bit, where the 5·a·s/h term (the T×T attention matrices) disappears with a
-    fused (flash) attention kernel; plus the logits and their gradient in fp32 for the loss.
+    fused (flash) attention kernel. Then the logits, b·s·V numbers (with GPT-2's 50,304-row
+    output layer the largest part at the talk's sizes): 14 bytes each at the peak of an eager
+    backward pass (bf16 logits kept by the caller, 2; the fp32 log-probabilities the
+    cross-entropy saves, 4; their gradient going into and coming out of log-softmax, 4 + 4).
+    torch.compile fuses the loss and needs less, so this is the budget of an eager run.
     """
     s, b, h, a = config.block_size, batch_size, config.n_embd, config.n_head
     per_layer = s * b * h * (34 + (0 if flash else 5 * a * s / h))
     return {
         "weights + grads + AdamW (fp32)": 16 * count_parameters(config, non_embedding=False),
         "activations": int(config.n_layer * per_layer),
-        "logits (fp32, with grads)": 2 * 4 * b * s * config.vocab_size,
+        "logits (bf16, loss in fp32, grads)": (2 + 4 + 4 + 4) * b * s * config.vocab_size,
     }

@@ -7,7 +7,9 @@ same cells run in seconds under CI and at full scale on a GPU.
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -119,6 +121,46 @@ def best_device() -> str:
     return "cpu"
 
 
+# CPU flags (as /proc/cpuinfo names them) of native bf16 matrix instructions, best first: with
+# them bf16 autocast is faster than fp32 on the CPU; without them bf16 is emulated, and slower.
+CPU_BF16_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_support() -> str | None:
+    """The CPU's native bf16 instructions, "AMX" or "AVX-512 BF16", or None (bf16 emulated)."""
+    flags = _cpu_flags()
+    if flags is None:  # not Linux: ask PyTorch's own CPU probe
+        return _torch_cpu_bf16()
+    return next((name for flag, name in CPU_BF16_FLAGS.items() if flag in flags), None)
+
+
+def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str] | None:
+    """The flags of /proc/cpuinfo's first processor on Linux; None elsewhere or if unreadable."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        return None
+    return set()  # a Linux CPU that lists no flags (ARM: "Features"): no x86 bf16
+
+
+def _torch_cpu_bf16() -> str | None:
+    """cpu_bf16_support from PyTorch's CPU probes (macOS, Windows); None on Apple silicon."""
+    probes = {"AMX": "_is_amx_tile_supported", "AVX-512 BF16": "_is_avx512_bf16_supported"}
+    for name, probe in probes.items():  # private helpers: absent in some versions
+        if getattr(torch.cpu, probe, lambda: False)():
+            return name
+    capability = torch.backends.cpu.get_cpu_capability().upper()
+    if "AMX" in capability:
+        return "AMX"
+    return "AVX-512 BF16" if "AVX512" in capability and "BF16" in capability else None
+
+
 def describe_environment() -> dict[str, str]:
     """Versions, device and profile: what a learner checks before the first lesson."""
     import platform
@@ -139,5 +181,30 @@ def describe_environment() -> dict[str, str]:
         "tiktoken": tiktoken.__version__,
         "device": device,
         "cpu threads": str(torch.get_num_threads()),
+        **training_setup(best_device()),
         "profile": f"{profile.name}: {profile.description}",
     }
+
+
+def training_setup(device: str) -> dict[str, str]:
+    """The CPU's native bf16, and the precision and compiling that "auto" picks on `device`."""
+    from tinylm.train import CPU_COMPILE_MIN_TOKENS, resolve_precision  # train imports us
+
+    cpu_bf16 = cpu_bf16_support()
+    precision = resolve_precision(torch.device(device), "auto")
+    if precision == "bfloat16":
+        why = f"CPU has {cpu_bf16}" if device == "cpu" else "GPU has native bf16"
+        precision_line = f"bf16 autocast ({why})"
+    elif precision == "float16":
+        precision_line = "fp16 autocast + gradient scaler (GPU without native bf16)"
+    else:
+        precision_line = "fp32" + (" (no native bf16 on this CPU)" if device == "cpu" else "")
+    if device == "cuda":
+        compile_line = "yes, every run"
+    elif device == "cpu" and precision == "bfloat16":
+        compile_line = (f"runs of {CPU_COMPILE_MIN_TOKENS / 1e6:g}M+ tokens only (shorter ones "
+                        "would not earn back the compile time)")
+    else:
+        compile_line = "no (it would not speed training up here)"
+    return {"cpu bf16": cpu_bf16 or "none", "precision": precision_line,
+            "compile": compile_line}

@@ -353,12 +353,13 @@ def finetune(model: GPT, examples: Sequence[Example], steps: int, batch_size: in
     optimizer = train.build_optimizer(model, cfg, fused=device.type == "cuda")
     sampler = SFTSampler(examples, batch_size, pad_id, device, seed)
     autocast = train.autocast_context(device, cfg.dtype)
+    scaler = train.grad_scaler(device, cfg.dtype)  # fp16 (GPUs without native bf16) only
     model.train()
     losses = []
     for step in tqdm(range(steps), desc="fine-tune", disable=not progress):
         for group in optimizer.param_groups:
             group["lr"] = train.lr_at(step, cfg)
-        loss, _ = train.train_step(model, optimizer, sampler, cfg, autocast)
+        loss, _ = train.train_step(model, optimizer, sampler, cfg, autocast, scaler=scaler)
         losses.append(loss.item())
     model.eval()
     return losses

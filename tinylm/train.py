@@ -14,7 +14,8 @@ A run's folder ``runs/<run_name>/`` (``$TINYLM_RUNS_DIR/<run_name>/`` if that is
   training batches, dropout off, so the two compare), grad_norm (mean, before clipping),
   tokens_per_s, mfu (None off known GPUs), elapsed_s. Fields that do not apply are None.
 - ``checkpoint/``: the model (config.json + model.safetensors) and ``trainer_state.pt``
-  (optimizer, step, RNG states, TrainConfig, data meta), enough to resume exactly.
+  (optimizer, step, RNG states, TrainConfig, data meta, and the gradient scaler's state in
+  fp16), enough to resume exactly.
 - ``model/``: the final model, ``tokenizer.json`` and ``train_config.json``, once finished.
 
 Under ``torchrun`` every process trains on its own batches and only rank 0 logs, saves and
@@ -22,6 +23,13 @@ shows progress. With ``parallel="ddp"`` (the default) every process holds the wh
 DistributedDataParallel averages the gradients; with ``parallel="fsdp"`` each process holds only
 its shard of every parameter, gradient and AdamW moment (ZeRO-3), for models too big to copy
 onto every GPU. The files written are the same either way.
+
+Precision (`resolve_precision`): with ``dtype="auto"`` the weights and AdamW stay in fp32 and
+the forward pass runs under bf16 autocast where the hardware computes bf16 natively (Ampere or
+newer GPUs; CPUs with AMX or AVX-512 BF16, see `tinylm.profiles.cpu_bf16_support`); on older
+GPUs under fp16 autocast, whose narrow range needs a gradient scaler (`grad_scaler`); elsewhere
+in fp32. ``compile="auto"`` (`use_compile`) compiles on CUDA, and on CPU only bf16 runs long
+enough to repay the compile time (CPU_COMPILE_MIN_TOKENS).
 """
 
 from __future__ import annotations
@@ -49,16 +57,30 @@ from tinylm import data
 from tinylm.attention import ATTENTION_IMPLEMENTATIONS
 from tinylm.data import PROJECT_ROOT, BatchSampler, PackedData, write_json
 from tinylm.model import CONFIG_FILE, GPT, PRESETS, GPTConfig, flops_per_token, preset
-from tinylm.profiles import best_device
+from tinylm.profiles import best_device, cpu_bf16_support
 from tinylm.tokenizers import TOKENIZER_NAMES, Tokenizer, load_tokenizer
 
 RUNS_DIR_ENV = "TINYLM_RUNS_DIR"  # where run folders go (default: <project>/runs)
-DTYPES = ("auto", "float32", "bfloat16")
+# torch.compile's backend (default "inductor", which generates C++ on CPU and Triton on CUDA).
+# "aot_eager" traces the same graphs without generating code: for a machine without a C++
+# compiler, and for the CPU tests of the gpu runs, where inductor's CPU code is not what a GPU
+# would run anyway.
+COMPILE_BACKEND_ENV = "TINYLM_COMPILE_BACKEND"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # float32: no autocast
 COMPILE_CHOICES = ("auto", True, False)
+# compile="auto" on CPU: compiling costs ~31 s once, so it must save more than that. On 2 Xeon
+# cores with AMX at the char-cpu shape: eager bf16 5,922 tok/s, compiled bf16 8,170 (31 s to
+# compile), so compiling breaks even after ~0.65M tokens; in fp32 it gains nothing (compiled
+# 4,595 vs eager 4,518 tok/s). Runs of at least this many tokens per process compile in bf16.
+CPU_COMPILE_MIN_TOKENS = 1_000_000
+RESIDENT_CHOICES = ("auto", True, False)
 PARALLEL_CHOICES = ("ddp", "fsdp")
-# Fields that decide how the work is spread over processes, not what is trained: is_finished
-# ignores them (a run finished under DDP is finished under FSDP; older runs lack the field).
-LAYOUT_FIELDS = ("parallel",)
+WINDOW_CHOICES = ("random", "documents")
+# Fields that decide how the work is spread over processes or where the data lives, not what
+# is trained: is_finished ignores them (a run finished under DDP is finished under FSDP; the
+# batches are the same with the corpus on the GPU or not; older runs lack the fields).
+LAYOUT_FIELDS = ("parallel", "resident_data")
 EVAL_SEED = 1234  # one seed for the fixed eval batches, so every run is scored on the same text
 LOG_FILE = "log.jsonl"
 STATE_FILE = "trainer_state.pt"
@@ -106,10 +128,21 @@ class TrainConfig:
     log_interval: int = 10  # steps between records (the only host syncs of the loop)
     block_size: int | None = None  # context length; None keeps the preset's
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
-    dtype: str = "auto"  # "auto": bf16 autocast on CUDA when supported, else float32
-    compile: bool | str = "auto"  # "auto": torch.compile on CUDA only
+    # "auto": bf16 autocast where the hardware has native bf16 (Ampere+ GPUs, CPUs with AMX or
+    # AVX-512 BF16), fp16 autocast + a gradient scaler on older GPUs, else float32 (see
+    # resolve_precision). "float16" always brings the gradient scaler.
+    dtype: str = "auto"
+    # "auto": torch.compile on CUDA; on CPU only in bf16 and for runs of CPU_COMPILE_MIN_TOKENS
+    # tokens or more, which repay the compile time (see use_compile).
+    compile: bool | str = "auto"
+    # Keep the packed training tokens on the device and cut batches there (BatchSampler's
+    # resident=True); "auto": on CUDA only. True elsewhere exercises the GPU's path (tests).
+    resident_data: bool | str = "auto"
     seed: int = 1337
     attention: str = "sdpa"  # "manual" or "sdpa"
+    # Where training and evaluation windows start: "random" anywhere in the packed tokens (as
+    # nanoGPT does), "documents" only at an end-of-text token, so position 0 is a poem's start.
+    windows: str = "random"
     # With several processes: "ddp" copies the whole model to each, "fsdp" shards parameters,
     # gradients and optimizer state across them (for 757m, mymistral-0.4b/1b). One process: no
     # effect.
@@ -122,8 +155,10 @@ class TrainConfig:
         _check_choice("tokenizer", self.tokenizer, TOKENIZER_NAMES)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("compile", self.compile, COMPILE_CHOICES)
+        _check_choice("resident_data", self.resident_data, RESIDENT_CHOICES)
         _check_choice("attention", self.attention, ATTENTION_IMPLEMENTATIONS)
         _check_choice("parallel", self.parallel, PARALLEL_CHOICES)
+        _check_choice("windows", self.windows, WINDOW_CHOICES)
         for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches",
                      "log_interval"):
             value = getattr(self, name)
@@ -323,17 +358,48 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def cuda_has_native_bf16() -> bool:
+    """True when the current GPU computes bf16 in hardware (Ampere or newer), not emulated."""
+    try:  # is_bf16_supported() alone also says True on a T4 or V100, which only emulate bf16
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch: no such argument
+        return torch.cuda.get_device_capability() >= (8, 0)
+
+
+def resolve_precision(device: torch.device, dtype: str) -> str:
+    """The compute dtype TrainConfig.dtype means on this device: bfloat16, float16 or float32.
+
+    "auto" takes bf16 where the hardware has it natively (it keeps fp32's range, so no loss
+    scaling), fp16 on GPUs without it (tensor cores, but with a gradient scaler), and fp32
+    elsewhere (emulated bf16 on a CPU is slower than fp32; MPS stays in fp32).
+    """
+    if dtype != "auto":
+        return dtype
+    if device.type == "cuda":
+        return "bfloat16" if cuda_has_native_bf16() else "float16"
+    if device.type == "cpu" and cpu_bf16_support() is not None:
+        return "bfloat16"
+    return "float32"
+
+
 def use_bf16(device: torch.device, dtype: str) -> bool:
-    """bf16 when asked, or on "auto" when the CUDA device supports it; else fp32."""
-    return dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"
-                                   and torch.cuda.is_bf16_supported())
+    """True when `resolve_precision` picks bf16 (FSDP then also gathers weights in bf16)."""
+    return resolve_precision(device, dtype) == "bfloat16"
 
 
 def autocast_context(device: torch.device, dtype: str) -> torch.autocast | nullcontext:
-    """bf16 autocast when `use_bf16`, else a context that changes nothing (fp32)."""
-    if use_bf16(device, dtype):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+    """bf16 or fp16 autocast as `resolve_precision` says, else a context that changes nothing."""
+    precision = resolve_precision(device, dtype)
+    if precision in AUTOCAST_DTYPES:
+        return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
     return nullcontext()
+
+
+def grad_scaler(device: torch.device, dtype: str) -> torch.amp.GradScaler | None:
+    """A gradient scaler when training in fp16 (small gradients would round to 0), else None."""
+    if resolve_precision(device, dtype) == "float16":
+        return torch.amp.GradScaler(device.type)
+    return None
 
 
 def build_model_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
@@ -353,9 +419,14 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = Fals
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
-               cfg: TrainConfig, autocast: torch.autocast | nullcontext
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step over grad_accum micro-batches; (mean loss, grad norm) stay on device."""
+               cfg: TrainConfig, autocast: torch.autocast | nullcontext, *,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over grad_accum micro-batches; (mean loss, grad norm) stay on device.
+
+    With a scaler (fp16, see `grad_scaler`) the loss is scaled before backward and the
+    gradients unscaled before clipping, so the norm is the true one; a step whose gradients
+    overflowed is skipped by the scaler and reports norm 0 (nothing was applied).
+    """
     total = torch.zeros((), device=sampler.device)
     for micro in range(cfg.grad_accum):
         x, y = sampler.sample()  # (B, T) each
@@ -363,14 +434,21 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler
             with autocast:
                 _, loss = model(x, y)
             loss = loss / cfg.grad_accum  # the micro-batches' gradients add up to the mean's
-            loss.backward()
+            (loss if scaler is None else scaler.scale(loss)).backward()
         total += loss.detach()
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # clip (and report) the true gradients, not scaled ones
     # Under FSDP the gradients are shards (DTensors): clip_grad_norm_ sums the squares over all
     # ranks, so it clips by the global norm, and returns it as a DTensor.
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
     if isinstance(norm, DTensor):
         norm = norm.full_tensor()
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:  # skips the step if a gradient overflowed, and adapts the scale for the next one
+        scaler.step(optimizer)
+        scaler.update()
+        norm = torch.where(norm.isfinite(), norm, torch.zeros_like(norm))  # no host sync
     optimizer.zero_grad(set_to_none=True)
     return total, norm
 
@@ -398,16 +476,16 @@ def synchronize(device: torch.device) -> None:
 
 def timed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
                 cfg: TrainConfig, autocast: torch.autocast | nullcontext, steps: int,
-                warmup: int = 1) -> dict:
+                warmup: int = 1, scaler: torch.amp.GradScaler | None = None) -> dict:
     """Time `steps` training steps after `warmup` untimed ones: tokens/s, ms/step, last loss."""
     start = time.perf_counter()
     for _ in range(warmup):
-        train_step(model, optimizer, sampler, cfg, autocast)
+        train_step(model, optimizer, sampler, cfg, autocast, scaler=scaler)
     synchronize(sampler.device)
     warmup_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
-        loss, _ = train_step(model, optimizer, sampler, cfg, autocast)
+        loss, _ = train_step(model, optimizer, sampler, cfg, autocast, scaler=scaler)
     loss = loss.item()  # waits for the last step
     synchronize(sampler.device)
     seconds = time.perf_counter() - start
@@ -416,11 +494,21 @@ def timed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sample
             "warmup_s": warmup_s, "loss": loss}
 
 
-def fixed_batches(tokens: np.ndarray, cfg: TrainConfig, block_size: int, device: torch.device
-                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def fixed_batches(tokens: np.ndarray, cfg: TrainConfig, block_size: int, device: torch.device,
+                  eot_id: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """eval_batches batches drawn once with EVAL_SEED: every evaluation scores the same text."""
-    sampler = BatchSampler(tokens, cfg.batch_size, block_size, device, seed=EVAL_SEED)
+    sampler = BatchSampler(tokens, cfg.batch_size, block_size, device, seed=EVAL_SEED,
+                           start_token=window_start(cfg, eot_id))
     return [sampler.sample() for _ in range(cfg.eval_batches)]
+
+
+def window_start(cfg: TrainConfig, eot_id: int | None) -> int | None:
+    """The token every window starts at (end-of-text for windows="documents"), else None."""
+    if cfg.windows == "random":
+        return None
+    if eot_id is None:
+        raise ValueError('windows="documents" needs the tokenizer\'s end-of-text id (eot_id)')
+    return eot_id
 
 
 @torch.no_grad()
@@ -720,7 +808,9 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
     optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")  # on the shards, if any
     sampler = BatchSampler(packed.train, cfg.batch_size, config.block_size, device,
                            seed=cfg.seed + place.rank,  # each rank draws its own batches
-                           resident=device.type == "cuda")  # GPU: the corpus lives on the GPU
+                           start_token=window_start(cfg, tokenizer.eot_id),
+                           resident=use_resident_data(cfg, device))  # GPU: corpus on the GPU
+    scaler = grad_scaler(device, cfg.dtype)  # fp16 only
     step, elapsed = 0, 0.0
     if state:
         if len(state["rng"]) != place.world_size:
@@ -730,6 +820,8 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
         optimizer.load_state_dict(shard_optimizer_state(state["optimizer"], optimizer) if fsdp
                                   else state["optimizer"])
         set_rng_state(state["rng"][place.rank], sampler, device)
+        if scaler is not None and "scaler" in state:  # older checkpoints have none
+            scaler.load_state_dict(state["scaler"])
         step, elapsed = state["step"], state["elapsed_s"]
     history = read_log(out, step) if state else []
     if place.main:
@@ -737,13 +829,16 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
             start_over(out)
         write_log(out, history)
 
-    step_model = torch.compile(model) if _use_compile(cfg, device) else model
+    step_model = (torch.compile(model, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"))
+                  if use_compile(cfg, device, config.block_size) else model)
     train_model = step_model
     if place.world_size > 1 and not fsdp:
         train_model = DDP(step_model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = autocast_context(device, cfg.dtype)
-    evals = {"val_loss": fixed_batches(packed.val, cfg, config.block_size, device),
-             "eval_train_loss": fixed_batches(packed.train, cfg, config.block_size, device)}
+    evals = {"val_loss": fixed_batches(packed.val, cfg, config.block_size, device,
+                                       tokenizer.eot_id),
+             "eval_train_loss": fixed_batches(packed.train, cfg, config.block_size, device,
+                                              tokenizer.eot_id)}
     tokens_per_step = cfg.batch_size * config.block_size * cfg.grad_accum * place.world_size
     flops, peak = flops_per_token(config), peak_flops(device)
     if peak is not None:
@@ -764,7 +859,8 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
             save_checkpoint(out, whole, {
                 "step": step, "optimizer": optimizer_state, "rng": states,
                 "train_config": asdict(cfg), "data_meta": packed.meta,
-                "elapsed_s": elapsed + time.perf_counter() - t0})
+                "elapsed_s": elapsed + time.perf_counter() - t0,
+                **({"scaler": scaler.state_dict()} if scaler is not None else {})})
 
     def log(record: dict) -> None:
         history.append(record)
@@ -788,7 +884,7 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, norm = train_step(train_model, optimizer, sampler, cfg, autocast)
+        loss, norm = train_step(train_model, optimizer, sampler, cfg, autocast, scaler=scaler)
         loss_sum += loss
         norm_sum += norm
         steps_since += 1
@@ -821,8 +917,25 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
     return TrainResult(model.eval(), tokenizer, history, out)
 
 
-def _use_compile(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda")
+def use_compile(cfg: TrainConfig, device: torch.device, block_size: int | None = None) -> bool:
+    """Whether to torch.compile: as asked, or on "auto" where it repays its compile time.
+
+    "auto": always on CUDA; on CPU only in bf16 (fp32 gains nothing) and for runs of at least
+    CPU_COMPILE_MIN_TOKENS tokens per process; never on MPS. block_size defaults to the run's.
+    """
+    if cfg.compile != "auto":
+        return cfg.compile
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu" or resolve_precision(device, cfg.dtype) != "bfloat16":
+        return False
+    block_size = block_size or cfg.block_size or PRESETS[cfg.model].block_size
+    return cfg.max_steps * cfg.batch_size * cfg.grad_accum * block_size >= CPU_COMPILE_MIN_TOKENS
+
+
+def use_resident_data(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the training tokens live on the device: asked for, or "auto" on CUDA."""
+    return cfg.resident_data is True or (cfg.resident_data == "auto" and device.type == "cuda")
 
 
 def _record(step: int, tokens: int, lr: float, elapsed: float) -> dict:
