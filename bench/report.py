@@ -4,6 +4,9 @@ Every figure on that page comes from a file a bench script wrote, with the date,
 commit it was measured on, so the page cannot drift from the measurements: run
 ``python bench/report.py`` after any benchmark (``make bench`` does), and
 ``python bench/report.py --check`` to fail when the committed page is out of date (the tests do).
+The page has one part per kind of device, so a CPU figure never appears under a GPU title; the
+GPU part says so plainly while no GPU file exists, and the last section gives the command that
+records the GPU figures (bench/gpu_check.sh).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from machine_info import ROOT
 
@@ -23,7 +27,9 @@ Measured by the scripts in [`bench/`](../bench) and saved as JSON under
 [`data/reference/`](../data/reference); this page is generated from those files by
 `python bench/report.py` (do not edit it by hand). Timings depend on the machine and on what
 else it was doing: each table names its device, date, commit and the load average when it ran.
+Figures measured on a CPU and on a GPU are in separate parts.
 """
+PART_TITLES = {"cpu": "On the CPU", "cuda": "On a GPU"}  # by device type; others by their name
 
 
 def machine_line(info: dict) -> str:
@@ -37,6 +43,9 @@ def machine_line(info: dict) -> str:
     parts.append(str(info.get("date", "?"))[:10])
     if info.get("load_average_1min") is not None:
         parts.append(f"load average {info['load_average_1min']}")
+    if info.get("native_bf16") is not None:
+        parts.append("native bf16: " + (info.get("cpu_bf16") or "yes" if info["native_bf16"]
+                                        else "none"))
     return "*" + ", ".join(parts) + "*"
 
 
@@ -50,6 +59,11 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def number(value: float | None, digits: int = 0, suffix: str = "") -> str:
     """A figure with thousands separators, or a dash when missing."""
     return "–" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+def percent(share: float | None) -> str:
+    """A share in [0, 1] as a percentage, or a dash when missing."""
+    return number(None if share is None else 100 * share, 1, " %")
 
 
 def data_prep(result: dict) -> str:
@@ -66,12 +80,13 @@ def train_throughput(result: dict) -> str:
             rows.append([r["preset"], r["rung"], "–", "–", "–", "–", r["status"]])
             continue
         base.setdefault(r["preset"], r["tokens_per_s"])
-        mfu = None if r["mfu"] is None else 100 * r["mfu"]
         rows.append([r["preset"], r["rung"], number(r["tokens_per_s"]),
                      number(r["ms_per_step"], 1), f"{r['tokens_per_s'] / base[r['preset']]:.2f}×",
-                     number(mfu, 1, " %"), "ok"])
+                     percent(r["mfu"]), "ok"])
     warmup = "1 warm-up step" if result["warmup"] == 1 else f"{result['warmup']} warm-up steps"
     note = f"Batch {result['batch_size']}, {result['steps']} timed steps after {warmup}."
+    if result["peak_flops"]:
+        note += f" MFU against {result['peak_flops'] / 1e12:,.0f} TFLOP/s dense bf16."
     return note + "\n\n" + table(["preset", "rung", "tokens/s", "ms/step", "speed-up", "MFU",
                                   "status"], rows)
 
@@ -98,30 +113,58 @@ def runs(result: dict) -> str:
     """Finished training runs: size, tokens, final losses, wall time, throughput."""
     rows = []
     for r in result["results"]:
-        mfu = None if r["median_mfu"] is None else 100 * r["median_mfu"]
         rows.append([f"`{r['run']}`", f"`{r['model']}`", r["tokenizer"],
                      number(r["parameters"] / 1e6, 2), number(r["tokens"] / 1e6, 2),
                      number(r["val_loss"], 3), number(r["elapsed_s"] / 60, 1),
-                     number(r["median_tokens_per_s"]), number(mfu, 1, " %"),
+                     number(r["median_tokens_per_s"]), percent(r["median_mfu"]),
                      r["finished"][:10]])
     return (result["note"][0].upper() + result["note"][1:] + ".\n\n" +
             table(["run", "model", "tokenizer", "params (M)", "tokens (M)", "val loss (nats)",
                    "minutes", "tokens/s (median)", "MFU", "finished"], rows))
 
 
+def ratio_text(value: float | None) -> str:
+    """A ratio to the reference, e.g. 1.95×, or a dash when missing."""
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def tracked_ratio(result: dict) -> str:
+    """The figure the project tracks: the course by default against the reference, and its goal."""
+    summary = result["train"].get("speedup")
+    if summary is None:
+        return ("This file predates the tracked ratio (the course as a learner gets it by "
+                "default, against the reference): run `python bench/cpu_speed.py` again.")
+    default = summary["default"]
+    asked = default["asked"]
+    verdict = {True: "met", False: "**not met**", None: "not measured"}[summary["meets_goal"]]
+    return (f"**Course by default ÷ nanoGPT-style reference: {ratio_text(default['ratio'])}** "
+            f"(training tokens/s at the `{result['run']}` shape, both measured in the same run). "
+            f"By default the course trains here in {default['dtype']}, "
+            f"{'compiled' if default['compile'] else 'not compiled'} (dtype "
+            f"`{asked['dtype']}` and compile `{asked['compile']}`, as `tinylm.train` resolves "
+            f"them on this machine); its warm-up steps, compiling included, took "
+            f"{number(default['warmup_s'], 1)} s. Native bf16 on this CPU: "
+            f"{summary['cpu_bf16'] or 'none'}; the goal on such a CPU is at least "
+            f"{summary['goal']}×: {verdict}.")
+
+
 def cpu_speed(result: dict) -> str:
     """The cpu profile's training and sampling against the talk-style reference loops."""
     train, sample = result["train"], result["sample"]
     train_rows = [[r["description"], number(r.get("tokens_per_s")), number(r.get("ms_per_step"), 1),
-                   f"{r['ratio_to_reference']:.2f}×" if r.get("ratio_to_reference") else "–",
-                   number(r["warmup_s"], 1), r["status"]] for r in train["results"]]
+                   ratio_text(r.get("ratio_to_reference")), number(r.get("warmup_s"), 1),
+                   r["status"]] for r in train["results"]]
     sample_rows = [[str(r["batch_size"]), str(r["new_tokens"]), r["description"],
-                    number(r["tokens_per_s"]), f"{r['ratio_to_reference']:.2f}×",
+                    number(r["tokens_per_s"]), ratio_text(r["ratio_to_reference"]),
                     "yes" if r["identical_to_reference"] else "no"] for r in sample["results"]]
-    return (f"Run `{result['run']}` ({result['parameters'] / 1e6:.2f}M parameters), "
-            f"{result['data']}. Training: batch {train['batch_size']} × {train['block_size']}, "
+    profile = f", the {result['profile']} profile's run" if result.get("profile") else ""
+    return (f"Run `{result['run']}`{profile} ({result['parameters'] / 1e6:.2f}M parameters), "
+            f"{result['data']}.\n\n{tracked_ratio(result)}\n\n"
+            f"Training: batch {train['batch_size']} × {train['block_size']}, "
             f"the {train['statistic']} of {train['rounds']} rounds of "
-            f"{train['steps_per_round']} steps, the ways taking turns.\n\n" +
+            f"{train['steps_per_round']} steps, the ways taking turns; warm-up: the untimed "
+            "first steps, compiling included, the ways built in the table's order in one "
+            "process.\n\n" +
             table(["training", "tokens/s", "ms/step", "× reference", "warm-up s", "status"],
                   train_rows) +
             f"\n\nSampling: {sample['decoding']}, {sample['weights']}, after a "
@@ -130,49 +173,127 @@ def cpu_speed(result: dict) -> str:
                    "same tokens as the reference"], sample_rows))
 
 
-SECTIONS: list[tuple[str, str, Callable[[dict], str]]] = [
-    ("Data preparation", "bench_data_prep*.json", data_prep),
+def machine_record(result: dict) -> str:
+    """The device, and the precision each run's "auto" settings resolve to on it."""
+    info = result["machine"]
+    extras = [f"CUDA {info['cuda']}" if info.get("cuda") else None,
+              f"{info['device_memory_gib']} GiB" if info.get("device_memory_gib") else None]
+    rows = [[f"`{run}`", p["dtype"], "yes" if p["compile"] else "no"]
+            for run, p in result["precision"].items()]
+    note = ", ".join(e for e in extras if e)
+    return ((note + ". " if note else "") + "What `dtype=\"auto\"` and `compile=\"auto\"` "
+            "resolve to for each run here:\n\n" +
+            table(["run", "compute dtype", "compiled"], rows))
+
+
+def poems(result: dict) -> str:
+    """The poem judge's report on one model's samples (tinylm.poetry.PoemJudge)."""
+    row = [f"`{Path(result['model']).parent.name}`", str(result["poems"])]
+    row += [percent(result[key]) for key in ("finished", "regulated", "rhymes", "tone_agreement",
+                                             "copied_verses")]
+    row.append(number(result["val_bits_per_char"], 3))
+    sampling = result["sampling"]
+    return (f"Temperature {sampling['temperature']}, top-k {sampling['top_k']}, at most "
+            f"{sampling['max_new_tokens']} tokens a poem, seed {sampling['seed']} "
+            "(`python -m tinylm eval`); rhymes and tone agreement over the regulated poems.\n\n"
+            + table(["run", "poems", "finished", "regulated", "rhymes", "tone agreement",
+                     "copied verses", "val bits/char"], [row]))
+
+
+# (title, file pattern, renderer, the device types it is measured on)
+SECTIONS: list[tuple[str, str, Callable[[dict], str], tuple[str, ...]]] = [
+    ("The machine and the precision the runs resolve to", "machine_*.json", machine_record,
+     ("cuda",)),
+    ("Data preparation", "bench_data_prep*.json", data_prep, ("cpu",)),
     ("Training throughput, one optimisation at a time", "bench_train_throughput_*.json",
-     train_throughput),
-    ("CPU speed against the talk's plain loops", "bench_cpu_speed_*.json", cpu_speed),
-    ("Generation with and without the KV cache", "bench_generate_*.json", generate),
-    ("Training runs", "runs_*.json", runs),
+     train_throughput, ("cpu", "cuda")),
+    ("CPU speed against the talk's plain loops", "bench_cpu_speed_*.json", cpu_speed, ("cpu",)),
+    ("Training runs", "runs_*.json", runs, ("cpu", "cuda")),
+    ("Poems judged", "eval_*.json", poems, ("cuda",)),
+    ("Generation with and without the KV cache", "bench_generate_*.json", generate,
+     ("cpu", "cuda")),
 ]
 GPU_FIGURES = [
-    "the training ladder (`bench/train_throughput.py`) on an H100/H200-class GPU: targets 30m "
-    "≥ 45 % MFU and 124m ≥ 55 % MFU against 989 TFLOPS dense bf16",
-    "the talk's 30M run (`python -m tinylm train --run talk-30m`, 80M GPT-2 tokens) end to end, "
-    "compile included, in under 2 minutes on one H100-class GPU, with its final validation loss "
-    "(record it with `python bench/record_runs.py talk-30m`)",
-    "the 124M run (`talk-124m`) and the gpu-profile runs of the notebooks (`char-gpu`, "
-    "`mistral-gpu`)",
-    "generation with and without the KV cache on a GPU (`bench/generate.py`)",
-    "DDP and FSDP on several GPUs (tokens/s scaling with the number of GPUs)",
+    "the machine record: GPU, torch, CUDA, and the precision `auto` resolves to for the talk's "
+    "runs (`bench/machine_info.py`)",
+    "the training ladder (`bench/train_throughput.py`, presets 30m and 124m) with MFU: targets "
+    "30m ≥ 45 % and 124m ≥ 55 % MFU against 989 TFLOPS dense bf16",
+    "the talk's runs end to end, `talk-30m` and `talk-124m` (80.3M GPT-2 tokens each, compile "
+    "included), with their curves, final validation losses, tokens/s and MFU "
+    "(`bench/record_runs.py`); talk-30m's target is under 2 minutes on one H100-class GPU",
+    "200 poems from each of the two, judged by `tinylm.poetry.PoemJudge` "
+    "(`python -m tinylm eval`)",
+    "generation with and without the KV cache (`bench/generate.py`)",
 ]
+NOT_IN_GPU_CHECK = ("Not measured by `bench/gpu_check.sh` either: the gpu profile's notebook runs "
+                    "(`char-gpu`, `mistral-gpu`), and DDP and FSDP on several GPUs (tokens/s "
+                    "as the number of GPUs grows).")
+RECORDING = """## Recording the GPU figures
+
+`bench/gpu_check.sh` records every GPU figure above in one run of at most 10 minutes on one
+H100/H200-class GPU. Each step has its own time limit (together 580 s), so one slow step cannot
+eat the others' time; a training run stopped by its limit is neither recorded nor judged. The
+data travels with the repository: `data/` is git-ignored, and the GPU machine may have no
+network.
+
+1. Where the data is prepared (after `make data`): `bash bench/gpu_check.sh pack` writes
+   `data/bench/gpu_check.tar.gz` (about 22 MB: the packed GPT-2 tokens, the raw poems and 平仄
+   labels the poem judge reads, tiktoken's GPT-2 files, and wheels of OpenCC and pypinyin for
+   CPython 3.12, or for the version in `GPU_PYTHON_VERSION`).
+2. On the GPU machine, from the repository root with that file in place:
+   `OUT=/tmp/gpu_check bash bench/gpu_check.sh`. With this workplace's device tool: command
+   `bash bench/gpu_check.sh`, carry `["data/bench/gpu_check.tar.gz"]`, `timeout_s` 600 (the
+   tool sets `OUT` and brings its files back).
+3. Copy the JSON files into `data/reference/` unchanged (their names carry the device, e.g.
+   `runs_cuda-nvidia-h200.json`): `cp /tmp/gpu_check/*.json data/reference/`, then run
+   `python bench/report.py`. The log, `gpu_check.log`, stays out of `data/reference/`.
+"""
+
+
+def device_type(path: Path, result: dict) -> str:
+    """cpu, cuda or mps: from the file's machine record, else from the slug ending its name."""
+    if "machine" in result:
+        return result["machine"]["device"].split(":")[0]
+    return path.stem.rsplit("_", 1)[-1].split("-")[0]
+
+
+def source_line(path: Path, result: dict) -> str:
+    """The file a table comes from, and where and when it was measured."""
+    where = (machine_line(result["machine"]) if "machine" in result
+             else f"*device `{path.stem.rsplit('_', 1)[-1]}`, as the file's name says*")
+    return f"[`{path.name}`](../data/reference/{path.name}): {where}"
 
 
 def render() -> str:
-    """The whole page."""
-    parts = [HEADER]
-    gpu_measured = False
-    for title, pattern, render_section in SECTIONS:
-        files = sorted(REFERENCE.glob(pattern))
-        if not files:
-            parts.append(f"## {title}\n\nNot measured yet.\n")
-            continue
-        parts.append(f"## {title}\n")
-        for path in files:
+    """The whole page: one part per kind of device (the GPU part always), then the recipe."""
+    found: dict[str, list[tuple[int, Path, dict]]] = {}
+    for number_, (_, pattern, _, _) in enumerate(SECTIONS):
+        for path in sorted(REFERENCE.glob(pattern)):
             result = json.loads(path.read_text(encoding="utf-8"))
-            gpu_measured |= result["machine"].get("device", "cpu").startswith("cuda")
-            parts.append(f"[`{path.name}`](../data/reference/{path.name}): "
-                         f"{machine_line(result['machine'])}\n\n{render_section(result)}\n")
-    if not gpu_measured:
-        parts.append("## Still to measure on a GPU\n\nNo GPU has been available to the course's "
-                     "developers yet, so none of these figures exist:\n\n" +
-                     "\n".join(f"- {item}" for item in GPU_FIGURES) +
-                     "\n\n`bench/gpu_check.sh` measures the ladder, the talk's 30M run and "
-                     "generation in one go on a machine with one CUDA GPU (about 10 minutes on "
-                     "an H100).\n")
+            found.setdefault(device_type(path, result), []).append((number_, path, result))
+    parts = [HEADER]
+    for kind in ["cpu", "cuda", *sorted(set(found) - {"cpu", "cuda"})]:
+        parts.append(f"## {PART_TITLES.get(kind, kind)}\n")
+        files = found.get(kind, [])
+        if kind == "cuda" and not files:
+            parts.append("No GPU run has been recorded yet: every figure on this page was "
+                         "measured on a CPU. Still to measure on a GPU:\n\n" +
+                         "\n".join(f"- {item}" for item in GPU_FIGURES) +
+                         f"\n\n{NOT_IN_GPU_CHECK} The last section says how to record them.\n")
+            continue
+        for number_, (title, _, render_section, kinds) in enumerate(SECTIONS):
+            mine = [(path, result) for n, path, result in files if n == number_]
+            if not mine and kind not in kinds:
+                continue
+            parts.append(f"### {title}\n")
+            if not mine:
+                parts.append("Not recorded on a GPU yet.\n" if kind == "cuda"
+                             else "Not measured yet.\n")
+            for path, result in mine:
+                parts.append(f"{source_line(path, result)}\n\n{render_section(result)}\n")
+        if kind == "cuda":
+            parts.append(NOT_IN_GPU_CHECK + "\n")
+    parts.append(RECORDING)
     return "\n".join(parts)
 
 

@@ -8,8 +8,8 @@ skipped with the reason; one that fails is recorded with its error. MFU is repor
 listed in tinylm.train.PEAK_FLOPS.
 
 Run it with `python bench/train_throughput.py` (CPU: about four minutes). It prints a table and
-writes JSON to ``data/reference/bench_train_throughput_<device>.json`` (or ``--out``); it never
-asserts a timing.
+writes JSON to ``data/reference/bench_train_throughput_<device>.json`` (or ``--out``), rewritten
+after each preset; it never asserts a timing.
 """
 
 from __future__ import annotations
@@ -144,15 +144,15 @@ def main() -> None:
     print(f"{info['device_name']} ({device}), torch {info['torch']}, "
           f"{info['torch_threads']} threads; batch {args.batch_size}, {args.steps} timed steps "
           f"after {args.warmup} warmup steps per rung")
-    rows = []
-    for name in args.presets.split(","):
-        rows += run_ladder(name.strip(), device, args.batch_size, args.steps, args.warmup,
-                           args.rungs)
-    print(format_table(rows))
+    rows: list[dict] = []
     result = {"benchmark": "train_throughput", "machine": info, "batch_size": args.batch_size,
               "steps": args.steps, "warmup": args.warmup, "peak_flops": peak_flops(device),
               "results": rows}
-    save(result, out)
+    for name in args.presets.split(","):
+        rows += run_ladder(name.strip(), device, args.batch_size, args.steps, args.warmup,
+                           args.rungs)
+        save(result, out)  # after each preset: a run stopped by a time limit keeps the others
+    print(format_table(rows))
 
 
 if __name__ == "__main__":

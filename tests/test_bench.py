@@ -1,16 +1,22 @@
 """The bench scripts, CI-sized: each runs, exits 0 and writes its JSON (no timing is checked)."""
 
+import importlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tinylm import data
+from tinylm.train import RUNS, resolve_precision, use_compile
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
+REFERENCE = BENCH.parent / "data" / "reference"
 
 
 def run_bench(script: str, tmp_path: Path, *args: str) -> dict:
@@ -69,9 +75,25 @@ def test_cpu_speed_measures_every_way_against_the_reference(tmp_path):
                        "--batch-sizes", "1,2", "--new-tokens", "4")
     assert result["benchmark"] == "cpu_speed" and result["run"] == "char-ci"
     train = result["train"]["results"]
-    assert [r["variant"] for r in train] == ["reference", "course", "threads1", "bf16"]
+    assert [r["variant"] for r in train] == ["reference", "default", "course", "threads1", "bf16"]
     assert all(r["status"] == "ok" and r["tokens_per_s"] > 0 for r in train), train
-    assert train[0]["ratio_to_reference"] == 1.0 and train[2]["threads"] == 1
+    assert train[0]["ratio_to_reference"] == 1.0 and train[3]["threads"] == 1
+    assert (train[2]["dtype"], train[2]["compile"]) == ("float32", False)  # the fp32 base
+    # The tracked figure: the course as training resolves "auto" here, over the reference.
+    speedup, default = result["train"]["speedup"], train[1]
+    cfg, cpu = RUNS["char-ci"], torch.device("cpu")
+    resolved = {"dtype": resolve_precision(cpu, cfg.dtype), "compile": use_compile(cfg, cpu)}
+    assert {key: default[key] for key in resolved} == resolved
+    assert {key: speedup["default"][key] for key in resolved} == resolved
+    assert speedup["default"]["asked"] == {"dtype": "auto", "compile": "auto"}
+    assert speedup["default"]["ratio"] == default["ratio_to_reference"] > 0
+    assert speedup["default"]["warmup_s"] == default["warmup_s"]
+    assert speedup["ratios"] == {r["variant"]: r["ratio_to_reference"] for r in train[1:]}
+    native = result["machine"]["native_bf16"]
+    assert speedup["native_bf16"] is native and (speedup["cpu_bf16"] is not None) is native
+    assert speedup["goal"] == (1.5 if native else 0.95)
+    assert speedup["meets_goal"] is (speedup["default"]["ratio"] >= speedup["goal"])
+    assert result["profile"] == "ci"  # char-ci is the ci profile's run
     sample = result["sample"]["results"]
     assert [(r["batch_size"], r["variant"]) for r in sample] == [
         (b, v) for b in (1, 2) for v in ("reference", "course", "no-cache", "threads1", "bf16")]
@@ -101,3 +123,60 @@ def test_benchmarks_page_is_generated_from_the_committed_json():
     done = subprocess.run([sys.executable, str(BENCH / "report.py"), "--check"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr + " (run `python bench/report.py` and commit)"
+
+
+def load_report(monkeypatch, reference: Path):
+    """bench/report.py as a module, reading its JSON files from `reference`."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    report = importlib.import_module("report")
+    monkeypatch.setattr(report, "REFERENCE", reference)
+    return report
+
+
+def gpu_part(page: str) -> tuple[str, str]:
+    """The page's CPU part and its GPU part (up to the recipe)."""
+    cpu, rest = page.split("\n## On a GPU\n")
+    return cpu, rest.split("\n## Recording the GPU figures\n")[0]
+
+
+def test_benchmarks_page_never_shows_a_cpu_figure_under_a_gpu_title(tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    shutil.copytree(REFERENCE, reference)
+    for path in reference.glob("*.json"):  # the committed files, whatever GPU ones exist
+        if "cuda" in path.name:
+            path.unlink()
+    report = load_report(monkeypatch, reference)
+    cpu, gpu = gpu_part(report.render())
+    assert "No GPU run has been recorded yet" in gpu and ".json" not in gpu
+    assert "bench_cpu_speed_cpu.json" in cpu
+
+    generate = json.loads((reference / "bench_generate_cpu.json").read_text(encoding="utf-8"))
+    generate["machine"].update(device="cuda:0", device_name="NVIDIA H200")
+    (reference / "bench_generate_cuda-nvidia-h200.json").write_text(json.dumps(generate))
+    judged = {"model": "/tmp/runs/talk-30m/model", "poems": 200, "finished": 0.9,
+              "regulated": 0.5, "rhymes": 0.4, "tone_agreement": 0.7, "copied_verses": 0.01,
+              "val_bits_per_char": 9.5, "sampling": {"temperature": 0.8, "top_k": 200,
+                                                     "max_new_tokens": 256, "seed": 0}}
+    (reference / "eval_talk-30m_cuda-nvidia-h200.json").write_text(json.dumps(judged))
+    cpu, gpu = gpu_part(report.render())
+    assert "No GPU run has been recorded yet" not in gpu
+    assert "bench_generate_cuda-nvidia-h200.json" in gpu and "_cpu.json" not in gpu
+    assert "eval_talk-30m_cuda-nvidia-h200.json" in gpu and "| `talk-30m` | 200 | 90.0 %" in gpu
+    assert "Not recorded on a GPU yet" in gpu  # the ladder, the runs, the machine record
+    assert "cuda-nvidia-h200" not in cpu
+
+
+def test_gpu_check_parses_and_its_time_limits_fit_ten_minutes(monkeypatch):
+    script = BENCH / "gpu_check.sh"
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    if shutil.which("shellcheck"):
+        done = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout
+    text = script.read_text(encoding="utf-8")
+    limits = dict(re.findall(r"\b(T_[A-Z0-9]+)=(\d+)", text))
+    assert limits and all(f'"${name}"' in text or f"=${name}" in text for name in limits)
+    total = sum(map(int, limits.values()))
+    assert total < 600
+    assert f"= {total}, under 600" in text  # the script's own sum, as its header says
+    assert f"together {total} s" in load_report(monkeypatch, REFERENCE).RECORDING
