@@ -1,0 +1,85 @@
+"""Reading recorded reference runs: GPU and CPU files are told apart by the machine they ran on."""
+
+import json
+
+import pytest
+
+from tinylm import viz
+
+
+def machine(device: str, name: str, date: str) -> dict:
+    return {"device": device, "device_name": name, "date": date}
+
+
+def run(name: str, val_loss: float) -> dict:
+    return {"run": name, "tokenizer": "gpt2", "val_loss": val_loss, "tokens": 300,
+            "curve": {"step": [0, 1, 2], "tokens": [0, 100, 300], "val_loss": [9.0, 5.0, val_loss],
+                      "eval_train_loss": [9.0, 5.0, val_loss]}}
+
+
+def write(folder, name: str, content: dict) -> None:
+    (folder / name).write_text(json.dumps(content), encoding="utf-8")
+
+
+@pytest.fixture
+def reference(tmp_path):
+    """A data/reference folder with a CPU record, two GPU records and a mislabelled file."""
+    write(tmp_path, "runs_cpu.json", {"benchmark": "runs", "machine": machine(
+        "cpu", "AMD EPYC", "2026-01-01T00:00:00+00:00"), "results": [run("char-cpu", 4.9)]})
+    write(tmp_path, "runs_cuda-nvidia-a10g.json", {"benchmark": "runs", "machine": machine(
+        "cuda", "NVIDIA A10G", "2026-01-02T00:00:00+00:00"), "results": [run("talk-30m", 3.1),
+                                                                          run("talk-124m", 2.9)]})
+    write(tmp_path, "runs_cuda-nvidia-h100.json", {"benchmark": "runs", "machine": machine(
+        "cuda:0", "NVIDIA H100", "2026-01-03T00:00:00+00:00"), "results": [run("talk-30m", 3.0)]})
+    # named like a GPU file but recorded on a CPU: the machine record wins
+    write(tmp_path, "runs_cuda-oops.json", {"benchmark": "runs", "machine": machine(
+        "cpu", "AMD EPYC", "2026-01-04T00:00:00+00:00"), "results": [run("talk-30m", 7.0)]})
+    # a poem report has no machine record: its name's device slug decides
+    write(tmp_path, "eval_talk-30m_cuda-nvidia-h100.json", {"finished": 0.9})
+    write(tmp_path, "eval_char-cpu_cpu.json", {"finished": 0.8})
+    write(tmp_path, "scaling_sweep_cpu.json", {"machine": machine("cpu", "AMD EPYC", "")})
+    return tmp_path
+
+
+def test_gpu_runs_never_include_a_cpu_record(reference):
+    runs = viz.reference_runs("cuda", reference)
+    assert set(runs) == {"talk-30m", "talk-124m"}
+    assert runs["talk-30m"]["machine"]["device_name"] == "NVIDIA H100"  # the most recent
+    assert runs["talk-30m"]["file"] == "runs_cuda-nvidia-h100.json"
+    assert runs["talk-30m"]["curve"]["val_loss"][-1] == 3.0
+    assert runs["talk-124m"]["machine"]["device_name"] == "NVIDIA A10G"
+    assert all(r["machine"]["device"].startswith("cuda") for r in runs.values())
+
+
+def test_cpu_runs_and_other_files(reference):
+    cpu = viz.reference_runs("cpu", reference)
+    assert set(cpu) == {"char-cpu", "talk-30m"}
+    assert cpu["talk-30m"]["file"] == "runs_cuda-oops.json"  # a CPU run, whatever its name
+    assert list(viz.reference_files("eval", "cuda", reference)) == [
+        "eval_talk-30m_cuda-nvidia-h100.json"]
+    assert list(viz.reference_files("eval", "cpu", reference)) == ["eval_char-cpu_cpu.json"]
+    assert list(viz.reference_files("scaling_sweep", "cpu", reference)) == [
+        "scaling_sweep_cpu.json"]
+    assert viz.reference_runs("mps", reference) == {}
+
+
+def test_nothing_recorded(tmp_path):
+    assert viz.reference_runs("cuda", tmp_path) == {}
+    assert viz.reference_files("bench_train_throughput", "cuda", tmp_path / "missing") == {}
+    with pytest.raises(ValueError, match="kind"):
+        viz.reference_runs("gpu", tmp_path)
+
+
+def test_broken_file_is_named(tmp_path):
+    (tmp_path / "runs_cuda-x.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="runs_cuda-x.json"):
+        viz.reference_runs("cuda", tmp_path)
+
+
+def test_committed_references_are_named_for_their_device():
+    """A file copied into data/reference/ says "cuda" in its name exactly when it ran on a GPU."""
+    for path in sorted(viz.REFERENCE_DIR.glob("*.json")):
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        device = recorded.get("machine", {}).get("device") if isinstance(recorded, dict) else None
+        if device:
+            assert ("cuda" in path.name) == device.startswith("cuda"), (path.name, device)
