@@ -353,12 +353,13 @@ def _to_law(theta: np.ndarray, scale: np.ndarray) -> PowerLaw:
 def sweep_config(model: str, steps: int) -> TrainConfig:
     """One run of notebook 08's sweep: a character model, its own warmup + cosine over `steps`.
 
-    Every run shares batch, context and evaluation batches, so all are scored on the same text.
+    Every run shares batch, context and evaluation batches, so all are scored on the same text;
+    windows start at a poem, as in the profiles' character runs, so their losses compare.
     """
     return TrainConfig(f"{model}-{steps}", model=model, tokenizer="char", batch_size=16,
                        max_steps=steps, warmup_steps=max(1, min(50, steps // 10)), lr=2e-3,
                        min_lr=2e-4, dropout=0.0, eval_interval=steps, eval_batches=8,
-                       log_interval=max(1, steps // 5))
+                       log_interval=max(1, steps // 5), windows="documents")
 
 
 def sweep_point(result: TrainResult) -> tuple[int, int, float]:

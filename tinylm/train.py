@@ -225,18 +225,25 @@ RUNS: dict[str, TrainConfig] = {
     # CI: about 5 seconds on 2 CPU cores. The loss falls; the poems are still noise.
     "char-ci": TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=16,
                            max_steps=60, warmup_steps=10, lr=3e-3, min_lr=3e-4, dropout=0.0,
-                           eval_interval=20, eval_batches=4, log_interval=5),
-    # A laptop: ~7.5 minutes on 2 CPU cores, 1.8M characters (half an epoch); writes lines of
-    # 5 or 7 characters with ，and 。. Too short to overfit, so no dropout. For the same time
-    # (tokens/s barely depends on the batch here), small batches win: val loss 4.95 with
-    # 8 x 1,800 steps, 5.07 with 16 x 900, 5.24 with 32 x 450 (lr 1e-3; 5.31 at lr 2e-3).
-    "char-cpu": TrainConfig("char-cpu", model="char-cpu", tokenizer="char", batch_size=8,
-                            max_steps=1800, warmup_steps=100, lr=1e-3, min_lr=1e-4,
-                            dropout=0.0, eval_interval=300, eval_batches=8, log_interval=50),
+                           eval_interval=20, eval_batches=4, log_interval=5,
+                           windows="documents"),
+    # A laptop: under 10 minutes on 2 CPU cores with native bf16 (bf16 autocast + compile, as
+    # "auto" picks there; 5,600 to 8,600 tokens/s on the 2-core VMs here, which vary), 3.1M
+    # characters (0.8 epoch). Windows start at a poem, so the learned positions mean the same
+    # in training as in writing. bench/recipe_search.py compared the choices
+    # (data/reference/recipe_search_cpu.json): at 2.2M tokens, poem-start windows wrote 54 %
+    # regulated poems against 24 % for random ones; at ~4.4M tokens, batch 16 at lr 2e-3 had
+    # the lowest validation loss of batch 8 or 16 at lr 1e-3, 2e-3 or 3e-3, but 4.4M tokens
+    # does not fit 10 minutes at the slower speed. Too short to overfit, so no dropout.
+    "char-cpu": TrainConfig("char-cpu", model="char-cpu", tokenizer="char", batch_size=16,
+                            max_steps=1500, warmup_steps=100, lr=2e-3, min_lr=2e-4,
+                            dropout=0.0, eval_interval=250, eval_batches=8, log_interval=25,
+                            windows="documents"),
     # A workshop GPU: the talk's 30M shape on characters, ~11 epochs of the 3.8M characters.
     "char-gpu": TrainConfig("char-gpu", model="30m", tokenizer="char", batch_size=64,
                             max_steps=2500, warmup_steps=100, lr=1e-3, min_lr=1e-4,
-                            dropout=0.2, eval_interval=250, eval_batches=20, log_interval=10),
+                            dropout=0.2, eval_interval=250, eval_batches=20, log_interval=10,
+                            windows="documents"),
     # The talk's runs on an A10G: GPT-2 tokens, 64 x 256 tokens a step, 4,900 steps = 80.3M
     # tokens (~10 epochs), AdamW (0.9, 0.99), lr 1e-3 cosine to 1e-4, dropout 0.2, bf16, SDPA.
     "talk-30m": TrainConfig("talk-30m", model="30m", tokenizer="gpt2", batch_size=64,
@@ -253,12 +260,15 @@ RUNS.update({
     "bpe-ci": replace(RUNS["char-ci"], run_name="bpe-ci", tokenizer="bpe"),
     "gpt2-ci": replace(RUNS["char-ci"], run_name="gpt2-ci", tokenizer="gpt2", max_steps=12,
                        warmup_steps=2, eval_interval=6),
-    "tok-char-cpu": replace(RUNS["char-cpu"], run_name="tok-char-cpu", max_steps=450,
-                            warmup_steps=50, eval_interval=150),
+    "tok-char-cpu": replace(RUNS["char-cpu"], run_name="tok-char-cpu", batch_size=8,
+                            max_steps=450, warmup_steps=50, lr=1e-3, min_lr=1e-4,
+                            eval_interval=150, log_interval=50),
     "tok-bpe-cpu": replace(RUNS["char-cpu"], run_name="tok-bpe-cpu", tokenizer="bpe",
-                           max_steps=450, warmup_steps=50, eval_interval=150),
+                           batch_size=8, max_steps=450, warmup_steps=50, lr=1e-3, min_lr=1e-4,
+                           eval_interval=150, log_interval=50),
     "tok-gpt2-cpu": replace(RUNS["char-cpu"], run_name="tok-gpt2-cpu", tokenizer="gpt2",
-                            max_steps=156, warmup_steps=20, eval_interval=52, log_interval=13),
+                            batch_size=8, max_steps=156, warmup_steps=20, lr=1e-3, min_lr=1e-4,
+                            eval_interval=52, log_interval=13),
     "bpe-gpu": replace(RUNS["char-gpu"], run_name="bpe-gpu", tokenizer="bpe"),
 })
 
