@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -68,16 +69,16 @@ def variant_config(name: str) -> TrainConfig:
 
 
 @torch.no_grad()
-def validation_losses(cfg: TrainConfig, result) -> dict[str, float]:
+def validation_losses(result) -> dict[str, float]:
     """fp32 validation loss on random windows (8 and 64 batches) and on poem-start windows."""
     packed = data.load_packed("char")
     block, eot = result.model.config.block_size, result.tokenizer.eot_id
     scored = {"val_random_8": replace(BASE, eval_batches=8),
               "val_random_64": replace(BASE, eval_batches=64),
               "val_documents_64": replace(BASE, eval_batches=64, windows="documents")}
-    return {key: estimate_loss(result.model, fixed_batches(packed.val, eval_cfg, block, "cpu",
-                                                            eot), torch.autocast("cpu",
-                                                                                 enabled=False))
+    return {key: estimate_loss(result.model,
+                               fixed_batches(packed.val, eval_cfg, block, "cpu", eot),
+                               nullcontext())
             for key, eval_cfg in scored.items()}
 
 
@@ -87,8 +88,8 @@ def score(name: str, judge: poetry.PoemJudge) -> dict:
     result = train(cfg)
     report, documents = poetry.judge_model(result.model, result.tokenizer, judge, POEMS)
     return {"variant": name, "what": VARIANTS[name][0],
-            "settings": {k: v for k, v in (VARIANTS[name][1] or asdict(cfg)).items()},
-            "tokens": result.history[-1]["tokens"], **validation_losses(cfg, result),
+            "settings": dict(VARIANTS[name][1] or asdict(cfg)),
+            "tokens": result.history[-1]["tokens"], **validation_losses(result),
             **{key: report[key] for key in JUDGED}, "examples": documents[:3]}
 
 
