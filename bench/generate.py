@@ -32,7 +32,7 @@ from machine_info import ROOT, machine, save, slug
 from tinylm.model import GPT, preset
 from tinylm.profiles import best_device
 from tinylm.sampling import generate
-from tinylm.train import synchronize
+from tinylm.timing import synchronize
 
 WARMUP_TOKENS = 8  # untimed tokens each way first (allocator, kernels, caches)
 

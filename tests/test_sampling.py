@@ -12,6 +12,7 @@ from tinylm.sampling import (
     apply_temperature,
     beam_poems,
     beam_search,
+    document_start,
     generate,
     next_token,
     sample_poems,
@@ -251,6 +252,13 @@ def test_bad_arguments_are_errors(model):
             generate(model, one, 1, repetition_penalty=penalty)
     with pytest.raises(ValueError, match="num_beams"):
         beam_search(model, one, 1, num_beams=0)
+
+
+def test_document_start_is_end_of_text_then_the_prompt():
+    tokenizer = CharTokenizer("春江花月夜")  # ids: 0 <|endoftext|>, 1 <unk>, 2 春 … 6 夜
+    assert document_start(tokenizer, "花月", n=2).tolist() == [[0, 4, 5]] * 2
+    assert document_start(tokenizer).tolist() == [[0]]
+    assert document_start(tokenizer, "春").dtype == torch.long
 
 
 def test_sample_poems_starts_a_document_and_cuts_at_end_of_text():

@@ -277,7 +277,7 @@ def sample_poems(model: GPT, tokenizer: Tokenizer, prompts: list[str] | None = N
     generator = torch.Generator(device=device).manual_seed(seed)
     poems = []
     for prompt in [""] if prompts is None else prompts:
-        idx = _document_start(tokenizer, prompt, n, device)  # (n, 1 + len(prompt))
+        idx = document_start(tokenizer, prompt, n, device)  # (n, 1 + len(prompt))
         out = generate(model, idx, max_new_tokens, temperature, top_k, tokenizer.eot_id,
                        generator, top_p=top_p, repetition_penalty=repetition_penalty,
                        use_cache=use_cache)
@@ -291,15 +291,15 @@ def beam_poems(model: GPT, tokenizer: Tokenizer, prompts: list[str] | None = Non
     """One poem per prompt (or one from scratch) by beam search: deterministic, no sampling."""
     device = next(model.parameters()).device
     texts = [""] if prompts is None else prompts
-    idx = [_document_start(tokenizer, prompt, 1, device) for prompt in texts]
+    idx = [document_start(tokenizer, prompt, 1, device) for prompt in texts]
     outs = [beam_search(model, row, max_new_tokens, num_beams, length_penalty,
                         tokenizer.eot_id, use_cache) for row in idx]  # prompts differ in length
     return [decode_document(out[0, 1:].tolist(), tokenizer) for out in outs]
 
 
-def _document_start(tokenizer: Tokenizer, prompt: str, n: int,
-                    device: torch.device) -> torch.Tensor:
-    """n rows of end-of-text followed by the prompt's ids: (n, 1 + len(ids))."""
+def document_start(tokenizer: Tokenizer, prompt: str = "", n: int = 1,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, 1 + len(ids)) rows of end-of-text, then the prompt: how every poem began in training."""
     start = [tokenizer.eot_id, *tokenizer.encode(prompt)]
     return torch.tensor([start] * n, dtype=torch.long, device=device)
 

@@ -89,6 +89,13 @@ class Tokenizer(ABC):
     def decode(self, ids: Sequence[int]) -> str:
         """Decode ids; bytes that are not valid UTF-8 become U+FFFD instead of raising."""
 
+    def tokens_per_char(self, texts: Sequence[str]) -> float:
+        """Tokens per character of texts (no end-of-text counted): how densely it encodes them."""
+        chars = sum(map(len, texts))
+        if chars == 0:
+            raise ValueError("tokens_per_char needs some text: every text given is empty")
+        return sum(map(len, self.encode_batch(list(texts)))) / chars
+
     def with_special_tokens(self, tokens: Sequence[str]) -> "Tokenizer":
         """This tokenizer plus special tokens (chat markers) given the next free ids.
 

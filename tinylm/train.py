@@ -58,6 +58,7 @@ from tinylm.attention import ATTENTION_IMPLEMENTATIONS
 from tinylm.data import PROJECT_ROOT, BatchSampler, PackedData, write_json
 from tinylm.model import CONFIG_FILE, GPT, PRESETS, GPTConfig, flops_per_token, preset
 from tinylm.profiles import best_device, cpu_bf16_support
+from tinylm.timing import synchronize
 from tinylm.tokenizers import TOKENIZER_NAMES, Tokenizer, load_tokenizer
 
 RUNS_DIR_ENV = "TINYLM_RUNS_DIR"  # where run folders go (default: <project>/runs)
@@ -474,14 +475,6 @@ def sync_gradients_if(model: torch.nn.Module, last: bool) -> AbstractContextMana
         module.set_requires_gradient_sync(last)
         module.set_reshard_after_backward(last)
     return nullcontext()
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work, so a clock read afterwards measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def timed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
