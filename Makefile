@@ -11,7 +11,7 @@ TORCH_PIP_ARGS ?=
 # cloud VM) needs --allow-root, which is added for you.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup data lab demo test bench notebooks lint clean
+.PHONY: setup data lab demo test exercises bench notebooks lint clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ lint: setup
 
 test: data lint
 	$(BIN)/python -m pytest
+
+# Check your own versions of the exercises in exercises/ (each fails until you write it);
+# `pytest exercises --solutions` checks the worked solutions in exercises/solutions/ instead.
+exercises: setup
+	$(BIN)/python -m pytest exercises
 
 bench: data
 	$(BIN)/python bench/data_prep.py

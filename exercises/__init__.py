@@ -1,0 +1,1 @@
+"""Exercises: write core pieces of TinyLM yourself; the checks compare them with `tinylm`."""

@@ -1,0 +1,1 @@
+"""Worked solutions of the exercises: read them after trying (`pytest exercises --solutions`)."""

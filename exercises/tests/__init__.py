@@ -1,0 +1,1 @@
+"""Checks of the exercises against the reference implementations in `tinylm`."""
