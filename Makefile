@@ -11,7 +11,7 @@ TORCH_PIP_ARGS ?=
 # cloud VM) needs --allow-root, which is added for you.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup data lab demo test exercises bench notebooks lint clean
+.PHONY: setup data lab demo warm test exercises bench notebooks lint clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,11 @@ lab: data
 
 demo: data
 	$(BIN)/python -m tinylm demo
+
+# Before a workshop: prepare the data and train every run the profile's notebooks use, so no
+# notebook trains for minutes in class (TINYLM_PROFILE=cpu by default on a machine without CUDA).
+warm: data
+	$(BIN)/python -m tinylm warm
 
 lint: setup
 	$(BIN)/ruff check .

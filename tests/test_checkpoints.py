@@ -1,4 +1,4 @@
-"""checkpoints.get: trains the profile's run once, loads it afterwards, rejects unknown names."""
+"""checkpoints: get trains the profile's run once and loads it afterwards; warm trains them all."""
 
 from dataclasses import replace
 
@@ -8,6 +8,7 @@ from synthetic import packed_synthetic_corpus
 
 from tinylm import checkpoints
 from tinylm import train as train_mod
+from tinylm.profiles import get_profile
 from tinylm.train import TrainConfig
 
 TINY = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, max_steps=6,
@@ -49,3 +50,27 @@ def test_mistral_twin_trains_its_own_run(tiny_ci_run, monkeypatch):
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError, match="'poem-gpt5'.*'poem-char'"):
         checkpoints.get("poem-gpt5")
+
+
+@pytest.mark.parametrize("name", ["ci", "cpu", "gpu"])
+def test_profile_runs_lists_every_run_the_notebooks_train_once(name):
+    profile = get_profile(name)
+    runs = [cfg.run_name for cfg in checkpoints.profile_runs(name)]
+    assert len(runs) == len(set(runs))
+    assert runs[0] == profile.train_run  # the main model first: notebooks 03-07 need it
+    assert {*profile.eval_runs, profile.mistral_run} <= set(runs)
+    assert {f"{model}-{steps}" for model, steps in profile.scaling_sweep} <= set(runs)
+    assert ("talk-30m" in runs) == (name == "gpu")  # notebook 05 trains it on a GPU
+
+
+def test_warm_trains_each_run_once_then_loads_them(tiny_ci_run, monkeypatch):
+    sweep = replace(TINY, run_name="sweep-tiny", max_steps=3)
+    monkeypatch.setattr(checkpoints, "profile_runs", lambda profile=None: [TINY, sweep])
+    first = checkpoints.warm("ci", progress=False)
+    assert [r.out_dir.name for r in first] == ["char-ci", "sweep-tiny"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a warm run was trained again")
+
+    monkeypatch.setattr(train_mod, "_train", fail)
+    assert len(checkpoints.warm("ci", progress=False)) == 2

@@ -43,3 +43,19 @@ def test_unknown_tokenizer_is_rejected_by_argparse(capsys):
     with pytest.raises(SystemExit):
         cli.main(["data", "--tokenizer", "sentencepiece"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_warm_prepares_the_data_then_trains_each_run(monkeypatch, capsys):
+    from tinylm import checkpoints
+    from tinylm.train import RUNS
+
+    prepared, trained = [], []
+    runs = [RUNS["char-ci"], RUNS["mistral-ci"]]
+    monkeypatch.setattr(checkpoints, "profile_runs", lambda profile=None: runs)
+    monkeypatch.setattr(data, "prepare_all", lambda names, *args: prepared.append(names))
+    monkeypatch.setattr(cli, "is_finished", lambda cfg: cfg.run_name == "char-ci")
+    monkeypatch.setattr(cli, "train", lambda cfg, **kwargs: trained.append(cfg.run_name))
+    assert cli.main(["warm", "--profile", "ci"]) == 0
+    out = capsys.readouterr().out
+    assert prepared and trained == ["char-ci", "mistral-ci"]
+    assert "char-ci         already trained" in out and "mistral-ci      trained in" in out

@@ -6,10 +6,11 @@ So each notebook can run on its own: the first to ask for ``poem-char`` trains i
 
 from __future__ import annotations
 
+from tinylm import scaling
 from tinylm.model import GPT
 from tinylm.profiles import get_profile
 from tinylm.tokenizers import Tokenizer
-from tinylm.train import RUNS, train
+from tinylm.train import RUNS, TrainConfig, TrainResult, train
 
 MODELS: dict[str, str] = {
     "poem-char": "the profile's character-level poem model (Profile.train_run: "
@@ -32,3 +33,23 @@ def get(name: str = "poem-char", profile: str | None = None, progress: bool = Tr
     run = getattr(get_profile(profile), RUN_FIELDS[name])
     result = train(RUNS[run], progress=progress)
     return result.model, result.tokenizer
+
+
+def profile_runs(profile: str | None = None) -> list[TrainConfig]:
+    """Every run the notebooks train in the profile, in the order they first need them.
+
+    The main model (notebooks 03-07, and 05's run; in the gpu profile 05 trains the talk's
+    30M model too), notebook 08's scaling sweep, notebook 09's tokenizer runs and notebook 10's
+    Mistral-style twin. Each appears once.
+    """
+    p = get_profile(profile)
+    main = [RUNS[p.train_run]] + ([RUNS["talk-30m"]] if p.name == "gpu" else [])  # 03-07
+    sweep = [scaling.sweep_config(model, steps) for model, steps in p.scaling_sweep]  # 08
+    later = [RUNS[name] for name in (*p.eval_runs, p.mistral_run)]  # 09, 10
+    unique = {cfg.run_name: cfg for cfg in main + sweep + later}  # first appearance kept
+    return list(unique.values())
+
+
+def warm(profile: str | None = None, progress: bool = True) -> list[TrainResult]:
+    """Train (or load) every run of `profile_runs`, so no notebook waits for a training run."""
+    return [train(cfg, progress=progress) for cfg in profile_runs(profile)]

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tinylm import checkpoints, data, poetry
-from tinylm.profiles import best_device, get_profile
+from tinylm.profiles import PROFILES, best_device, get_profile
 from tinylm.sampling import beam_poems, sample_poems
 from tinylm.tokenizers import REPORTED_DENSITY, TokenizerUnavailable
 from tinylm.train import (
@@ -153,6 +153,24 @@ def cmd_train(args: argparse.Namespace) -> None:
     print("\n\n".join(sample_poems(result.model, result.tokenizer, n=3)))
 
 
+def cmd_warm(args: argparse.Namespace) -> None:
+    """Prepare the data and train every run the profile's notebooks use, before a workshop."""
+    profile = get_profile(args.profile)
+    runs = checkpoints.profile_runs(profile.name)
+    print(f"profile {profile.name}: preparing the data, then {len(runs)} runs "
+          f"({', '.join(cfg.run_name for cfg in runs)})")
+    data.prepare_all(TOKENIZERS)
+    start = time.perf_counter()
+    for cfg in runs:
+        done = is_finished(cfg)
+        run_start = time.perf_counter()
+        train(cfg)
+        print(f"  {cfg.run_name:<16}" + ("already trained" if done else
+                                          f"trained in {time.perf_counter() - run_start:.0f} s"))
+    print(f"every notebook of the {profile.name} profile now loads its models instead of "
+          f"training them ({time.perf_counter() - start:.0f} s)")
+
+
 def model_directory(run: str | None, folder: str | None) -> Path:
     """The model folder to load: the given folder (or its model/), else the run's final model."""
     if folder:
@@ -276,6 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="prepare everything, train the profile's model, "
                             "print what the course built")
     p_demo.set_defaults(func=cmd_demo)
+    p_warm = sub.add_parser("warm", help="prepare the data and train every run the profile's "
+                            "notebooks use (before a workshop)")
+    p_warm.add_argument("--profile", choices=sorted(PROFILES),
+                        help="ci, cpu or gpu (default: TINYLM_PROFILE, else by the hardware)")
+    p_warm.set_defaults(func=cmd_warm)
     add_train_parser(sub)
     add_sample_parser(sub)
     add_eval_parser(sub)

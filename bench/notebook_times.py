@@ -1,0 +1,103 @@
+"""How long each notebook takes to run top to bottom in a profile: the figures of docs/teaching.md.
+
+Runs the notebooks one at a time in a fresh kernel with ``TINYLM_PROFILE`` set, times each, and
+saves ``data/reference/notebook_times_<profile>.json`` (the machine record included). With
+``--inplace`` the executed notebooks are written back (how the committed outputs are made);
+without it they run on a copy and the files are left untouched.
+
+A notebook that trains a run the first time it meets it (05, 08, 09, 10) is much faster once the
+run is cached under runs/; the file records for each notebook which of its runs were already
+there ("warm") and which it trained ("cold"). ``python -m tinylm warm`` trains them all ahead.
+Run one heavy job at a time: a second job on the same cores makes every figure noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from machine_info import ROOT, machine, save
+
+from tinylm.profiles import PROFILES
+
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def cached_runs() -> set[str]:
+    """Names of the finished runs under the runs folder (a final model saved)."""
+    runs = Path(os.environ.get("TINYLM_RUNS_DIR") or ROOT / "runs")
+    return {p.parent.name for p in runs.glob("*/model")} if runs.is_dir() else set()
+
+
+def prose_words(path: Path) -> int:
+    """Words in the notebook's text cells: what a learner reads, code and outputs aside."""
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    return sum(len("".join(cell["source"]).split()) for cell in notebook["cells"]
+               if cell["cell_type"] == "markdown")
+
+
+def run_notebook(path: Path, inplace: bool, timeout: int, attempts: int = 2) -> tuple[float, int]:
+    """Execute one notebook with nbconvert in a fresh kernel: (wall time in s, attempts used).
+
+    Now and then a kernel here finished a cell and the client never heard of it: both sat idle
+    for good. A cell that exceeds `timeout` is taken for that, and the notebook run once more.
+    """
+    where = ["--inplace"] if inplace else ["--output-dir", tempfile.mkdtemp(prefix="notebook-")]
+    command = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+               f"--ExecutePreprocessor.timeout={timeout}", *where, str(path)]
+    for attempt in range(1, attempts + 1):
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+        if done.returncode == 0:
+            return seconds, attempt
+        if "CellTimeoutError" not in done.stderr or attempt == attempts:
+            raise RuntimeError(f"{path.name} failed:\n{done.stderr[-4000:]}")
+        print(f"{path.name}: a cell waited over {timeout} s; running the notebook again",
+              flush=True)
+    raise AssertionError("unreachable")
+
+
+def main() -> None:
+    """Time the chosen notebooks in one profile and save the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    parser.add_argument("--only", nargs="+", metavar="NN",
+                        help="notebook numbers, e.g. 03 05 (default: all)")
+    parser.add_argument("--inplace", action="store_true",
+                        help="write the executed notebooks back (the committed outputs)")
+    parser.add_argument("--timeout", type=int, default=900,
+                        help="seconds a cell may take before the notebook is run again "
+                             "(default: %(default)s; raise it when runs train cold)")
+    parser.add_argument("--out", type=Path, help="JSON file (default: data/reference/"
+                        "notebook_times_<profile>.json)")
+    args = parser.parse_args()
+    out = args.out or ROOT / "data" / "reference" / f"notebook_times_{args.profile}.json"
+    os.environ["TINYLM_PROFILE"] = args.profile  # the kernels inherit it
+    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if args.only:
+        paths = [p for p in paths if p.name[:2] in args.only]
+    old = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    results = {r["notebook"]: r for r in old.get("results", [])}
+    for path in paths:
+        before = cached_runs()
+        seconds, attempts = run_notebook(path, args.inplace, args.timeout)
+        trained = sorted(cached_runs() - before)
+        results[path.name] = {"notebook": path.name, "seconds": round(seconds, 1),
+                              "trained": trained, "caches": "cold" if trained else "warm",
+                              "prose_words": prose_words(path), "attempts": attempts}
+        print(f"{path.name:<36}{seconds:>8.0f} s"
+              + (f"  (trained {', '.join(trained)})" if trained else ""), flush=True)
+        save({"machine": machine(torch.device("cpu")), "profile": args.profile,
+              "results": [results[name] for name in sorted(results)]}, out)
+
+
+if __name__ == "__main__":
+    main()
