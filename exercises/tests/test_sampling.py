@@ -103,6 +103,18 @@ def check_untouched(logits, original, name):
 # --------------------------------------------------------------------------- top-k
 
 
+def check_top_k(got, logits, k):
+    """got must be top_k_filter(logits, k): the reference's tokens kept, the rest -inf."""
+    check_filtered(got, logits, reference_top_k(logits, k), f"top_k_filter(logits, k={k})",
+                   explain_top_k(logits, k))
+
+
+def check_top_p(got, logits, p):
+    """got must be top_p_filter(logits, p): the reference's nucleus kept, the rest -inf."""
+    check_filtered(got, logits, reference_top_p(logits, p), f"top_p_filter(logits, p={p})",
+                   explain_top_p(logits, p))
+
+
 def random_logits(*shape):
     torch.manual_seed(0)
     return torch.randn(*shape) * 2
@@ -114,31 +126,27 @@ def test_top_k_keeps_the_k_largest(exercise, k):
     original = logits.clone()
     got = exercise.top_k_filter(logits, k)
     check_untouched(logits, original, "top_k_filter")
-    check_filtered(got, logits, reference_top_k(logits, k), f"top_k_filter(logits, k={k})",
-                   explain_top_k(logits, k))
+    check_top_k(got, logits, k)
 
 
 def test_top_k_larger_than_the_vocabulary_keeps_everything(exercise):
     logits = random_logits(2, 10)
     got = call(exercise.top_k_filter, logits, 25,
                hint="top_k=25 with a vocabulary of 10: keep every token (use min(k, V))")
-    check_filtered(got, logits, reference_top_k(logits, 25), "top_k_filter(logits, k=25)",
-                   explain_top_k(logits, 25))
+    check_top_k(got, logits, 25)
 
 
 def test_top_k_keeps_ties_with_the_kth(exercise):
     logits = torch.tensor([[1.0, 3.0, 2.0, 2.0, 0.0], [0.5, 0.5, 0.5, -1.0, 0.5]])
     got = exercise.top_k_filter(logits, 2)
-    check_filtered(got, logits, reference_top_k(logits, 2), "top_k_filter(logits, k=2)",
-                   explain_top_k(logits, 2))
+    check_top_k(got, logits, 2)
 
 
 @pytest.mark.parametrize("shape", [(10,), (2, 3, 10)], ids=["1-D", "3-D"])
 def test_top_k_works_on_any_leading_dims(exercise, shape):
     logits = random_logits(*shape)
     got = exercise.top_k_filter(logits, 4)
-    check_filtered(got, logits, reference_top_k(logits, 4), "top_k_filter(logits, k=4)",
-                   explain_top_k(logits, 4))
+    check_top_k(got, logits, 4)
 
 
 def test_top_k_below_one_is_an_error(exercise):
@@ -158,23 +166,20 @@ def test_top_p_keeps_the_nucleus(exercise, p):
     original = logits.clone()
     got = exercise.top_p_filter(logits, p)
     check_untouched(logits, original, "top_p_filter")
-    check_filtered(got, logits, reference_top_p(logits, p), f"top_p_filter(logits, p={p})",
-                   explain_top_p(logits, p))
+    check_top_p(got, logits, p)
 
 
 def test_top_p_of_one_keeps_everything(exercise):
     logits = torch.tensor([[0.0, -30.0, -60.0, 5.0], [1.0, 1.0, 1.0, 1.0]])
     got = exercise.top_p_filter(logits, 1.0)
-    check_filtered(got, logits, reference_top_p(logits, 1.0), "top_p_filter(logits, p=1)",
-                   explain_top_p(logits, 1.0))
+    check_top_p(got, logits, 1.0)
 
 
 @pytest.mark.parametrize("p", [1e-9, 0.05])
 def test_top_p_always_keeps_the_most_likely_token(exercise, p):
     logits = random_logits(3, 8)
     got = exercise.top_p_filter(logits, p)
-    check_filtered(got, logits, reference_top_p(logits, p), f"top_p_filter(logits, p={p})",
-                   explain_top_p(logits, p))
+    check_top_p(got, logits, p)
 
 
 @pytest.mark.parametrize(("probs", "p"), [([0.85, 0.1, 0.05], 0.85), ([0.85, 0.1, 0.05], 0.95),
@@ -182,23 +187,20 @@ def test_top_p_always_keeps_the_most_likely_token(exercise, p):
 def test_top_p_tolerates_float_rounding(exercise, probs, p):
     logits = torch.tensor([probs]).log()  # the most likely tokens hold exactly p (in decimal)
     got = exercise.top_p_filter(logits, p)
-    check_filtered(got, logits, reference_top_p(logits, p), f"top_p_filter(logits, p={p})",
-                   explain_top_p(logits, p))
+    check_top_p(got, logits, p)
 
 
 def test_top_p_keeps_ties_inside_the_nucleus(exercise):
     logits = torch.tensor([[0.3, 0.2, 0.3, 0.2]]).log()
     got = exercise.top_p_filter(logits, 0.5)
-    check_filtered(got, logits, reference_top_p(logits, 0.5), "top_p_filter(logits, p=0.5)",
-                   explain_top_p(logits, 0.5))
+    check_top_p(got, logits, 0.5)
 
 
 @pytest.mark.parametrize("shape", [(12,), (2, 3, 12)], ids=["1-D", "3-D"])
 def test_top_p_works_on_any_leading_dims(exercise, shape):
     logits = random_logits(*shape)
     got = exercise.top_p_filter(logits, 0.8)
-    check_filtered(got, logits, reference_top_p(logits, 0.8), "top_p_filter(logits, p=0.8)",
-                   explain_top_p(logits, 0.8))
+    check_top_p(got, logits, 0.8)
 
 
 @pytest.mark.parametrize("p", [0.0, 1.5])
