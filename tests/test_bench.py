@@ -101,6 +101,21 @@ def test_cpu_speed_measures_every_way_against_the_reference(tmp_path):
                for r in sample)
 
 
+def test_pretraining_exercises_trains_both_variants(tmp_path, monkeypatch):
+    if not data.is_prepared("char"):
+        pytest.skip("the exercise runs train on the packed character data: run `make data` "
+                    "first (make test does)")
+    monkeypatch.setenv("TINYLM_RUNS_DIR", str(tmp_path / "runs"))
+    result = run_bench("pretraining_exercises.py", tmp_path, "--run", "char-ci")
+    rows = result["results"]
+    assert list(rows) == ["as trained", "dropout 0.1", "half lr"]
+    assert [rows[name]["dropout"] for name in rows] == [0.0, 0.1, 0.0]
+    assert rows["half lr"]["lr"] == RUNS["char-ci"].lr / 2
+    assert all(row["final_step"] == RUNS["char-ci"].max_steps for row in rows.values())
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "char-ci", "char-ci-dropout", "char-ci-half-lr"]
+
+
 def test_record_runs_reads_a_finished_run(tmp_path):
     if not data.is_prepared("char"):
         pytest.skip("recording a run needs one trained on the packed character data: run "
