@@ -119,3 +119,19 @@ def test_judge_model_on_a_tiny_model():
                                            max_new_tokens=20)
     assert len(documents) == 4 and report["poems"] == 4
     assert 0.0 <= report["ended_with_eot"] <= 1.0
+
+
+def test_judge_model_samples_with_top_p():
+    import torch
+
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer("静夜思李白床前明月光，疑是地上霜。\n")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=1, n_embd=8)).eval()
+    judge = poetry.PoemJudge(TONES, poetry.CopyDetector([JINGYESI]))
+    report, documents = poetry.judge_model(model, tokenizer, judge, samples=3, top_k=None,
+                                           top_p=1e-6, max_new_tokens=12)
+    assert report["sampling"]["top_p"] == 1e-6 and report["sampling"]["top_k"] is None
+    assert len(set(documents)) == 1  # a nucleus of one token: every row writes the same text

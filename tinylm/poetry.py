@@ -298,7 +298,7 @@ def _share(part: int, whole: int) -> float | None:
 
 def write_poems(model: GPT, tokenizer: Tokenizer, n: int, temperature: float = 0.8,
                 top_k: int | None = 200, max_new_tokens: int = 256, seed: int = 0,
-                batch_size: int = 50) -> list[tuple[str, bool]]:
+                batch_size: int = 50, *, top_p: float | None = None) -> list[tuple[str, bool]]:
     """n documents written from end-of-text, each with whether it reached end-of-text itself."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -307,7 +307,7 @@ def write_poems(model: GPT, tokenizer: Tokenizer, n: int, temperature: float = 0
         rows = min(batch_size, n - start)
         idx = torch.full((rows, 1), tokenizer.eot_id, dtype=torch.long, device=device)  # (B, 1)
         out = generate(model, idx, max_new_tokens, temperature, top_k, tokenizer.eot_id,
-                       generator)
+                       generator, top_p=top_p)
         for row in out[:, 1:].tolist():
             documents.append((decode_document(row, tokenizer), tokenizer.eot_id in row))
     return documents
@@ -315,19 +315,20 @@ def write_poems(model: GPT, tokenizer: Tokenizer, n: int, temperature: float = 0
 
 def judge_model(model: GPT, tokenizer: Tokenizer, judge: PoemJudge, samples: int,
                 temperature: float = 0.8, top_k: int | None = 200, max_new_tokens: int = 256,
-                seed: int = 0) -> tuple[dict, list[str]]:
+                seed: int = 0, *, top_p: float | None = None) -> tuple[dict, list[str]]:
     """The judge's report on samples poems the model writes, and the documents themselves.
 
     A document counts as finished only if it ended with end-of-text and has the
     ``title\\nauthor\\ncontent`` layout; its body is what the metrics score.
     """
-    documents = write_poems(model, tokenizer, samples, temperature, top_k, max_new_tokens, seed)
+    documents = write_poems(model, tokenizer, samples, temperature, top_k, max_new_tokens, seed,
+                            top_p=top_p)
     poems = [parse_document(text) for text, _ in documents]
     report = judge.report([p.content if p else "" for p in poems],
                           [done and p is not None for (_, done), p in zip(documents, poems,
                                                                            strict=True)])
     report["ended_with_eot"] = sum(done for _, done in documents) / max(len(documents), 1)
-    report["sampling"] = {"temperature": temperature, "top_k": top_k,
+    report["sampling"] = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
                           "max_new_tokens": max_new_tokens, "seed": seed}
     return report, [text for text, _ in documents]
 
