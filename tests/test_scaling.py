@@ -60,6 +60,9 @@ def test_the_talks_runs():
     assert runs["talk-30m"].params == count_parameters(PRESETS["30m"])
     assert runs["talk-30m"].mfu == pytest.approx(0.125, abs=0.001)  # as notebook 05 shows
     assert runs["talk-124m"].mfu == pytest.approx(0.179, abs=0.001)
+    assert runs["talk-30m"].mfu_at(scaling.PEAK_FLOPS["A10G"]) == runs["talk-30m"].mfu
+    assert runs["talk-30m"].mfu_at(70e12) == pytest.approx(0.125 * 125 / 70, abs=0.002)
+    assert set(scaling.A10G_PEAKS.values()) == {125e12, 70e12}
     assert runs["talk-757m"].tokens_per_param < 0.03  # 20M tokens for 757M parameters
 
 

@@ -98,8 +98,13 @@ class TalkRun:
 
     @property
     def mfu(self) -> float:
-        """The model FLOPs utilisation the reported wall time implies."""
+        """The model FLOPs utilisation the reported wall time implies (the course's GPU peak)."""
         return implied_mfu(preset(self.model), self.tokens, self.minutes * 60, self.gpu)
+
+    def mfu_at(self, peak_flops: float) -> float:
+        """The implied MFU under another peak, e.g. each of A10G_PEAKS."""
+        _check_positive(peak_flops=peak_flops)
+        return self.flops / (self.minutes * 60) / peak_flops
 
     @property
     def tokens_per_param(self) -> float:
@@ -114,6 +119,16 @@ TALK_RUNS: dict[str, TalkRun] = {
     "talk-30m": TalkRun("talk-30m", "30m", run_tokens(RUNS["talk-30m"]), 16, 10),
     "talk-124m": TalkRun("talk-124m", "124m", run_tokens(RUNS["talk-124m"]), 46, 10),
     "talk-757m": TalkRun("talk-757m", "757m", 20_000_000, 77, 3),
+}
+
+# The A10G's dense bf16 tensor-core peak is on no NVIDIA or AWS datasheet. The course's code uses
+# the A10 datasheet's 125 TFLOPS (train.PEAK_FLOPS["A10G"]: the same GA102 chip, an assumption);
+# third-party comparisons report about 70 TFLOPS for the A10G, whose variant favours CUDA cores
+# over tensor compute (e.g. Baseten, "NVIDIA A10 vs A10G for ML model inference", 2023).
+# Notebooks 05 and 08 show the talk's implied MFU under both.
+A10G_PEAKS: dict[str, float] = {
+    "A10 datasheet, the course's assumption": PEAK_FLOPS["A10G"],
+    "reported for the A10G (third party)": 70e12,
 }
 
 # (parameters, training tokens) of published models, for their tokens per parameter.

@@ -98,8 +98,8 @@ PEAK_FLOPS: dict[str, float] = {
     "A100": 312e12,  # A100 datasheet: 312 TFLOPS dense, 624 with sparsity
     "A10": 125e12,  # NVIDIA A10 datasheet: 125 TFLOPS dense, 250 with sparsity
     # AWS publishes no tensor-core figure for the A10G (g5 instances, the talk's GPU). We ASSUME
-    # the A10 datasheet's 125 (same GA102 chip); if the A10G's true peak is lower (its clocks
-    # differ), its true MFU is higher than the one reported here.
+    # the A10 datasheet's 125 (same GA102 chip); third parties report about 70 for the A10G
+    # (tinylm.scaling.A10G_PEAKS), and if that is right its true MFU is higher than reported here.
     "A10G": 125e12,
 }
 
