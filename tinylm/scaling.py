@@ -128,7 +128,7 @@ TALK_RUNS: dict[str, TalkRun] = {
 # Notebooks 05 and 08 show the talk's implied MFU under both.
 A10G_PEAKS: dict[str, float] = {
     "A10 datasheet, the course's assumption": PEAK_FLOPS["A10G"],
-    "reported for the A10G (third party)": 70e12,
+    "reported for the A10G by third parties": 70e12,
 }
 
 # (parameters, training tokens) of published models, for their tokens per parameter.
