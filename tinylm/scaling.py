@@ -99,12 +99,13 @@ class TalkRun:
     @property
     def mfu(self) -> float:
         """The model FLOPs utilisation the reported wall time implies (the course's GPU peak)."""
-        return implied_mfu(preset(self.model), self.tokens, self.minutes * 60, self.gpu)
+        return self.mfu_at(peak(self.gpu))
 
     def mfu_at(self, peak_flops: float) -> float:
-        """The implied MFU under another peak, e.g. each of A10G_PEAKS."""
+        """The implied MFU under a given peak FLOP/s, e.g. each of A10G_PEAKS."""
         _check_positive(peak_flops=peak_flops)
-        return self.flops / (self.minutes * 60) / peak_flops
+        return mfu(flops_per_token(preset(self.model)), self.tokens / (self.minutes * 60),
+                   peak_flops)
 
     @property
     def tokens_per_param(self) -> float:
