@@ -136,6 +136,32 @@ def test_clean_removes_notes_and_drops_lost_characters():
     assert report.placeholder_chars == {"□": 2, "{…}": 1}
 
 
+@pytest.mark.parametrize(("raw", "clean"), [
+    ("别苏徯（赴湖南幕）", "别苏徯"),
+    ("晚次（一作「歇」）湘源县", "晚次湘源县"),
+    ("兵要望江南 委任第一（京本作「占委任第一」二十六首） 二", "兵要望江南 委任第一 二"),
+    ("度大臾（庾）岭（其二（伯三六一九））", "度大臾岭"),
+    ("渡江（《十国春秋》三。前四句引", "渡江"),
+    ("咏物[一]十首〖2〗", "咏物十首"),
+    ("郊庙歌辞 祭[太]社乐章", "郊庙歌辞 祭太社乐章"),
+    ("诗三百三首 一三○", "诗三百三首 一三〇"),
+    ("灵隐寺”", "灵隐寺"),
+    (" 题二首\u3000 一 ", "题二首 一"),
+])
+def test_clean_title(raw, clean):
+    assert data.clean_title(raw) == clean
+
+
+def test_clean_drops_poems_whose_title_lost_characters():
+    poems = [Poem("思君吟寄□□生", "甲", "白日依山尽，黄河入海流。"),
+             Poem("送{巩/言}光大师", "乙", "欲穷千里目，更上一层楼。"),
+             Poem("题（伯三四八○）", "丙", "春眠不觉晓，处处闻啼鸟。")]
+    kept, report = data.clean_poems(poems)
+    assert [p.title for p in kept] == ["题"]
+    assert (report.placeholder_poems, report.placeholder_titles, report.titles_cleaned) == (2, 2, 1)
+    assert report.placeholder_chars == {"□": 2, "{…}": 1}
+
+
 def test_deduplicate_keeps_first_body():
     poems = [Poem("a", "x", "同一首诗。"), Poem("b", "y", "另一首。"), Poem("c", "z", "同一首诗。")]
     kept, removed = data.deduplicate(poems)

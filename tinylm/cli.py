@@ -38,6 +38,7 @@ def format_summary(packed: dict[str, data.PackedData]) -> str:
         f"sha256-verified in {data.raw_dir()}",
         f"  poems read                      {c['poems_in']:>9,}",
         f"  editorial notes removed         {c['notes_removed']:>9,}",
+        f"  titles cleaned of notes         {c['titles_cleaned']:>9,}",
         f"  poems with lost characters (□)  {-c['placeholder_poems']:>9,}",
         f"  empty poems                     {-c['empty_poems']:>9,}",
         f"  duplicate bodies                {-c['duplicates']:>9,}",

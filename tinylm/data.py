@@ -34,7 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_PATH = PROJECT_ROOT / "data" / "manifest.json"
 MIRROR_ENV = "TINYLM_DATA_MIRROR"  # a folder laid out like upstream, e.g. <mirror>/chinese-poetry
 DATA_DIR_ENV = "TINYLM_DATA_DIR"  # where downloads and packed data go (default: <project>/data)
-PIPELINE_VERSION = 2  # bump when cleaning or packing changes, so cached .bin files are rebuilt
+PIPELINE_VERSION = 3  # bump when cleaning or packing changes, so cached .bin files are rebuilt
 DOWNLOAD_TIMEOUT_S = 30
 
 PLACEHOLDERS = "□■●○"  # characters the editors used for lost or unreadable characters
@@ -42,6 +42,8 @@ _NOTE = re.compile(r"（[^（）]*）|\([^()]*\)")  # editorial notes: variant r
 _FOOTNOTE = re.compile(r"〖[^〖〗]*〗")  # footnote markers such as 〖1〗
 _INSERTION = re.compile(r"\[([^\[\]]*)\]")  # [字]: a character the editors restored
 _COMPOSED = re.compile(r"\{[^{}]*\}")  # {艹尔}: a rare character described by its parts
+_OPEN_NOTE = re.compile(r"（[^）]*$")  # a note cut off at the end of a long title
+_FOOTNOTE_NUMBER = re.compile(r"\[[一二三四五六七八九十○〇]+\]")  # [一], [二○]: footnote numbers
 _HAN = re.compile(r"[\u3400-\u9fff\U00020000-\U0003ffff]")
 
 
@@ -286,6 +288,8 @@ class CleaningReport:
     notes_removed: int = 0  # （…） editorial notes and 〖…〗 footnote markers
     insertions_unwrapped: int = 0  # [字] brackets around restored characters
     placeholder_poems: int = 0  # poems dropped because they contain □ ● {…} for lost characters
+    titles_cleaned: int = 0  # titles that lost notes (（…）, 京本 variants) or footnote numbers
+    placeholder_titles: int = 0  # of the placeholder poems, those dropped for their title alone
     placeholder_chars: Counter = field(default_factory=Counter)
     empty_poems: int = 0
     duplicates: int = 0  # poems whose body repeats an earlier poem's body
@@ -298,8 +302,25 @@ def clean_line(line: str) -> str:
 
 
 def clean_title(title: str) -> str:
-    """Collapse whitespace in a title or name to single spaces ("帝京篇十首 一" keeps its space)."""
-    return " ".join(title.split())
+    """Clean a title as bodies are cleaned: drop notes and footnote numbers, collapse spaces.
+
+    （…） notes (variant readings such as 京本作…, manuscript numbers such as
+    伯三九八六), one cut off at the end, 〖…〗 and [一] footnote markers go; [字]
+    restorations are unwrapped; ○ used as the digit zero (一三○) becomes 〇; a stray ”
+    goes; whitespace collapses to single spaces, so "帝京篇十首 一" keeps its space.
+    Lost characters (□, {…}) are left for `clean_poems`.
+    """
+    title, _ = _remove_notes(title)
+    title = _OPEN_NOTE.sub("", _FOOTNOTE.sub("", title))
+    title = _INSERTION.sub(r"\1", _FOOTNOTE_NUMBER.sub("", title))
+    if "“" not in title:
+        title = title.replace("”", "")  # a stray closing quote left by the editors
+    return " ".join(title.replace("○", "〇").split())
+
+
+def clean_name(name: str) -> str:
+    """Collapse whitespace in an author's name."""
+    return " ".join(name.split())
 
 
 def clean_poems(poems: Sequence[Poem]) -> tuple[list[Poem], CleaningReport]:
@@ -314,15 +335,20 @@ def clean_poems(poems: Sequence[Poem]) -> tuple[list[Poem], CleaningReport]:
         report.insertions_unwrapped += n_ins
         lines = [clean_line(line) for line in content.split("\n")]
         content = "\n".join(line for line in lines if _HAN.search(line))
+        title = clean_title(poem.title)
+        report.titles_cleaned += title != " ".join(poem.title.split())
         lost = [c for c in content if c in PLACEHOLDERS] + _COMPOSED.findall(content)
-        if lost:
+        lost_in_title = [c for c in title if c in PLACEHOLDERS] + _COMPOSED.findall(title)
+        if lost or lost_in_title:
             report.placeholder_poems += 1
-            report.placeholder_chars.update(c if len(c) == 1 else "{…}" for c in lost)
+            report.placeholder_titles += not lost
+            report.placeholder_chars.update(c if len(c) == 1 else "{…}"
+                                            for c in lost + lost_in_title)
             continue
         if not content:
             report.empty_poems += 1
             continue
-        kept.append(Poem(clean_title(poem.title), clean_title(poem.author), content))
+        kept.append(Poem(title, clean_name(poem.author), content))
     report.poems_out = len(kept)
     return kept, report
 
