@@ -1,4 +1,4 @@
-"""Plot helpers: a font that can draw Chinese characters, and the recorded reference runs.
+"""Plot helpers: a font for Chinese, bertviz offline, and the recorded reference runs.
 
 `reference_runs` and `reference_files` read what bench/ recorded in data/reference/ (loss
 curves, throughput, poem reports), filtered by the kind of device it ran on, so that a
@@ -8,15 +8,20 @@ notebook never shows a CPU run where it means a GPU one.
 from __future__ import annotations
 
 import json
+import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import torch
+from IPython.display import HTML
 from matplotlib import font_manager
 
 from tinylm.data import PROJECT_ROOT
 
-# Fonts with Chinese glyphs found on common systems (Linux packages, macOS, Windows).
+# Fonts with Chinese glyphs found on common systems (Linux packages, macOS, Windows), used only
+# when the course's own font (below) is missing.
 CJK_FONTS = (
     "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei",
     "WenQuanYi Zen Hei", "PingFang SC", "Heiti SC", "STHeiti", "Hiragino Sans GB",
@@ -24,20 +29,79 @@ CJK_FONTS = (
 )
 
 
-def use_cjk_font() -> str | None:
-    """Make matplotlib draw Chinese labels with an installed CJK font; return its name.
+def course_font_path() -> Path | None:
+    """The Noto Sans SC file that the dependency pylopdf-fonts-zh-cn ships (SIL OFL 1.1), if any."""
+    try:
+        import pylopdf_fonts_zh_cn
+    except ImportError:
+        return None
+    path = Path(pylopdf_fonts_zh_cn.sans_path())
+    return path if path.is_file() else None
 
-    Without one (e.g. a bare Linux box), plots still render but Chinese glyphs show as boxes:
-    install one, for example `sudo apt install fonts-noto-cjk` or `fonts-wqy-microhei`.
+
+def use_cjk_font() -> str | None:
+    """Make matplotlib draw Chinese labels; return the font's name, or None if there is none.
+
+    The course installs Noto Sans SC with its dependencies, so every machine draws the same
+    glyphs, a bare Linux box included. Without it, a CJK font installed on the system is used;
+    with neither, matplotlib's own "Glyph ... missing" warnings say why labels show boxes.
     """
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    for name in CJK_FONTS:
-        if name in installed:
-            plt.rcParams["font.sans-serif"] = [name, *plt.rcParams["font.sans-serif"]]
-            plt.rcParams["axes.unicode_minus"] = False
-            return name
-    warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-    return None
+    path = course_font_path()
+    if path is not None:
+        font_manager.fontManager.addfont(str(path))
+        name = font_manager.FontProperties(fname=str(path)).get_name()
+    else:
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        name = next((n for n in CJK_FONTS if n in installed), None)
+        if name is None:
+            warnings.warn("No font with Chinese glyphs found: Chinese labels will show as boxes. "
+                          "Reinstall the course (`make setup`) to get Noto Sans SC, or install a "
+                          "CJK font such as `fonts-noto-cjk`.", stacklevel=2)
+            return None
+    plt.rcParams["font.sans-serif"] = [name, *plt.rcParams["font.sans-serif"]]
+    plt.rcParams["axes.unicode_minus"] = False
+    return name
+
+
+# bertviz, offline -------------------------------------------------------------------------
+# bertviz's head_view loads require.js, d3 and jQuery from a CDN, so behind a firewall it shows
+# "require is not defined". The course ships d3 5.7.0 (BSD-3-Clause) and jQuery 3.7.1 slim (MIT)
+# in tinylm/vendor/, with their licences, and inlines them into the view instead.
+VENDOR_DIR = Path(__file__).parent / "vendor"
+VENDOR_SCRIPTS = ("d3-5.7.0.min.js", "jquery-3.7.1.slim.min.js")
+_CDN_REQUIRE = re.compile(r'<script src="https://[^"]*require[^"]*"></script>')
+_AMD_PREAMBLE = re.compile(r"require\.config\(\{.*?\}\);\s*requirejs\(\[[^\]]*\],\s*function\s*"
+                           r"\(\$, d3\)\s*\{", re.S)
+
+
+def offline_scripts() -> str:
+    """d3 and jQuery in one script that defines no globals and hides any AMD loader from them."""
+    libs = "\n".join(f"(function () {{\n{(VENDOR_DIR / name).read_text()}\n}}).call(tinylm);"
+                     for name in VENDOR_SCRIPTS)
+    return ("var tinylm = {}, define, module, exports;  // libraries then attach to `tinylm`\n"
+            f"{libs}\ntinylm.$ = jQuery.noConflict(true);\n")
+
+
+def head_view(attention: Sequence[torch.Tensor], tokens: Sequence[str], decimals: int = 3) -> HTML:
+    """bertviz's head_view, rendered with the vendored scripts so it works with no network.
+
+    attention: one (1, n_head, T, T) tensor per layer; weights are rounded to `decimals` places
+    to keep the output small.
+    """
+    from bertviz import head_view as bertviz_head_view
+
+    rounded = [torch.round(a.detach().double().cpu(), decimals=decimals) for a in attention]
+    html = bertviz_head_view(rounded, list(tokens), html_action="return").data
+    html, n_cdn = _CDN_REQUIRE.subn("", html)
+    html, n_amd = _AMD_PREAMBLE.subn("(function ($, d3) {", html)
+    end = html.rindex("});")
+    if (n_cdn, n_amd) != (1, 1):
+        raise RuntimeError("bertviz's head_view output changed shape: tinylm.viz.head_view "
+                           "cannot make it offline; pin bertviz==1.4.1.")
+    body = html[:end] + "})(tinylm.$, tinylm.d3);" + html[end + 3:]
+    head, script = body.split('<script type="text/javascript">', 1)
+    return HTML(f'{head}<script type="text/javascript">\n(function () {{\n{offline_scripts()}'
+                f'{script.rsplit("</script>", 1)[0]}\n}})();\n</script>\n')
 
 
 # Recorded reference runs -------------------------------------------------------------------
