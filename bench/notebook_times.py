@@ -3,7 +3,9 @@
 Runs the notebooks one at a time in a fresh kernel with ``TINYLM_PROFILE`` set, times each, and
 saves ``data/reference/notebook_times_<profile>.json`` (the machine record included). With
 ``--inplace`` the executed notebooks are written back (how the committed outputs are made);
-without it they run on a copy and the files are left untouched.
+without it they run on a copy and the files are left untouched. Written-back notebooks get text
+progress bars (``TINYLM_PROGRESS=text``) reduced to their final state, and a cell tagged
+``bertviz`` keeps a note in place of its ~0.3 MB of inline JavaScript.
 
 A notebook that trains a run the first time it meets it (05, 08, 09, 10) is much faster once the
 run is cached under runs/; the file records for each notebook which of its runs were already
@@ -22,10 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 import torch
 from machine_info import ROOT, machine, save
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from tinylm.profiles import PROFILES
+from tinylm.progress import PROGRESS_ENV
 
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -43,6 +48,22 @@ def prose_words(path: Path) -> int:
                if cell["cell_type"] == "markdown")
 
 
+BERTVIZ_NOTE = ("<p><i>bertviz's interactive view is drawn here when the cell runs; the saved "
+                "notebook leaves it out (its inline scripts weigh about 0.3 MB).</i></p>")
+
+
+def tidy_outputs(path: Path) -> None:
+    """Make saved outputs read well on GitHub: final progress bars, no inline bertviz scripts."""
+    notebook = nbformat.read(path, as_version=4)
+    notebook, _ = CoalesceStreamsPreprocessor().preprocess(notebook, {})  # keeps text after \r
+    for cell in notebook.cells:
+        if "bertviz" in cell.get("metadata", {}).get("tags", []):
+            cell.outputs = [nbformat.v4.new_output(
+                "display_data", data={"text/html": BERTVIZ_NOTE,
+                                      "text/plain": "(bertviz view: run the cell)"})]
+    nbformat.write(notebook, path)
+
+
 def run_notebook(path: Path, inplace: bool, timeout: int, attempts: int = 2) -> tuple[float, int]:
     """Execute one notebook with nbconvert in a fresh kernel: (wall time in s, attempts used).
 
@@ -57,6 +78,8 @@ def run_notebook(path: Path, inplace: bool, timeout: int, attempts: int = 2) -> 
         done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         seconds = time.perf_counter() - start
         if done.returncode == 0:
+            if inplace:
+                tidy_outputs(path)
             return seconds, attempt
         if "CellTimeoutError" not in done.stderr or attempt == attempts:
             raise RuntimeError(f"{path.name} failed:\n{done.stderr[-4000:]}")
@@ -81,6 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or ROOT / "data" / "reference" / f"notebook_times_{args.profile}.json"
     os.environ["TINYLM_PROFILE"] = args.profile  # the kernels inherit it
+    os.environ[PROGRESS_ENV] = "text"  # text bars, which a saved notebook shows as they ended
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if args.only:
         paths = [p for p in paths if p.name[:2] in args.only]

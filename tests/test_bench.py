@@ -195,3 +195,21 @@ def test_gpu_check_parses_and_its_time_limits_fit_ten_minutes(monkeypatch):
     assert total < 600
     assert f"= {total}, under 600" in text  # the script's own sum, as its header says
     assert f"together {total} s" in load_report(monkeypatch, REFERENCE).RECORDING
+
+
+def test_saved_notebooks_keep_final_bars_and_no_bertviz_scripts(tmp_path, monkeypatch):
+    import nbformat
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    notebook_times = importlib.import_module("notebook_times")
+    bars = nbformat.v4.new_code_cell("train()", outputs=[nbformat.v4.new_output(
+        "stream", name="stderr", text="run:  0%| 0/3\rrun: 33%| 1/3\rrun: 100%| 3/3\n")])
+    view = nbformat.v4.new_code_cell("head_view(maps, tokens)", metadata={"tags": ["bertviz"]},
+                                     outputs=[nbformat.v4.new_output("display_data", data={
+                                         "text/html": "<script>" + "x" * 1000 + "</script>"})])
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[bars, view]), path)
+    notebook_times.tidy_outputs(path)
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].outputs[0].text == "run: 100%| 3/3\n"
+    assert cells[1].outputs[0].data["text/html"] == notebook_times.BERTVIZ_NOTE

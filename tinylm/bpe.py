@@ -30,7 +30,8 @@ from itertools import pairwise
 from operator import add
 
 import regex
-from tqdm.auto import tqdm
+
+from tinylm.progress import progress_bar
 
 # GPT-2's pre-tokenisation regex (openai/gpt-2, src/encoder.py): contractions, runs of letters,
 # of digits, of other symbols (each with an optional leading space), then whitespace.
@@ -106,7 +107,7 @@ def train_bpe(
     heapq.heapify(heap)
 
     merges = []
-    for new_id in tqdm(range(256, vocab_size), desc="BPE merges", disable=not progress):
+    for new_id in progress_bar(range(256, vocab_size), desc="BPE merges", disable=not progress):
         pair = _pop_most_frequent(heap, counts)
         if pair is None:  # every chunk is a single token: nothing left to merge
             break

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from tinylm.progress import progress_bar
 from tinylm.tokenizers import DEFAULT_BPE_VOCAB_SIZE as DEFAULT_BPE_VOCAB
 from tinylm.tokenizers import Tokenizer, get_tokenizer, load_tokenizer
 
@@ -124,7 +124,8 @@ def fetch(group: str = "tang", dest: Path | None = None, mirror: Path | str | No
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     source_root = _mirror_root(Path(mirror), manifest) if mirror else None
     files = manifest.group(group)
-    for file in tqdm(files, desc=f"fetch {group}", unit="file", disable=not progress):
+    for file in progress_bar(files, desc=f"fetch {group}", unit="file",
+                             disable=not progress):
         target = dest / file.path
         if target.exists() and sha256_file(target) == file.sha256:
             continue

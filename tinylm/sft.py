@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from tinylm import train
 from tinylm.data import Poem
 from tinylm.model import GPT
 from tinylm.poetry import classify_form
+from tinylm.progress import progress_bar
 from tinylm.sampling import generate
 from tinylm.tokenizers import CharTokenizer, SpecialTokensTokenizer, Tokenizer
 
@@ -356,7 +356,7 @@ def finetune(model: GPT, examples: Sequence[Example], steps: int, batch_size: in
     scaler = train.grad_scaler(device, cfg.dtype)  # fp16 (GPUs without native bf16) only
     model.train()
     losses = []
-    for step in tqdm(range(steps), desc="fine-tune", disable=not progress):
+    for step in progress_bar(range(steps), desc="fine-tune", disable=not progress):
         for group in optimizer.param_groups:
             group["lr"] = train.lr_at(step, cfg)
         loss, _ = train.train_step(model, optimizer, sampler, cfg, autocast, scaler=scaler)
@@ -404,8 +404,8 @@ def form_accuracy(model: GPT, tokenizer: Tokenizer, instructions: Sequence[Instr
                   ) -> tuple[float, list[str]]:
     """The share of answers whose form (五绝, 七律, …) is the one asked for, and the answers."""
     answers = [answer(model, tokenizer, instruction, template, temperature=temperature, seed=i)
-               for i, instruction in enumerate(tqdm(instructions, desc="answer",
-                                                    disable=not progress))]
+               for i, instruction in enumerate(progress_bar(instructions, desc="answer",
+                                                            disable=not progress))]
     hits = sum(classify_form(text) == i.form for text, i in zip(answers, instructions,
                                                                 strict=True))
     return hits / len(instructions), answers

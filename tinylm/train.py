@@ -51,13 +51,13 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm.auto import tqdm
 
 from tinylm import data
 from tinylm.attention import ATTENTION_IMPLEMENTATIONS
 from tinylm.data import PROJECT_ROOT, BatchSampler, PackedData, write_json
 from tinylm.model import CONFIG_FILE, GPT, PRESETS, GPTConfig, flops_per_token, preset
 from tinylm.profiles import best_device, cpu_bf16_support
+from tinylm.progress import progress_bar
 from tinylm.timing import synchronize
 from tinylm.tokenizers import TOKENIZER_NAMES, Tokenizer, load_tokenizer
 
@@ -872,8 +872,8 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
             bar.set_postfix({k: f"{record[k]:.3f}" for k in ("train_loss", "val_loss")
                              if record[k] is not None})
 
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=cfg.run_name, unit="step",
-               disable=not (progress and place.main))
+    bar = progress_bar(total=cfg.max_steps, initial=step, desc=cfg.run_name, unit="step",
+                       disable=not (progress and place.main))
     t0 = time.perf_counter()
     if step == 0:  # the loss at initialisation (≈ ln vocab_size)
         record = _record(0, 0, lr_at(0, cfg), elapsed)
