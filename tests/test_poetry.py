@@ -135,3 +135,32 @@ def test_judge_model_samples_with_top_p():
                                            top_p=1e-6, max_new_tokens=12)
     assert report["sampling"]["top_p"] == 1e-6 and report["sampling"]["top_k"] is None
     assert len(set(documents)) == 1  # a nucleus of one token: every row writes the same text
+
+
+def test_tone_checks_with_the_poems_own_labels():
+    poem = "平仄平仄平，仄平仄平仄。\n仄平仄平仄，平仄平仄平。"
+    table = poetry.ToneTable({"平": "平", "仄": "仄"})
+    kept, checked = poetry.tone_checks(poem, table)
+    assert poetry.tone_checks(poem, table, labels=poem) == (kept, checked)
+    rhyme_end = poem.index("。") - 1  # the 2nd verse ends on 仄: read it 平 in this poem
+    own = poem[:rhyme_end] + "平" + poem[rhyme_end + 1:]
+    assert poetry.tone_checks(poem, table, labels=own)[0] > kept
+    unknown = "".join("○" if c in "平仄" else c for c in poem)
+    assert poetry.tone_checks(poem, table, labels=unknown) == (0, 0)
+    with pytest.raises(ValueError, match="align"):
+        poetry.tone_checks(poem, table, labels="平仄")
+
+
+def test_disagreements_name_the_characters_read_two_ways():
+    pairs = [("不胜簪", "仄平平"), ("胜负", "仄仄"), ("胜败", "仄仄")]
+    table = poetry.ToneTable.learn(pairs)
+    assert table.votes["胜"] == {"仄": 2, "平": 1}
+    differ, compared = table.disagreements(pairs)
+    assert differ == {"胜": 1} and compared == 7
+
+
+def test_poem_labels_align_with_the_body():
+    labels = {"白日依山尽，": "仄仄平平仄，", "黄河入海流。": "平平仄仄平。"}
+    poem = "白日依山尽，\n黄河入海流。"
+    assert poetry.poem_labels(poem, labels) == "仄仄平平仄，\n平平仄仄平。"
+    assert poetry.poem_labels("白日依山尽，\n欲穷千里目，", labels) is None

@@ -20,7 +20,9 @@ from tinylm.model import GPT
 from tinylm.sampling import decode_document, generate
 from tinylm.tokenizers import Tokenizer
 
-_VERSE_END = re.compile(r"[，。！？；：、\n]+")
+_VERSE_MARKS = "，。！？；：、\n"  # punctuation and line breaks end a verse
+_VERSE_END = re.compile(f"[{_VERSE_MARKS}]+")
+_VERSE = re.compile(f"[^{_VERSE_MARKS}]+")
 
 FORMS = ("五绝", "七绝", "五律", "七律")
 FORM_NAMES = {
@@ -112,11 +114,13 @@ class ToneTable:
     """Character → 平 (level) or 仄 (oblique), learned from the dataset's own `strains` labels.
 
     Each character gets the label it carries most often (a character read two ways, such as
-    看 or 思, gets its majority reading). Characters never labelled are unknown.
+    看 or 思, gets its majority reading). Characters never labelled are unknown. `votes` keeps
+    how often each label was seen, when the table was learned.
     """
 
-    def __init__(self, tones: dict[str, str]) -> None:
+    def __init__(self, tones: dict[str, str], votes: dict[str, Counter] | None = None) -> None:
         self.tones = tones
+        self.votes = votes or {}
 
     @classmethod
     def learn(cls, pairs: Sequence[tuple[str, str]]) -> ToneTable:
@@ -126,7 +130,7 @@ class ToneTable:
             for char, label in zip(text, labels, strict=True):
                 if label in (LEVEL, OBLIQUE):
                     votes.setdefault(char, Counter())[label] += 1
-        return cls({char: count.most_common(1)[0][0] for char, count in votes.items()})
+        return cls({char: count.most_common(1)[0][0] for char, count in votes.items()}, votes)
 
     def __len__(self) -> int:
         return len(self.tones)
@@ -140,8 +144,36 @@ class ToneTable:
         chars = [ch for text in texts for verse in verses(text) for ch in verse]
         return sum(ch in self.tones for ch in chars) / max(len(chars), 1)
 
+    def disagreements(self, pairs: Iterable[tuple[str, str]]) -> tuple[Counter, int]:
+        """Where a poem's own label differs from the table's: (char → count, labels compared).
 
-def tone_checks(content: str, table: ToneTable) -> tuple[int, int]:
+        The table gives one reading per character; a poem may use the other one (胜 "bear",
+        level, in 浑欲不胜簪, against the majority's oblique 胜 "win").
+        """
+        differ: Counter = Counter()
+        compared = 0
+        for text, labels in pairs:
+            for char, label in zip(text, labels, strict=True):
+                if label in (LEVEL, OBLIQUE) and char in self.tones:
+                    compared += 1
+                    differ[char] += label != self.tones[char]
+        return +differ, compared
+
+
+def poem_labels(content: str, line_labels: dict[str, str]) -> str | None:
+    """A poem's own 平仄 labels from the strains' {line: labels}; None if a line is missing."""
+    lines = content.split("\n")
+    if not all(line in line_labels for line in lines):
+        return None
+    return "\n".join(line_labels[line] for line in lines)
+
+
+def _verse_starts(content: str) -> list[int]:
+    """Offset in `content` of each verse that `verses` returns."""
+    return [m.start() for m in _VERSE.finditer(content)]
+
+
+def tone_checks(content: str, table: ToneTable, labels: str | None = None) -> tuple[int, int]:
     """(rules kept, rules checked) of the regulated tone pattern, for a 绝句 or 律诗.
 
     The rules, on the even positions that matter (「一三五不论，二四六分明」: the 1st, 3rd
@@ -150,27 +182,40 @@ def tone_checks(content: str, table: ToneTable) -> tuple[int, int]:
     couplet's second verse and the next couplet's first agree (粘) at the 2nd character; and
     the rhyming verses end on a level tone. A rule is checked only when both its characters
     have a known tone. Other forms return (0, 0).
+
+    labels: the poem's own 平仄 labels, aligned with `content` character by character (the
+    `strains` data), used instead of the table's one reading per character.
     """
     if classify_form(content) not in FORMS:
         return 0, 0
+    if labels is not None and len(labels) != len(content):
+        raise ValueError(f"labels must align with the poem: {len(labels)} labels for "
+                         f"{len(content)} characters.")
     lines = verses(content)
+    starts = _verse_starts(content)
     keys = (1, 3) if len(lines[0]) == 5 else (1, 3, 5)  # 0-based: the 2nd, 4th (and 6th)
-    tone = table.tone
+
+    def tone(verse: int, pos: int) -> str | None:
+        if labels is None:
+            return table.tone(lines[verse][pos])
+        label = labels[starts[verse] + pos]
+        return label if label in (LEVEL, OBLIQUE) else None
+
     pairs: list[tuple[str | None, str | None, bool]] = []  # (tone, tone, should they match?)
-    for line in lines:
-        pairs += [(tone(line[a]), tone(line[b]), False) for a, b in pairwise(keys)]
-    for i in range(0, len(lines), 2):
-        pairs.append((tone(lines[i][1]), tone(lines[i + 1][1]), False))  # 对
-        if i + 2 < len(lines):
-            pairs.append((tone(lines[i + 1][1]), tone(lines[i + 2][1]), True))  # 粘
-        pairs.append((tone(lines[i + 1][-1]), LEVEL, True))  # rhyme on a level tone
+    for v in range(len(lines)):
+        pairs += [(tone(v, a), tone(v, b), False) for a, b in pairwise(keys)]
+    for v in range(0, len(lines), 2):
+        pairs.append((tone(v, 1), tone(v + 1, 1), False))  # 对
+        if v + 2 < len(lines):
+            pairs.append((tone(v + 1, 1), tone(v + 2, 1), True))  # 粘
+        pairs.append((tone(v + 1, len(lines[v + 1]) - 1), LEVEL, True))  # rhyme, level tone
     checked = [(a == b) == same for a, b, same in pairs if a is not None and b is not None]
     return sum(checked), len(checked)
 
 
-def tone_agreement(content: str, table: ToneTable) -> float | None:
+def tone_agreement(content: str, table: ToneTable, labels: str | None = None) -> float | None:
     """Share of the regulated tone rules a poem keeps; None if it is not regulated."""
-    kept, checked = tone_checks(content, table)
+    kept, checked = tone_checks(content, table, labels)
     return kept / checked if checked else None
 
 
