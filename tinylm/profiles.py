@@ -64,13 +64,13 @@ PROFILES: dict[str, Profile] = {
         train_run="char-cpu",
         mistral_run="mistral-cpu",
         attention_seq_lens=(128, 256, 512, 1024, 2048),
-        sft_steps=300,
+        sft_steps=200,
         sft_eval_prompts=100,
         kv_cache_new_tokens=256,
         scaling_sweep=tuple((m, s) for m in ("sweep-xs", "sweep-s", "sweep-l")
                             for s in (100, 300, 900)),
         eval_runs=("tok-char-cpu", "tok-bpe-cpu", "tok-gpt2-cpu"),
-        eval_samples=200,
+        eval_samples=120,
     ),
     "gpu": Profile(
         name="gpu",
