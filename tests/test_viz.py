@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from tinylm import viz
 
@@ -83,3 +84,29 @@ def test_committed_references_are_named_for_their_device():
         device = recorded.get("machine", {}).get("device") if isinstance(recorded, dict) else None
         if device:
             assert ("cuda" in path.name) == device.startswith("cuda"), (path.name, device)
+
+
+def test_chinese_and_symbols_render_without_missing_glyphs(tmp_path):
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name = viz.use_cjk_font()
+    assert name == "Noto Sans SC", "the course's font comes with its dependencies"
+    fig, ax = plt.subplots()
+    ax.set_title("床前明月光 ↵ ⟨eot⟩ −1")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Glyph .* missing")
+        fig.savefig(tmp_path / "plot.png")
+    plt.close(fig)
+
+
+def test_head_view_is_offline():
+    attention = [torch.softmax(torch.randn(1, 2, 4, 4), dim=-1) for _ in range(2)]
+    html = viz.head_view(attention, list("春眠不觉")).data
+    assert 'src="http' not in html, "no script may come from the network"
+    assert "require.config" not in html and "requirejs(" not in html
+    assert "d3js.org v5.7.0" in html and "jQuery v3.7.1" in html

@@ -58,8 +58,7 @@ def use_cjk_font() -> str | None:
                           "Reinstall the course (`make setup`) to get Noto Sans SC, or install a "
                           "CJK font such as `fonts-noto-cjk`.", stacklevel=2)
             return None
-    plt.rcParams["font.sans-serif"] = [name, *plt.rcParams["font.sans-serif"]]
-    plt.rcParams["axes.unicode_minus"] = False
+    plt.rcParams["font.family"] = [name, "sans-serif"]  # glyphs it lacks (↵, ⟨⟩) from DejaVu
     return name
 
 
