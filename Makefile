@@ -11,7 +11,7 @@ TORCH_PIP_ARGS ?=
 # cloud VM) needs --allow-root, which is added for you.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup data lab demo warm test exercises bench notebooks lint clean
+.PHONY: setup data lab demo warm test browser-test exercises bench notebooks lint clean
 
 setup: $(VENV)/.installed
 
@@ -25,8 +25,11 @@ $(VENV)/.installed: pyproject.toml
 data: setup
 	$(BIN)/python -m tinylm data
 
+# JupyterLab's settings come from .jupyter/lab/user-settings, not ~/.jupyter: no news pop-up and
+# no update check. What you change in its Settings is kept there (and ignored by git).
 lab: data
-	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/
+	JUPYTERLAB_SETTINGS_DIR="$(CURDIR)/.jupyter/lab/user-settings" \
+		$(BIN)/jupyter lab $(LAB_ARGS) notebooks/
 
 demo: data
 	$(BIN)/python -m tinylm demo
@@ -41,6 +44,11 @@ lint: setup
 
 test: data lint
 	$(BIN)/python -m pytest
+
+# Notebooks 03 and 07 in JupyterLab under headless Chromium (needs chromium and chromedriver;
+# about 3 minutes). `make test` runs it too where CI or TINYLM_BROWSER_TEST=1 is set.
+browser-test: data
+	TINYLM_BROWSER_TEST=1 $(BIN)/python -m pytest -m browser tests/test_browser.py
 
 # Check your own versions of the exercises in exercises/ (each fails until you write it);
 # `pytest exercises --solutions` checks the worked solutions in exercises/solutions/ instead.
