@@ -59,3 +59,17 @@ def test_warm_prepares_the_data_then_trains_each_run(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert prepared and trained == ["char-ci", "mistral-ci"]
     assert "char-ci         already trained" in out and "mistral-ci      trained in" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["sample", "-n", "0"], ["sample", "-n", "-1"], ["sample", "--max-new-tokens", "-3"],
+    ["sample", "--beams", "0"], ["sample", "--top-k", "-2"], ["eval", "--samples", "-1"],
+    ["train", "--steps", "0"], ["sample", "-n", "two"],
+])
+def test_bad_counts_are_argument_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err
+    assert "use an integer ≥" in err or "is not an integer" in err

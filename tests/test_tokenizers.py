@@ -228,3 +228,11 @@ def test_tokens_per_char_counts_the_encoding_of_every_text(char_tok, bpe_tok, te
     assert bpe_tok.tokens_per_char(sample) == pytest.approx(expected)
     with pytest.raises(ValueError, match="some text"):
         char_tok.tokens_per_char(["", ""])
+
+
+@pytest.mark.parametrize("bad", [-1, "vocab_size"])
+def test_decode_rejects_ids_outside_the_vocabulary(tok, bad):
+    bad = tok.vocab_size if bad == "vocab_size" else bad
+    with pytest.raises(ValueError, match=rf"token id {bad} is not in .* range 0 … "
+                                         rf"{tok.vocab_size - 1}"):
+        tok.decode([tok.eot_id, bad])

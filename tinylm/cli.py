@@ -28,6 +28,20 @@ from tinylm.train import (
 TOKENIZERS = ("char", "bpe", "gpt2")
 
 
+def int_at_least(low: int):
+    """An argparse type: an integer ≥ low, or an error that states the valid range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small: use an integer ≥ {low}")
+        return value
+    parse.__name__ = f"integer ≥ {low}"  # what argparse names in its messages
+    return parse
+
+
 def format_summary(packed: dict[str, data.PackedData]) -> str:
     """The corpus summary and one row per prepared tokenization, as printed by the CLI."""
     meta = next(iter(packed.values())).meta
@@ -229,10 +243,11 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--run", choices=sorted(RUNS), help="this run's final model "
                         "(default: the profile's run)")
     source.add_argument("--checkpoint", help="a model folder, or a run folder holding model/")
-    p.add_argument("--samples", type=int, default=200, help="poems to write (default: "
+    p.add_argument("--samples", type=int_at_least(1), default=200, help="poems to write (default: "
                    "%(default)s)")
     p.add_argument("--temperature", type=float, default=0.8, help="(default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=200, help="0 = all (default: %(default)s)")
+    p.add_argument("--top-k", type=int_at_least(0), default=200,
+                   help="0 = all (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--out", help="where to write the JSON report (default: eval.json in the "
                    "run folder)")
@@ -244,8 +259,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a run (the profile's by default), resuming if it can")
     p.add_argument("--run", choices=sorted(RUNS), help="a run of tinylm.train.RUNS (default: "
                    "the profile's: char-ci, char-cpu or char-gpu)")
-    p.add_argument("--steps", type=int, help="stop after this step (the schedule still spans "
-                   "max_steps); run again to resume")
+    p.add_argument("--steps", type=int_at_least(1), help="stop after this step (the schedule "
+                   "still spans max_steps); run again to resume")
     p.add_argument("--no-resume", action="store_true", help="start over, deleting the run's "
                    "checkpoint, log and model")
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -263,19 +278,21 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
                         "tokenizer.json)")
     p.add_argument("--prompt", action="append", help="start of a poem, e.g. a title; repeat "
                    "for several (default: poems from scratch)")
-    p.add_argument("-n", type=int, default=5, help="poems per prompt (default: %(default)s)")
+    p.add_argument("-n", type=int_at_least(1), default=5,
+                   help="poems per prompt (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.8,
                    help="0 = greedy (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=200, help="sample among the k most likely "
-                   "tokens; 0 = all (default: %(default)s)")
+    p.add_argument("--top-k", type=int_at_least(0), default=200, help="sample among the k most "
+                   "likely tokens; 0 = all (default: %(default)s)")
     p.add_argument("--top-p", type=float, help="nucleus sampling: sample among the most "
                    "likely tokens holding this much probability, e.g. 0.9 (default: off)")
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 makes tokens "
                    "already written less likely (default: %(default)s = off)")
-    p.add_argument("--beams", type=int, default=1, help="> 1: beam search with this many beams, "
-                   "one poem per prompt; -n, temperature, top-k/p are then unused "
+    p.add_argument("--beams", type=int_at_least(1), default=1, help="> 1: beam search with this "
+                   "many beams, one poem per prompt; -n, temperature, top-k/p are then unused "
                    "(default: %(default)s = sampling)")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="(default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int_at_least(1), default=200,
+                   help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=1337, help="(default: %(default)s)")
     p.set_defaults(func=cmd_sample)
 

@@ -89,6 +89,15 @@ class Tokenizer(ABC):
     def decode(self, ids: Sequence[int]) -> str:
         """Decode ids; bytes that are not valid UTF-8 become U+FFFD instead of raising."""
 
+    def check_ids(self, ids: Sequence[int]) -> list[int]:
+        """ids as a list; a ValueError naming the first id outside 0 … vocab_size − 1."""
+        ids = list(ids)
+        bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
+        if bad is not None:
+            raise ValueError(f"token id {bad} is not in the {self.name} tokenizer's range 0 … "
+                             f"{self.vocab_size - 1}")
+        return ids
+
     def tokens_per_char(self, texts: Sequence[str]) -> float:
         """Tokens per character of texts (no end-of-text counted): how densely it encodes them."""
         chars = sum(map(len, texts))
@@ -151,7 +160,7 @@ class CharTokenizer(Tokenizer):
         return [stoi.get(ch, unk_id) for ch in text]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return "".join(self._itos[i] for i in ids)
+        return "".join(self._itos[i] for i in self.check_ids(ids))
 
     def count_unknown(self, text: str) -> Counter[str]:
         """Count the characters of text that are not in the vocabulary (they encode as <unk>)."""
@@ -228,7 +237,8 @@ class BPETokenizer(Tokenizer):
         return tokenizer
 
     def decode(self, ids: Sequence[int]) -> str:
-        return b"".join(self._vocab[i] for i in ids).decode("utf-8", errors="replace")
+        vocab = self._vocab
+        return b"".join(vocab[i] for i in self.check_ids(ids)).decode("utf-8", errors="replace")
 
     def _state(self) -> dict[str, Any]:
         return {"merges": self.merges}
@@ -289,7 +299,7 @@ class SpecialTokensTokenizer(Tokenizer):
 
     def decode(self, ids: Sequence[int]) -> str:
         parts, run = [], []
-        for i in ids:
+        for i in self.check_ids(ids):
             if i in self._id_to_special:
                 parts += [self.base.decode(run), self._id_to_special[i]]
                 run = []
@@ -351,7 +361,7 @@ class TiktokenTokenizer(Tokenizer):
                                       disallowed_special=())
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self._enc.decode(list(ids), errors="replace")
+        return self._enc.decode(self.check_ids(ids), errors="replace")
 
     def _state(self) -> dict[str, Any]:
         return {"special_tokens": self.special_tokens} if self.special_tokens else {}
