@@ -316,12 +316,17 @@ def clean_title(title: str) -> str:
     title = _INSERTION.sub(r"\1", _FOOTNOTE_NUMBER.sub("", title))
     if "“" not in title:
         title = title.replace("”", "")  # a stray closing quote left by the editors
-    return " ".join(title.replace("○", "〇").split())
+    return collapse_spaces(title.replace("○", "〇"))
 
 
-def clean_name(name: str) -> str:
-    """Collapse whitespace in an author's name."""
-    return " ".join(name.split())
+def collapse_spaces(text: str) -> str:
+    """Collapse runs of whitespace to single spaces (authors' names; titles after cleaning)."""
+    return " ".join(text.split())
+
+
+def _lost_characters(text: str) -> list[str]:
+    """The placeholders for lost characters in text: □ ● … and {…} descriptions."""
+    return [c for c in text if c in PLACEHOLDERS] + _COMPOSED.findall(text)
 
 
 def clean_poems(poems: Sequence[Poem]) -> tuple[list[Poem], CleaningReport]:
@@ -337,9 +342,8 @@ def clean_poems(poems: Sequence[Poem]) -> tuple[list[Poem], CleaningReport]:
         lines = [clean_line(line) for line in content.split("\n")]
         content = "\n".join(line for line in lines if _HAN.search(line))
         title = clean_title(poem.title)
-        report.titles_cleaned += title != " ".join(poem.title.split())
-        lost = [c for c in content if c in PLACEHOLDERS] + _COMPOSED.findall(content)
-        lost_in_title = [c for c in title if c in PLACEHOLDERS] + _COMPOSED.findall(title)
+        report.titles_cleaned += title != collapse_spaces(poem.title)
+        lost, lost_in_title = _lost_characters(content), _lost_characters(title)
         if lost or lost_in_title:
             report.placeholder_poems += 1
             report.placeholder_titles += not lost
@@ -349,7 +353,7 @@ def clean_poems(poems: Sequence[Poem]) -> tuple[list[Poem], CleaningReport]:
         if not content:
             report.empty_poems += 1
             continue
-        kept.append(Poem(title, clean_name(poem.author), content))
+        kept.append(Poem(title, collapse_spaces(poem.author), content))
     report.poems_out = len(kept)
     return kept, report
 

@@ -20,9 +20,7 @@ from tinylm.model import GPT
 from tinylm.sampling import decode_document, generate
 from tinylm.tokenizers import Tokenizer
 
-_VERSE_MARKS = "，。！？；：、\n"  # punctuation and line breaks end a verse
-_VERSE_END = re.compile(f"[{_VERSE_MARKS}]+")
-_VERSE = re.compile(f"[^{_VERSE_MARKS}]+")
+_VERSE = re.compile(r"[^，。！？；：、\n]+")  # a verse: a run between punctuation and line breaks
 
 FORMS = ("五绝", "七绝", "五律", "七律")
 FORM_NAMES = {
@@ -36,7 +34,7 @@ FORM_NAMES = {
 
 def verses(content: str) -> list[str]:
     """Split a poem body into its verses (句) at punctuation and line breaks."""
-    return [v for v in _VERSE_END.split(content) if v]
+    return _VERSE.findall(content)
 
 
 def classify_form(content: str) -> str:
@@ -168,11 +166,6 @@ def poem_labels(content: str, line_labels: dict[str, str]) -> str | None:
     return "\n".join(line_labels[line] for line in lines)
 
 
-def _verse_starts(content: str) -> list[int]:
-    """Offset in `content` of each verse that `verses` returns."""
-    return [m.start() for m in _VERSE.finditer(content)]
-
-
 def tone_checks(content: str, table: ToneTable, labels: str | None = None) -> tuple[int, int]:
     """(rules kept, rules checked) of the regulated tone pattern, for a 绝句 or 律诗.
 
@@ -191,14 +184,14 @@ def tone_checks(content: str, table: ToneTable, labels: str | None = None) -> tu
     if labels is not None and len(labels) != len(content):
         raise ValueError(f"labels must align with the poem: {len(labels)} labels for "
                          f"{len(content)} characters.")
-    lines = verses(content)
-    starts = _verse_starts(content)
+    spans = list(_VERSE.finditer(content))  # the verses and where each starts in content
+    lines = [m.group() for m in spans]
     keys = (1, 3) if len(lines[0]) == 5 else (1, 3, 5)  # 0-based: the 2nd, 4th (and 6th)
 
     def tone(verse: int, pos: int) -> str | None:
         if labels is None:
             return table.tone(lines[verse][pos])
-        label = labels[starts[verse] + pos]
+        label = labels[spans[verse].start() + pos]
         return label if label in (LEVEL, OBLIQUE) else None
 
     pairs: list[tuple[str | None, str | None, bool]] = []  # (tone, tone, should they match?)
