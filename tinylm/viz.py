@@ -44,7 +44,7 @@ def use_cjk_font() -> str | None:
 
     The course installs Noto Sans SC with its dependencies, so every machine draws the same
     glyphs, a bare Linux box included. Without it, a CJK font installed on the system is used;
-    with neither, matplotlib's own "Glyph ... missing" warnings say why labels show boxes.
+    with neither, a warning says what to install (labels then show boxes).
     """
     path = course_font_path()
     if path is not None:
