@@ -1,5 +1,9 @@
 """The command line on a synthetic corpus: summary, density table, and clear errors."""
 
+import errno
+import os
+from pathlib import Path
+
 import pytest
 
 from tinylm import cli, data
@@ -54,7 +58,7 @@ def test_warm_prepares_the_data_then_trains_each_run(monkeypatch, capsys):
     monkeypatch.setattr(checkpoints, "profile_runs", lambda profile=None: runs)
     monkeypatch.setattr(data, "prepare_all", lambda names, *args: prepared.append(names))
     monkeypatch.setattr(cli, "is_finished", lambda cfg: cfg.run_name == "char-ci")
-    monkeypatch.setattr(cli, "train", lambda cfg, **kwargs: trained.append(cfg.run_name))
+    monkeypatch.setattr(checkpoints, "trained", lambda cfg, **kwargs: trained.append(cfg.run_name))
     assert cli.main(["warm", "--profile", "ci"]) == 0
     out = capsys.readouterr().out
     assert prepared and trained == ["char-ci", "mistral-ci"]
@@ -73,3 +77,58 @@ def test_bad_counts_are_argument_errors(argv, capsys):
     err = capsys.readouterr().err
     assert "error: argument" in err
     assert "use an integer ≥" in err or "is not an integer" in err
+
+
+def refuse_writes_under(folder: Path, monkeypatch) -> None:
+    """Make creating folders and files under `folder` fail as a read-only folder would.
+
+    Simulated: CI's containers run as root, who may write into any folder.
+    """
+    real_mkdir, real_open = Path.mkdir, os.open
+
+    def refused(path) -> bool:
+        return Path(path).resolve().is_relative_to(folder.resolve())
+
+    def mkdir(self, *args, **kwargs):
+        if refused(self) and not self.exists():
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    def open_file(path, flags, *args, **kwargs):
+        if refused(path) and flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", open_file)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_read_only_runs_folder_is_one_line_naming_the_variable(tmp_path, monkeypatch, capsys,
+                                                                  existing):
+    """Issue 14, case 6: mkdir and write_log ended in a PermissionError traceback."""
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("TINYLM_RUNS_DIR", str(runs))
+    if existing:  # the run's folder is there, but nothing can be written into it
+        (runs / "char-ci").mkdir(parents=True)
+    refuse_writes_under(runs, monkeypatch)
+    assert cli.main(["train", "--run", "char-ci"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: Permission denied: {runs / 'char-ci'}")
+    assert f"Make {runs} writable, or set TINYLM_RUNS_DIR" in err
+
+
+def test_a_read_only_data_folder_is_one_line_naming_the_variable(synthetic, tmp_path,
+                                                                 monkeypatch, capsys):
+    refuse_writes_under(tmp_path, monkeypatch)
+    assert cli.main(["data", "--tokenizer", "char"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"set {data.DATA_DIR_ENV} to a folder you can write" in err
+
+
+def test_other_os_errors_keep_their_message():
+    assert cli.os_error_message(FileNotFoundError("model.safetensors is missing")) == (
+        "model.safetensors is missing")
+    full = OSError(errno.ENOSPC, "No space left on device", str(data.data_dir() / "x.bin"))
+    assert "set TINYLM_DATA_DIR to a folder on another disk" in cli.os_error_message(full)

@@ -234,6 +234,42 @@ def test_stale_or_half_written_cache_is_rebuilt(tmp_path, monkeypatch):
     assert data.prepare("char", corpus=corpus).meta["inputs_hash"] != "from-an-older-pipeline"
 
 
+@pytest.mark.parametrize(("name", "size"), [("train.bin", 100), ("train.bin", -1),
+                                            ("val.bin", 0), ("tokenizer.json", 50)])
+def test_damaged_packed_files_are_named_and_rebuilt(tmp_path, monkeypatch, name, size):
+    """Issue 14, cases 2 and 9: a cut-short file was trained on, or failed without its name."""
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    corpus = synthetic_corpus()
+    packed = data.prepare("char", corpus=corpus)
+    path = packed.path / name
+    whole = path.read_bytes()
+    path.write_bytes(whole[:size])  # -1: one byte short
+    assert not data.is_prepared("char")
+    for load in (data.load_packed, lambda tokenizer: data.prepare(tokenizer, repair=False)):
+        with pytest.raises(DataError, match=rf"{name} has [\d,]+ bytes where meta.json records "
+                           rf"{len(whole):,}.*`python -m tinylm data --tokenizer char`"):
+            load("char")
+    rebuilt = data.prepare("char", corpus=corpus)  # what `python -m tinylm data` does
+    assert path.read_bytes() == whole and rebuilt.meta == packed.meta
+    assert data.is_prepared("char")
+
+
+def test_changed_packed_files_and_old_metas(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    corpus = synthetic_corpus()
+    folder = data.prepare("char", corpus=corpus).path
+    train_bin = bytearray((folder / "train.bin").read_bytes())
+    train_bin[10] ^= 1  # same size, one token changed
+    (folder / "train.bin").write_bytes(train_bin)
+    with pytest.raises(DataError, match="train.bin has changed since it was written"):
+        data.load_packed("char")
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["files"]  # as written before meta.json recorded checksums
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert not data.is_prepared("char")
+    assert data.prepare("char", corpus=corpus, repair=False).meta["files"]  # rebuilt quietly
+
+
 def test_load_packed_without_prepare_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
     with pytest.raises(DataError, match="python -m tinylm data --tokenizer gpt2"):

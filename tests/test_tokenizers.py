@@ -236,3 +236,13 @@ def test_decode_rejects_ids_outside_the_vocabulary(tok, bad):
     with pytest.raises(ValueError, match=rf"token id {bad} is not in .* range 0 … "
                                          rf"{tok.vocab_size - 1}"):
         tok.decode([tok.eot_id, bad])
+
+
+def test_a_damaged_tokenizer_file_is_named(tmp_path):
+    """Issue 14, case 9: a truncated tokenizer.json said only "Unterminated string"."""
+    path = tmp_path / "tokenizer.json"
+    CharTokenizer.from_texts(["春江花月夜"]).save(path)
+    path.write_text(path.read_text(encoding="utf-8")[:20], encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path} is not a tokenizer file written by "
+                       r"Tokenizer.save: damaged, cut short or another file \(JSONDecodeError"):
+        load_tokenizer(path)

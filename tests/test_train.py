@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import socket
 from contextlib import ExitStack
 from dataclasses import replace
@@ -61,8 +62,14 @@ def test_config_errors_name_the_field():
         replace(TINY, warmup_steps=21)
     with pytest.raises(ValueError, match="TrainConfig.device"):
         replace(TINY, device="tpu9")
-    with pytest.raises(ValueError, match="TrainConfig.lr must be a number, got 'abc'"):
+    with pytest.raises(ValueError, match="TrainConfig.lr must be a finite number, got 'abc'"):
         replace(TINY, lr="abc")
+    # Issue 14, case 8: lr=1e400 (infinite) was accepted; the NaN stop caught it only later.
+    for bad in (1e400, math.nan):
+        with pytest.raises(ValueError, match="TrainConfig.lr must be a finite number"):
+            replace(TINY, lr=bad)
+    with pytest.raises(ValueError, match="TrainConfig.dropout must be a finite number"):
+        replace(TINY, dropout=-math.inf)
     with pytest.raises(ValueError, match=r"TrainConfig.parallel must be one of \['ddp', 'fsdp'\], "
                        "got 'zero'"):
         replace(TINY, parallel="zero")
@@ -314,6 +321,95 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny, monkeypatch)
     assert train_mod.load_trainer_state(out / "checkpoint")["step"] == 5
     model = GPT.from_pretrained(out / "checkpoint")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_config_other_than_the_saved_one_is_refused(tiny):
+    """Issue 14, case 3: a checkpoint past the asked-for max_steps was returned as that run."""
+    finished = train(replace(tiny, max_steps=10), progress=False)
+    for changed in (replace(tiny, max_steps=8), replace(tiny, max_steps=12),
+                    replace(tiny, max_steps=10, lr=1e-3)):
+        with pytest.raises(ValueError, match=r"trained with another config \((max_steps 10 → "
+                           r"\d+|lr 0.003 → 0.001)\).*new run_name.*--no-resume"):
+            train(changed, progress=False)
+    again = train(replace(tiny, max_steps=10, parallel="fsdp"), progress=False)  # layout only
+    assert again.history == finished.history
+    for name in ("checkpoint", "checkpoint.old"):  # no checkpoint: the final model's config
+        shutil.rmtree(tiny.out_dir / name)
+    with pytest.raises(ValueError, match=r"tiny/model: it was trained with another config "
+                       r"\(max_steps"):
+        train(replace(tiny, max_steps=12), progress=False)
+    assert (tiny.out_dir / "model").is_dir()  # nothing was deleted
+    assert train(replace(tiny, max_steps=12), resume=False, progress=False).history[-1][
+        "step"] == 12
+
+
+def test_stopping_past_max_steps_names_the_numbers(tiny):
+    with pytest.raises(ValueError, match="cannot stop at step 30: run tiny has max_steps 20, so "
+                       "stop at a step from 1 to 20"):
+        train(tiny, progress=False, max_steps=30)
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    """Cut a file short, as a full disk or a killed copy would."""
+    path.write_bytes(path.read_bytes()[:int(path.stat().st_size * keep)])
+
+
+@pytest.mark.parametrize("name", [train_mod.STATE_FILE, "model.safetensors", "config.json"])
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tiny, name):
+    """Issue 14, case 5: a truncated checkpoint file ended in a traceback from torch/safetensors."""
+    cfg = replace(tiny, dropout=0.0)
+    straight = train(replace(cfg, run_name="straight"), progress=False)
+    train(cfg, progress=False, max_steps=10)  # checkpoint/ at step 10, checkpoint.old/ at 5
+    truncate(cfg.out_dir / "checkpoint" / name)
+    with pytest.warns(UserWarning, match=rf"checkpoint/{name} is damaged.*checkpoint.old "
+                      r"\(step 5\)"):
+        resumed = train(cfg, progress=False)
+    assert [r["step"] for r in resumed.history] == list(range(21))  # steps 6-10 trained again
+    assert ([r["train_loss"] for r in resumed.history]
+            == [r["train_loss"] for r in straight.history])  # and exactly as before
+
+
+def test_no_readable_checkpoint_says_to_start_over(tiny):
+    train(tiny, progress=False, max_steps=10)
+    for name in ("checkpoint", "checkpoint.old"):
+        truncate(tiny.out_dir / name / train_mod.STATE_FILE, keep=0.0)
+    with pytest.raises(ValueError, match=r"checkpoint/trainer_state.pt is damaged.*"
+                       r"checkpoint.old/trainer_state.pt is damaged.*--no-resume"):
+        train(tiny, progress=False)
+    assert train(tiny, resume=False, progress=False, max_steps=5).history[-1]["step"] == 5
+
+
+def test_a_damaged_final_model_is_written_again(tiny, capsys):
+    first = train(tiny, progress=False)
+    truncate(tiny.out_dir / "model" / "model.safetensors")
+    assert cli.main(["sample", "--model", str(tiny.out_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "model/model.safetensors is damaged or incomplete" in err and "Traceback" not in err
+    with pytest.warns(UserWarning, match="model.safetensors is damaged.*write it again"):
+        again = train(tiny, progress=False)  # from the checkpoint at the last step
+    assert again.history == first.history
+    for key, value in params(first.model).items():
+        assert torch.equal(value, params(again.model)[key]), key
+
+
+def test_sample_says_how_to_write_a_damaged_run_model_again(tiny, capsys):
+    args = ["batch_size=4", "block_size=32", "max_steps=2", "warmup_steps=1", "eval_batches=1"]
+    assert cli.main(["train", "--run", "char-ci", *args]) == 0
+    truncate(RUNS["char-ci"].out_dir / "model" / "model.safetensors")
+    capsys.readouterr()
+    assert cli.main(["sample", "--run", "char-ci"]) == 1
+    err = capsys.readouterr().err
+    assert "model.safetensors is damaged" in err and "Traceback" not in err
+    assert "`python -m tinylm train --run char-ci`" in err and "--no-resume" in err
+
+
+def test_damaged_packed_data_stops_training_with_the_fix(tiny):
+    """Issue 14, case 2: a truncated train.bin was trained on without a word."""
+    path = data.packed_dir("char") / "train.bin"
+    truncate(path)
+    with pytest.raises(data.DataError, match="train.bin has .* bytes where meta.json records .*"
+                       "python -m tinylm data --tokenizer char"):
+        train(tiny, progress=False)
 
 
 def torchrun_worker(rank: int, world_size: int, ports: list[int],

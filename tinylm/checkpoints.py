@@ -1,16 +1,20 @@
 """Trained models on demand: `get` trains a model once per profile and reuses it afterwards.
 
 So each notebook can run on its own: the first to ask for ``poem-char`` trains it (seconds in
-``ci``, minutes in ``cpu``), every later one loads it from ``runs/<run>/model/``.
+``ci``, minutes in ``cpu``), every later one loads it from ``runs/<run>/model/``. Two notebooks
+asking at once do not train it twice: the second waits for the first (`trained`).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from tinylm import scaling
+from tinylm.lock import folder_lock
 from tinylm.model import GPT
 from tinylm.profiles import get_profile
 from tinylm.tokenizers import Tokenizer
-from tinylm.train import RUNS, TrainConfig, TrainResult, train
+from tinylm.train import RUNS, TrainConfig, TrainResult, is_finished, train
 
 MODELS: dict[str, str] = {
     "poem-char": "the profile's character-level poem model (Profile.train_run: "
@@ -31,8 +35,15 @@ def get(name: str = "poem-char", profile: str | None = None, progress: bool = Tr
         valid = "; ".join(f"{key!r}: {what}" for key, what in MODELS.items())
         raise ValueError(f"unknown model {name!r}; valid names are {valid}")
     run = getattr(get_profile(profile), RUN_FIELDS[name])
-    result = train(RUNS[run], progress=progress)
+    result = trained(RUNS[run], progress=progress)
     return result.model, result.tokenizer
+
+
+def trained(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train (or load) a run; if another process is training it, wait for it, then load."""
+    waiting = nullcontext() if is_finished(cfg) else folder_lock(cfg.out_dir, wait=True)
+    with waiting:
+        return train(cfg, progress=progress)
 
 
 def profile_runs(profile: str | None = None) -> list[TrainConfig]:
@@ -52,4 +63,4 @@ def profile_runs(profile: str | None = None) -> list[TrainConfig]:
 
 def warm(profile: str | None = None, progress: bool = True) -> list[TrainResult]:
     """Train (or load) every run of `profile_runs`, so no notebook waits for a training run."""
-    return [train(cfg, progress=progress) for cfg in profile_runs(profile)]
+    return [trained(cfg, progress=progress) for cfg in profile_runs(profile)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import errno
 import sys
 import time
 from collections.abc import Sequence
@@ -11,17 +12,21 @@ from dataclasses import replace
 from pathlib import Path
 
 from tinylm import checkpoints, data, poetry
+from tinylm.lock import FolderLocked
+from tinylm.model import GPT
 from tinylm.profiles import PROFILES, best_device, get_profile
 from tinylm.sampling import beam_poems, sample_poems
-from tinylm.tokenizers import REPORTED_DENSITY, TokenizerUnavailable
+from tinylm.tokenizers import REPORTED_DENSITY, Tokenizer, TokenizerUnavailable
 from tinylm.train import (
     RUNS,
+    RUNS_DIR_ENV,
     TrainConfig,
     TrainingDiverged,
     TrainResult,
     config_fields,
     is_finished,
     load_model,
+    runs_dir,
     train,
 )
 
@@ -179,7 +184,7 @@ def cmd_warm(args: argparse.Namespace) -> None:
     for cfg in runs:
         done = is_finished(cfg)
         run_start = time.perf_counter()
-        train(cfg)
+        checkpoints.trained(cfg)
         print(f"  {cfg.run_name:<16}" + ("already trained" if done else
                                           f"trained in {time.perf_counter() - run_start:.0f} s"))
     print(f"every notebook of the {profile.name} profile now loads its models instead of "
@@ -199,10 +204,25 @@ def model_directory(run: str | None, folder: str | None) -> Path:
     return directory
 
 
+def load_cli_model(run: str | None, folder: str | None) -> tuple[Path, GPT, Tokenizer]:
+    """`model_directory`'s model and tokenizer; a damaged run model's error says how to redo it."""
+    directory = model_directory(run, folder)
+    try:
+        model, tokenizer = load_model(directory)
+    except ValueError as error:
+        if folder:
+            raise
+        run = run or get_profile().train_run
+        raise ValueError(f"{error}. Write the final model again from the run's checkpoint with "
+                         f"`python -m tinylm train --run {run}`, or retrain the run from "
+                         f"scratch with `python -m tinylm train --run {run} --no-resume`."
+                         ) from None
+    return directory, model.to(best_device()), tokenizer
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     """Write poems with a trained run's final model or a model folder."""
-    model, tokenizer = load_model(model_directory(args.run, args.model))
-    model = model.to(best_device())
+    _, model, tokenizer = load_cli_model(args.run, args.model)
     if args.beams > 1:
         poems = beam_poems(model, tokenizer, args.prompt, args.max_new_tokens, args.beams)
     else:
@@ -214,9 +234,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """Score a model's poems and its bits per character; write the report as JSON."""
-    directory = model_directory(args.run, args.checkpoint)
-    model, tokenizer = load_model(directory)
-    model = model.to(best_device())
+    directory, model, tokenizer = load_cli_model(args.run, args.checkpoint)
     packed = data.prepare(tokenizer.name, bpe_vocab_size=tokenizer.vocab_size)
     judge = poetry.PoemJudge.from_training(data.load_corpus().train)
     report, documents = poetry.judge_model(model, tokenizer, judge, args.samples,
@@ -297,6 +315,27 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sample)
 
 
+def os_error_message(error: OSError) -> str:
+    """One line for a file-system error: what failed where, and the setting that moves it.
+
+    A read-only or full runs or data folder names TINYLM_RUNS_DIR or TINYLM_DATA_DIR.
+    """
+    if error.filename is None:  # raised by tinylm with its own message
+        return str(error)
+    path = Path(error.filename)
+    line = f"{error.strerror or type(error).__name__}: {path}"
+    for folder, variable in ((runs_dir(), RUNS_DIR_ENV), (data.data_dir(), data.DATA_DIR_ENV)):
+        if not path.resolve().is_relative_to(folder.resolve()):
+            continue
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            existing = next(p for p in (folder, *folder.parents) if p.exists())
+            return (f"{line}. Make {existing} writable, or set {variable} to a folder you can "
+                    "write to.")
+        if error.errno == errno.ENOSPC:
+            return f"{line}. Free some space, or set {variable} to a folder on another disk."
+    return line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tinylm``."""
     parser = argparse.ArgumentParser(prog="python -m tinylm", description=__doc__)
@@ -323,8 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
+    except OSError as error:
+        print(f"error: {os_error_message(error)}", file=sys.stderr)
+        return 1
     except (data.DataError, TokenizerUnavailable, ValueError, TrainingDiverged,
-            FileNotFoundError) as error:
+            FolderLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -36,6 +36,7 @@ MIRROR_ENV = "TINYLM_DATA_MIRROR"  # a folder laid out like upstream, e.g. <mirr
 DATA_DIR_ENV = "TINYLM_DATA_DIR"  # where downloads and packed data go (default: <project>/data)
 PIPELINE_VERSION = 3  # bump when cleaning or packing changes, so cached .bin files are rebuilt
 DOWNLOAD_TIMEOUT_S = 30
+PACKED_FILES = ("train.bin", "val.bin", "tokenizer.json")  # a prepared tokenization's files
 
 PLACEHOLDERS = "□■●○"  # characters the editors used for lost or unreadable characters
 _NOTE = re.compile(r"（[^（）]*）|\([^()]*\)")  # editorial notes: variant readings, sources
@@ -507,16 +508,23 @@ def inputs_hash(tokenizer: str, split: str, val_fraction: float, seed: int,
 
 def prepare(tokenizer: str = "char", split: str = "random", val_fraction: float = 0.1,
             seed: int = 1337, bpe_vocab_size: int = DEFAULT_BPE_VOCAB, force: bool = False,
-            corpus: Corpus | None = None) -> PackedData:
+            corpus: Corpus | None = None, repair: bool = True) -> PackedData:
     """Encode the corpus with one tokenizer and pack it into train.bin / val.bin (cached).
 
-    The result is reused only when ``meta.json`` carries the same inputs hash; meta.json is
-    written last, so a run killed half-way is simply rebuilt next time.
+    The result is reused only when ``meta.json`` carries the same inputs hash and every file
+    still has the size and sha256 recorded there; meta.json is written last, so a run killed
+    half-way is simply rebuilt next time. Damaged files (cut short, changed) are rebuilt, or
+    with repair=False an error that names them (training refuses to guess what happened).
     """
     out = packed_dir(tokenizer, split, bpe_vocab_size)
     digest = inputs_hash(tokenizer, split, val_fraction, seed, bpe_vocab_size)
-    if not force and is_prepared(tokenizer, split, val_fraction, seed, bpe_vocab_size):
-        return load_packed(tokenizer, split, bpe_vocab_size)
+    meta = _current_meta(out, digest)
+    if meta is not None and not force:
+        damage = packed_damage(out, meta)
+        if damage is None:
+            return _open_packed(out, meta)
+        if not repair:
+            raise DataError(_rebuild_hint(damage, tokenizer, split, bpe_vocab_size))
     if corpus is None or (corpus.split, corpus.val_fraction, corpus.seed) != (
             split, val_fraction, seed):
         corpus = load_corpus(split, val_fraction, seed)
@@ -551,25 +559,65 @@ def prepare(tokenizer: str = "char", split: str = "random", val_fraction: float 
             "val_unknown_tokens": int((val_ids == unk_id).sum()) if unk_id is not None else 0,
         },
         "cleaning": {k: v for k, v in asdict(corpus.report).items() if k != "placeholder_chars"},
+        "files": {name: file_record(out / name) for name in PACKED_FILES},
     }
     write_json(meta, out / "meta.json")
-    return load_packed(tokenizer, split, bpe_vocab_size)
+    return _open_packed(out, meta)
+
+
+def file_record(path: Path) -> dict:
+    """A file's size and sha256, as meta.json records them to find damaged files later."""
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def packed_damage(folder: Path, meta: dict) -> str | None:
+    """What is wrong with a prepared folder's files (missing, cut short, changed), or None.
+
+    Compares each file with the size and sha256 in meta.json: ~10 ms for the course's data.
+    """
+    recorded = meta.get("files")
+    if not isinstance(recorded, dict):
+        return f"{folder / 'meta.json'} records no file checksums (written by an older tinylm)"
+    for name in PACKED_FILES:
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        size, want = path.stat().st_size, recorded[name]["bytes"]
+        if size != want:
+            return f"{path} has {size:,} bytes where meta.json records {want:,} (cut short?)"
+        if sha256_file(path) != recorded[name]["sha256"]:
+            return f"{path} has changed since it was written (its sha256 differs from meta.json's)"
+    return None
+
+
+def _current_meta(folder: Path, digest: str) -> dict | None:
+    """meta.json if it is readable, matches this inputs hash and records checksums; else None."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("inputs_hash") != digest or "files" not in meta:
+        return None  # missing, stale or from an older tinylm: rebuilt without a word
+    return meta
+
+
+def _rebuild_hint(damage: str, tokenizer: str, split: str, bpe_vocab_size: int) -> str:
+    """A damage report with the command that rebuilds this tokenization."""
+    command = f"python -m tinylm data --tokenizer {tokenizer}"
+    if split != "random":
+        command += f" --split {split}"
+    if tokenizer == "bpe" and bpe_vocab_size != DEFAULT_BPE_VOCAB:
+        command += f" --bpe-vocab {bpe_vocab_size}"
+    return f"The prepared data is damaged: {damage}. Rebuild it with `{command}`."
 
 
 def is_prepared(tokenizer: str, split: str = "random", val_fraction: float = 0.1,
                 seed: int = 1337, bpe_vocab_size: int = DEFAULT_BPE_VOCAB) -> bool:
-    """True when the packed files exist and meta.json matches the current inputs hash."""
+    """True when meta.json matches the current inputs hash and every packed file is intact."""
     folder = packed_dir(tokenizer, split, bpe_vocab_size)
-    meta = folder / "meta.json"
-    if not meta.is_file():
-        return False
-    try:
-        digest = json.loads(meta.read_text(encoding="utf-8")).get("inputs_hash")
-    except json.JSONDecodeError:
-        return False
-    expected = inputs_hash(tokenizer, split, val_fraction, seed, bpe_vocab_size)
-    files = ("train.bin", "val.bin", "tokenizer.json")
-    return digest == expected and all((folder / name).is_file() for name in files)
+    digest = inputs_hash(tokenizer, split, val_fraction, seed, bpe_vocab_size)
+    meta = _current_meta(folder, digest)
+    return meta is not None and packed_damage(folder, meta) is None
 
 
 def prepare_all(tokenizers: Sequence[str], split: str = "random",
@@ -597,7 +645,19 @@ def load_packed(tokenizer: str = "char", split: str = "random",
             f"No prepared data in {folder}. Prepare it first: "
             f"`python -m tinylm data --tokenizer {tokenizer}` (or `make data`)."
         )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise DataError(_rebuild_hint(f"{meta_path} is unreadable ({error})", tokenizer, split,
+                                      bpe_vocab_size)) from None
+    damage = packed_damage(folder, meta)
+    if damage is not None:
+        raise DataError(_rebuild_hint(damage, tokenizer, split, bpe_vocab_size))
+    return _open_packed(folder, meta)
+
+
+def _open_packed(folder: Path, meta: dict) -> PackedData:
+    """The memmaps and tokenizer of a prepared folder whose files were checked against meta."""
     dtype = np.dtype(meta["dtype"])
     return PackedData(
         path=folder,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -385,10 +386,18 @@ class GPT(nn.Module):
                 raise FileNotFoundError(
                     f"{directory / name} is missing: not a model saved with save_pretrained "
                     f"(it needs {CONFIG_FILE} and {WEIGHTS_FILE}).")
-        values = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        try:
+            values = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise ValueError(f"{directory / CONFIG_FILE} is damaged or incomplete ({error})"
+                             ) from None
         config = replace(GPTConfig.from_dict(values), **overrides)
         model = cls(config)
-        state = load_file(str(directory / WEIGHTS_FILE))
+        try:
+            state = load_file(str(directory / WEIGHTS_FILE))
+        except SafetensorError as error:
+            raise ValueError(f"{directory / WEIGHTS_FILE} is damaged or incomplete ({error})"
+                             ) from None
         expected = {k: v for k, v in model.state_dict().items()
                     if not (config.tie_weights and k == "lm_head.weight")}
         _check_state(state, expected, directory / WEIGHTS_FILE)

@@ -446,8 +446,13 @@ def get_tokenizer(
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Read a tokenizer written by Tokenizer.save, choosing the class from its "type" field."""
-    state = json.loads(Path(path).read_text(encoding="utf-8"))
-    kind, special = state["type"], state.get("special_tokens", [])
+    try:
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+        kind, special = state["type"], state.get("special_tokens", [])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a tokenizer file written by Tokenizer.save: damaged, "
+                         f"cut short or another file ({type(error).__name__}: {error})"
+                         ) from None
     if kind == "gpt2":
         return GPT2Tokenizer(special)
     if kind in tiktoken.list_encoding_names():

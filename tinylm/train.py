@@ -15,8 +15,13 @@ A run's folder ``runs/<run_name>/`` (``$TINYLM_RUNS_DIR/<run_name>/`` if that is
   tokens_per_s, mfu (None off known GPUs), elapsed_s. Fields that do not apply are None.
 - ``checkpoint/``: the model (config.json + model.safetensors) and ``trainer_state.pt``
   (optimizer, step, RNG states, TrainConfig, data meta, and the gradient scaler's state in
-  fp16), enough to resume exactly.
+  fp16), enough to resume exactly; ``checkpoint.old/``, the one before it, to fall back on if
+  the newest is found damaged.
 - ``model/``: the final model, ``tokenizer.json`` and ``train_config.json``, once finished.
+- ``lock``, while a process trains the run: a second one is refused (`tinylm.lock`).
+
+Resuming needs the same TrainConfig (`LAYOUT_FIELDS` aside): a run asked for with another
+config is an error that names the fields that differ, never a model trained some other way.
 
 Under ``torchrun`` every process trains on its own batches and only rank 0 logs, saves and
 shows progress. With ``parallel="ddp"`` (the default) every process holds the whole model and
@@ -37,9 +42,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import time
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -55,7 +62,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tinylm import data
 from tinylm.attention import ATTENTION_IMPLEMENTATIONS
 from tinylm.data import PROJECT_ROOT, BatchSampler, PackedData, write_json
-from tinylm.model import CONFIG_FILE, GPT, PRESETS, GPTConfig, flops_per_token, preset
+from tinylm.lock import folder_lock
+from tinylm.model import GPT, PRESETS, GPTConfig, flops_per_token, preset
 from tinylm.profiles import best_device, cpu_bf16_support
 from tinylm.progress import progress_bar
 from tinylm.timing import synchronize
@@ -84,6 +92,7 @@ WINDOW_CHOICES = ("random", "documents")
 LAYOUT_FIELDS = ("parallel", "resident_data")
 EVAL_SEED = 1234  # one seed for the fixed eval batches, so every run is scored on the same text
 LOG_FILE = "log.jsonl"
+CHECKPOINTS = ("checkpoint", "checkpoint.old")  # the newest first
 STATE_FILE = "trainer_state.pt"
 TOKENIZER_FILE = "tokenizer.json"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -173,14 +182,15 @@ class TrainConfig:
                "block_size", f"must be None or a positive integer, got {self.block_size!r}")
         for name in ("lr", "min_lr", "weight_decay", "grad_clip", "dropout"):
             value = getattr(self, name)
-            _check(isinstance(value, (int, float)) and not isinstance(value, bool), name,
-                   f"must be a number, got {value!r}")
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool)
+                   and math.isfinite(value), name, f"must be a finite number, got {value!r}")
         _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
         _check(0 <= self.min_lr <= self.lr, "min_lr",
                f"must be between 0 and lr ({self.lr}), got {self.min_lr}")
         _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
-               and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas),
+               and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                       for b in self.betas),
                "betas", f"must be two numbers in [0, 1), got {self.betas!r}")
         _check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0: off), got {self.grad_clip}")
         _check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
@@ -195,9 +205,14 @@ class TrainConfig:
         return run_folder(self.run_name)
 
 
+def runs_dir() -> Path:
+    """The folder holding every run's folder: $TINYLM_RUNS_DIR, by default <project>/runs."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs")
+
+
 def run_folder(run_name: str) -> Path:
     """Where a run of this name keeps its log, checkpoint and model."""
-    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs") / run_name
+    return runs_dir() / run_name
 
 
 def _check(ok: bool, name: str, message: str) -> None:
@@ -223,7 +238,9 @@ def config_fields() -> list[str]:
 
 
 RUNS: dict[str, TrainConfig] = {
-    # CI: about 5 seconds on 2 CPU cores. The loss falls; the poems are still noise.
+    # CI: 5-6 s of training on 2 idle Xeon cores (9-11 s for `python -m tinylm train --run
+    # char-ci` with start-up and three poems; measured 2026-11-30), several times that on a
+    # loaded machine. The loss falls; the poems are still noise.
     "char-ci": TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=16,
                            max_steps=60, warmup_steps=10, lr=3e-3, min_lr=3e-4, dropout=0.0,
                            eval_interval=20, eval_batches=4, log_interval=5,
@@ -595,36 +612,77 @@ def shard_optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict
 # --------------------------------------------------------------------------- saving and loading
 
 
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move the folder src to dst so that a kill at any moment leaves dst or dst.old complete."""
+def replace_dir(src: Path, dst: Path, keep_old: bool = False) -> None:
+    """Move the folder src to dst so that a kill at any moment leaves dst or dst.old complete.
+
+    keep_old keeps the replaced folder as dst.old (a checkpoint to fall back on if dst is
+    later found damaged).
+    """
     old = dst.with_name(dst.name + ".old")
     if dst.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dst, old)
     os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
+    if not keep_old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def find_checkpoint(out_dir: Path) -> Path | None:
     """The run's checkpoint folder, or its previous copy if a save was cut short; else None."""
-    for name in ("checkpoint", "checkpoint.old"):
+    for name in CHECKPOINTS:
         if (out_dir / name / STATE_FILE).is_file():
             return out_dir / name
     return None
 
 
 def save_checkpoint(out_dir: Path, model: GPT, state: dict) -> None:
-    """Write model + trainer_state.pt to checkpoint.tmp, then swap it in for checkpoint/."""
+    """Write model + trainer_state.pt to checkpoint.tmp, then swap it in for checkpoint/.
+
+    The previous checkpoint stays as checkpoint.old, for `load_checkpoint` to fall back on.
+    """
     tmp = out_dir / "checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     torch.save(state, tmp / STATE_FILE)
-    replace_dir(tmp, out_dir / "checkpoint")
+    replace_dir(tmp, out_dir / "checkpoint", keep_old=True)
 
 
 def load_trainer_state(checkpoint: Path) -> dict:
     """trainer_state.pt, read with weights_only=True: tensors and plain containers, no code."""
-    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    path = checkpoint / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        reason = str(error).split("\n", 1)[0].split(". ", 1)[0] or "ends too early"
+        raise ValueError(f"{path} is damaged or incomplete ({type(error).__name__}: {reason})"
+                         ) from None
+
+
+def load_checkpoint(out_dir: Path, cfg: TrainConfig) -> tuple[Path, dict, GPT] | None:
+    """The newest readable checkpoint: (folder, trainer state, model), or None if there is none.
+
+    A damaged checkpoint/ (say, a disk filled up) falls back to checkpoint.old with a warning;
+    if no checkpoint can be read, the error names each damaged file and how to start over.
+    """
+    problems = []
+    for folder in (out_dir / name for name in CHECKPOINTS):
+        if not (folder / STATE_FILE).is_file():
+            continue
+        try:
+            state = load_trainer_state(folder)
+            model = GPT.from_pretrained(folder, dropout=cfg.dropout, attention=cfg.attention)
+        except ValueError as error:
+            problems.append(str(error))
+            continue
+        if problems:
+            warnings.warn(f"{problems[0]}; resuming from the previous checkpoint, {folder} "
+                          f"(step {state['step']})", stacklevel=3)
+        return folder, state, model
+    if problems:
+        raise ValueError(f"cannot resume {out_dir}: {'; '.join(problems)}. No readable "
+                         "checkpoint is left: start the run over with resume=False "
+                         "(CLI: --no-resume).")
+    return None
 
 
 def save_model(out_dir: Path, model: GPT, tokenizer: Tokenizer, cfg: TrainConfig) -> Path:
@@ -672,17 +730,31 @@ def append_log(out_dir: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def config_changes(saved: dict, cfg: TrainConfig) -> list[str]:
+    """"name saved → wanted" for each TrainConfig field cfg changes (LAYOUT_FIELDS aside)."""
+    wanted = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in the saved JSON
+    saved = json.loads(json.dumps(saved))
+    missing = "(not saved)"
+    return [f"{name} {saved.get(name, missing)} → {value}" for name, value in wanted.items()
+            if name not in LAYOUT_FIELDS and saved.get(name, missing) != value]
+
+
+def saved_config(out_dir: Path) -> dict | None:
+    """The TrainConfig (as a dict) of the finished model in out_dir/model/, if there is one."""
+    path = out_dir / "model" / TRAIN_CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path} is damaged ({error}); start the run over with resume=False "
+                         "(CLI: --no-resume)") from None
+
+
 def is_finished(cfg: TrainConfig) -> bool:
     """True when out_dir/model/ holds the final model of this config (LAYOUT_FIELDS aside)."""
-    path = cfg.out_dir / "model" / TRAIN_CONFIG_FILE
-    if not path.is_file():
-        return False
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    wanted = json.loads(json.dumps(asdict(cfg)))
-    for name in LAYOUT_FIELDS:
-        saved.pop(name, None)
-        wanted.pop(name)
-    return saved == wanted
+    saved = saved_config(cfg.out_dir)
+    return saved is not None and not config_changes(saved, cfg)
 
 
 def start_over(out_dir: Path) -> None:
@@ -693,18 +765,22 @@ def start_over(out_dir: Path) -> None:
     (out_dir / LOG_FILE).unlink(missing_ok=True)
 
 
-def check_resumable(checkpoint: Path, state: dict, cfg: TrainConfig, config: GPTConfig) -> None:
-    """Refuse to resume a checkpoint whose model shape or tokenizer differs from this run's."""
-    values = json.loads((checkpoint / CONFIG_FILE).read_text(encoding="utf-8"))
-    saved = GPTConfig.from_dict(values)
-    diffs = [f"{name} {getattr(saved, name)} → {getattr(config, name)}"
-             for name in SHAPE_FIELDS if getattr(saved, name) != getattr(config, name)]
-    if state["train_config"]["tokenizer"] != cfg.tokenizer:
-        diffs.append(f"tokenizer {state['train_config']['tokenizer']} → {cfg.tokenizer}")
+def check_resumable(folder: Path, saved: dict, cfg: TrainConfig, saved_model: GPTConfig | None
+                    = None, config: GPTConfig | None = None) -> None:
+    """Refuse to go on with a run folder trained with another TrainConfig or model shape.
+
+    saved is the folder's TrainConfig as a dict; LAYOUT_FIELDS may differ. Resuming under
+    another config would return a model that is not the run asked for (say, one trained past
+    the new max_steps), so every other difference is an error that names the fields.
+    """
+    diffs = config_changes(saved, cfg)
+    if saved_model is not None and config is not None:
+        diffs += [f"model {name} {getattr(saved_model, name)} → {getattr(config, name)}"
+                  for name in SHAPE_FIELDS if getattr(saved_model, name) != getattr(config, name)]
     if diffs:
-        raise ValueError(f"cannot resume from {checkpoint}: this run's model differs from the "
-                         f"checkpoint's ({'; '.join(diffs)}). Choose another run_name, or "
-                         "start over with resume=False (CLI: --no-resume).")
+        raise ValueError(f"cannot resume from {folder}: it was trained with another config "
+                         f"({'; '.join(diffs)}). Train this config under a new run_name, or "
+                         "start the run over with resume=False (CLI: --no-resume).")
 
 
 def rng_state(sampler: BatchSampler, device: torch.device) -> dict:
@@ -761,15 +837,16 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
     """
     stop = cfg.max_steps if max_steps is None else max_steps
     if not 1 <= stop <= cfg.max_steps:
-        raise ValueError(f"max_steps must be between 1 and cfg.max_steps ({cfg.max_steps}), "
-                         f"got {max_steps}")
+        raise ValueError(f"cannot stop at step {stop}: run {cfg.run_name} has max_steps "
+                         f"{cfg.max_steps}, so stop at a step from 1 to {cfg.max_steps}")
     if resume and is_finished(cfg):
-        model, tokenizer = load_model(cfg.out_dir / "model")
-        device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
-        return TrainResult(model.to(device), tokenizer, read_log(cfg.out_dir), cfg.out_dir)
+        finished = load_finished(cfg)
+        if finished is not None:
+            return finished
     place, owns_group = setup_distributed(resolve_device(cfg.device).type)
     try:
-        result = _train(cfg, place, resume, progress, stop)
+        with folder_lock(cfg.out_dir) if place.main else nullcontext():  # one writer per run
+            result = _train(cfg, place, resume, progress, stop)
         if place.world_size > 1:
             dist.barrier()  # no rank tears the group down while rank 0 is still saving
         return result
@@ -778,10 +855,26 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
             dist.destroy_process_group()
 
 
+def load_finished(cfg: TrainConfig) -> TrainResult | None:
+    """The finished run's model, or None (with a warning) if its files are damaged."""
+    try:
+        model, tokenizer = load_model(cfg.out_dir / "model")
+    except ValueError as error:
+        warnings.warn(f"{error}; training resumes from the run's checkpoint to write it again",
+                      stacklevel=3)
+        return None
+    device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
+    return TrainResult(model.to(device), tokenizer, read_log(cfg.out_dir), cfg.out_dir)
+
+
 def _load_data(cfg: TrainConfig, place: Distributed) -> PackedData:
-    """Rank 0 prepares the packed tokens if needed (a no-op when cached); then all load them."""
+    """Rank 0 prepares the packed tokens if needed (a no-op when cached); then all load them.
+
+    Damaged packed files (cut short, changed) are an error that names them, not rebuilt
+    silently: `python -m tinylm data` rebuilds them.
+    """
     if place.main:
-        data.prepare(cfg.tokenizer)
+        data.prepare(cfg.tokenizer, repair=False)
     if place.world_size > 1:
         dist.barrier()
     return data.load_packed(cfg.tokenizer)
@@ -797,13 +890,12 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
     packed = _load_data(cfg, place)
     tokenizer, out = packed.tokenizer, cfg.out_dir
     config = build_model_config(cfg, tokenizer.vocab_size)
-    checkpoint = find_checkpoint(out) if resume else None
-    state = load_trainer_state(checkpoint) if checkpoint else None
+    loaded = load_checkpoint(out, cfg) if resume else None
+    checkpoint, state, model = loaded or (None, None, GPT(config))
     if state:
-        check_resumable(checkpoint, state, cfg, config)
-        model = GPT.from_pretrained(checkpoint, dropout=cfg.dropout, attention=cfg.attention)
-    else:
-        model = GPT(config)
+        check_resumable(checkpoint, state["train_config"], cfg, model.config, config)
+    elif resume and (finished := saved_config(out)) is not None:  # starting over would delete it
+        check_resumable(out / "model", finished, cfg)
     model.to(device)
     fsdp = cfg.parallel == "fsdp" and place.world_size > 1
     if fsdp:  # each rank now keeps 1/world_size of every tensor

@@ -1,0 +1,130 @@
+"""One writer per run folder, with real processes: a second training is refused, a killed
+holder's lock is taken over, and `checkpoints.get` waits instead of training twice (issue 14, 1).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from synthetic import packed_synthetic_corpus
+
+from tinylm import checkpoints, lock
+from tinylm import train as train_mod
+from tinylm.lock import FolderLocked, folder_lock
+from tinylm.train import TrainConfig
+
+# A run of a few seconds, so that a second process starts while the first still trains.
+SLOW = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, max_steps=400,
+                   warmup_steps=2, lr=3e-3, min_lr=3e-4, dropout=0.0, eval_interval=100,
+                   eval_batches=1, log_interval=20, block_size=32, dtype="float32")
+
+
+def get_script(cfg: TrainConfig) -> str:
+    """Code that trains cfg as the ci profile's poem model with checkpoints.get, single-threaded."""
+    return (f"import torch\nfrom tinylm import checkpoints, train\n"
+            f"from tinylm.train import TrainConfig\ntorch.set_num_threads(1)\n"
+            f"train.RUNS['char-ci'] = {cfg!r}\ncheckpoints.get(profile='ci', progress=False)\n")
+
+
+@pytest.fixture
+def slow_run(tmp_path, monkeypatch) -> TrainConfig:
+    """Synthetic data and runs under tmp_path (child processes inherit both); SLOW as char-ci."""
+    packed_synthetic_corpus(tmp_path, monkeypatch)
+    monkeypatch.setitem(train_mod.RUNS, "char-ci", SLOW)
+    return SLOW
+
+
+def start(code: str) -> subprocess.Popen:
+    """A Python child process running code, with this process's environment."""
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """`python -m tinylm ARGS` in a child process; its exit code and output."""
+    return subprocess.run([sys.executable, "-m", "tinylm", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def wait_for_lock(folder: Path, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Return once `process` holds the folder's lock (fail if it ends first)."""
+    deadline = time.monotonic() + timeout_s
+    while lock.holder(folder).get("pid") != process.pid:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the child never took the lock"
+        time.sleep(0.05)
+
+
+def logged_steps(cfg: TrainConfig) -> list[int]:
+    lines = (cfg.out_dir / train_mod.LOG_FILE).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["step"] for line in lines]
+
+
+def test_the_lock_is_taken_released_and_nests(tmp_path):
+    folder = tmp_path / "run"
+    with folder_lock(folder):
+        assert lock.holder(folder)["pid"] == os.getpid()
+        with folder_lock(folder):  # the same process again: no deadlock
+            pass
+        assert (folder / lock.LOCK_FILE).is_file()
+    assert not (folder / lock.LOCK_FILE).exists()
+
+
+def test_a_second_training_is_refused_and_a_killed_ones_lock_taken_over(slow_run):
+    endless = replace(slow_run, max_steps=10**6, eval_interval=10**6)
+    first = start(get_script(endless))
+    try:
+        wait_for_lock(slow_run.out_dir, first)
+        for extra in ([], ["--no-resume"]):  # --no-resume used to delete the first one's files
+            second = cli("train", "--run", "char-ci", *extra)
+            assert second.returncode == 1, second.stderr
+            assert f"in use by process {first.pid}" in second.stderr, second.stderr
+            assert "Traceback" not in second.stderr
+        assert first.poll() is None  # still training, undisturbed
+    finally:
+        os.kill(first.pid, signal.SIGKILL)  # no clean-up: the lock file stays behind
+        first.wait()
+    steps = logged_steps(slow_run)
+    assert steps == sorted(set(steps))  # each record once: nobody else wrote into the log
+    assert lock.holder(slow_run.out_dir)["pid"] == first.pid  # the dead process's lock file
+    third = cli("train", "--run", "char-ci", "max_steps=3", "warmup_steps=1", "--no-resume")
+    assert third.returncode == 0, third.stderr
+    assert logged_steps(slow_run) == [0, 3]
+
+
+def test_get_waits_for_another_process_then_loads(slow_run, monkeypatch):
+    first = start(get_script(slow_run))
+    try:
+        wait_for_lock(slow_run.out_dir, first)
+
+        def fail(*args, **kwargs):
+            raise AssertionError("get trained the run a second time")
+
+        monkeypatch.setattr(train_mod, "_train", fail)
+        assert first.poll() is None  # still training
+        model, _ = checkpoints.get(profile="ci", progress=False)  # waits, then loads
+        assert first.wait(timeout=300) == 0
+    finally:
+        first.kill()
+    assert model.config.block_size == 32
+    steps = logged_steps(slow_run)
+    assert steps == sorted(set(steps)) and steps[-1] == slow_run.max_steps
+
+
+def test_a_locked_folder_refuses_in_process_callers_too(slow_run):
+    holder = start(f"import time\nfrom tinylm.lock import folder_lock\n"
+                   f"with folder_lock({str(slow_run.out_dir)!r}):\n"
+                   f"    time.sleep(600)\n")
+    try:
+        wait_for_lock(slow_run.out_dir, holder)
+        with pytest.raises(FolderLocked, match=f"process {holder.pid} .*run_name"):
+            train_mod.train(slow_run, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
