@@ -573,7 +573,8 @@ def file_record(path: Path) -> dict:
 def packed_damage(folder: Path, meta: dict) -> str | None:
     """What is wrong with a prepared folder's files (missing, cut short, changed), or None.
 
-    Compares each file with the size and sha256 in meta.json: ~10 ms for the course's data.
+    Compares each file with the size and sha256 in meta.json: 6-13 ms for each of the course's
+    tokenizations (8-18 MB) on a 2-core Xeon VM.
     """
     recorded = meta.get("files")
     if not isinstance(recorded, dict):
