@@ -3,8 +3,8 @@
 Notebook 10 trains `char-cpu` (GPT-2 style) against `mistral-cpu` (all five options of
 Mistral-7B: RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head) at the same training
 FLOPs. This script trains `char-cpu` with **one** option switched at a time, everything else as
-in `tinylm.train.RUNS["char-cpu"]` (data, batches, schedule, seed, bf16 + compile), and as many
-steps as give the same training FLOPs (`tinylm.train.same_compute_steps`). It scores every model
+in `tinylm.runs.RUNS["char-cpu"]` (data, batches, schedule, seed, bf16 + compile), and as many
+steps as give the same training FLOPs (`tinylm.runs.same_compute_steps`). It scores every model
 as bench/recipe_search.py does: fp32 validation loss on fixed random and poem-start windows, and
 200 poems (temperature 0.8, top-k 200, seed 0) judged by `tinylm.poetry.PoemJudge`.
 
@@ -28,7 +28,8 @@ from recipe_search import JUDGED, POEMS, validation_losses
 
 from tinylm import data, poetry
 from tinylm.model import PRESETS
-from tinylm.train import CHAR_VOCAB, EVAL_SEED, RUNS, TrainConfig, same_compute_steps, train
+from tinylm.runs import CHAR_VOCAB, RUNS, TrainConfig, same_compute_steps
+from tinylm.train import EVAL_SEED, train
 
 REFERENCE = RUNS["char-cpu"]
 # name: (what it changes, the GPTConfig fields switched on char-cpu's preset). None: a course run.

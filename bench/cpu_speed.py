@@ -5,7 +5,7 @@ char-cpu shape, measured in one run, for the course as a learner gets it (`defau
 least 1.5x on a CPU with native bf16 (AMX or AVX-512 BF16), and never slower than the fp32
 reference (about 1.0x) on a CPU without. It is printed last and saved as ``train.speedup``.
 
-The model is the cpu profile's run, `tinylm.train.RUNS["char-cpu"]` (preset char-cpu: 4 layers of
+The model is the cpu profile's run, `tinylm.runs.RUNS["char-cpu"]` (preset char-cpu: 4 layers of
 width 256, context 128, the character vocabulary; batches of 8 x 128), on the real packed
 character data (`tinylm.data.load_packed("char")`, train split; speed does not depend on the
 text, but the losses then mean something). Prepare it first with `make data`.
@@ -20,7 +20,7 @@ so a burst of load elsewhere on the machine hits them all, and the median round 
   stacked window by window (nanoGPT's get_batch), gradients clipped at 1.0, no compile;
 - default: the run's own step, `tinylm.train.train_step`, as `tinylm.train.train` runs it here
   (SDPA, AdamW, `BatchSampler`), with dtype="auto" and compile="auto" resolved as training
-  resolves them on this machine (`tinylm.train.resolve_precision` and `use_compile`: bf16
+  resolves them on this machine (`tinylm.hardware.resolve_precision` and `use_compile`: bf16
   autocast on a CPU with native bf16, compiled when the run is long enough to repay it). Built
   right after the reference, so a compiled default's warm-up is a first run's: from an empty
   inductor cache, in a process that has compiled nothing yet;
@@ -86,18 +86,12 @@ from machine_info import (
 
 from tinylm import data
 from tinylm.data import BatchSampler
+from tinylm.hardware import autocast_context
 from tinylm.model import GPT, GPTConfig, count_parameters
 from tinylm.profiles import PROFILES, cpu_bf16_support
+from tinylm.runs import RUNS, TrainConfig
 from tinylm.sampling import generate
-from tinylm.train import (
-    RUNS,
-    TrainConfig,
-    autocast_context,
-    build_model_config,
-    build_optimizer,
-    lr_at,
-    train_step,
-)
+from tinylm.train import build_model_config, build_optimizer, lr_at, train_step
 
 CPU = torch.device("cpu")
 PARTS = ("train", "sample")

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from tinylm.data import write_json
+from tinylm.hardware import cuda_has_native_bf16, resolve_precision, use_compile
 from tinylm.profiles import best_device, cpu_bf16_support, get_profile
-from tinylm.train import RUNS, TrainConfig, cuda_has_native_bf16, resolve_precision, use_compile
+from tinylm.runs import RUNS, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """The runs behind notebook 05's exercise answers: its run again with dropout, and at half the lr.
 
 Exercise 1 trains the profile's run with `dropout=0.1`, exercise 2 with half the peak (and
-final) learning rate; everything else is the run of `tinylm.train.RUNS` (data, batches, steps,
+final) learning rate; everything else is the run of `tinylm.runs.RUNS` (data, batches, steps,
 seed, precision). This script trains both variants (a finished run is loaded, not trained again),
 loads the run itself, and records for each: the training loss around step 100 (the mean of the
 logged steps 75 to 125), the run's own validation loss at its last evaluation, and the fp32
@@ -22,7 +22,8 @@ import torch
 from machine_info import ROOT, machine, save
 from recipe_search import validation_losses
 
-from tinylm.train import RUNS, TrainConfig, train
+from tinylm.runs import RUNS, TrainConfig
+from tinylm.train import train
 
 EARLY_STEPS = (75, 125)  # the logged steps averaged for "the loss after 100 steps"
 

@@ -2,7 +2,7 @@
 
 Every variant is the earlier `char-cpu` recipe (`BASE`: 4 layers of width 256, context 128,
 batches of 8, lr 1e-3 cosine to 1e-4, 1,800 steps, no dropout) with a few settings changed, in
-bf16 autocast with torch.compile; the last row is the course's `char-cpu` as `tinylm.train.RUNS`
+bf16 autocast with torch.compile; the last row is the course's `char-cpu` as `tinylm.runs.RUNS`
 has it. Each is trained once (a finished run is loaded, not trained
 again), then scored the same way:
 
@@ -31,7 +31,8 @@ import torch
 from machine_info import ROOT, machine, save
 
 from tinylm import data, poetry
-from tinylm.train import EVAL_SEED, RUNS, TrainConfig, estimate_loss, fixed_batches, train
+from tinylm.runs import RUNS, TrainConfig
+from tinylm.train import EVAL_SEED, estimate_loss, fixed_batches, train
 
 BASE = TrainConfig("char-cpu", model="char-cpu", tokenizer="char", batch_size=8, max_steps=1800,
                    warmup_steps=100, lr=1e-3, min_lr=1e-4, dropout=0.0, eval_interval=300,
@@ -55,7 +56,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "D2_b8_lr2": ("documents, batch 8, lr 2e-3, 4.3M tokens", dict(
         batch_size=8, max_steps=4200, lr=2e-3, min_lr=2e-4, eval_interval=700,
         log_interval=50, windows="documents")),
-    "char-cpu": ("the course's run (tinylm.train.RUNS), 3.1M tokens", None),
+    "char-cpu": ("the course's run (tinylm.runs.RUNS), 3.1M tokens", None),
 }
 POEMS = 200
 JUDGED = ("finished", "regulated", "uniform_verses", "copied_verses", "rhymes",

@@ -20,7 +20,8 @@ from machine_info import ROOT, machine, save, slug
 
 from tinylm.model import CONFIG_FILE, GPTConfig, count_parameters, flops_per_token
 from tinylm.profiles import best_device
-from tinylm.train import TRAIN_CONFIG_FILE, read_log, run_folder
+from tinylm.run_files import TRAIN_CONFIG_FILE, read_log
+from tinylm.runs import run_folder
 
 
 def run_record(name: str) -> dict:

@@ -5,7 +5,7 @@ attention) → bf16 autocast → fused AdamW → torch.compile. Every rung runs 
 `train_step` on random token ids (speed does not depend on the text) with dropout 0, after
 `--warmup` untimed steps (which include compiling). A rung that does not apply on the device is
 skipped with the reason; one that fails is recorded with its error. MFU is reported only on GPUs
-listed in tinylm.train.PEAK_FLOPS.
+listed in tinylm.hardware.PEAK_FLOPS.
 
 Run it with `python bench/train_throughput.py` (CPU: about four minutes). It prints a table and
 writes JSON to ``data/reference/bench_train_throughput_<device>.json`` (or ``--out``), rewritten
@@ -22,16 +22,11 @@ import torch
 from machine_info import ROOT, failure, machine, save, slug
 
 from tinylm.data import BatchSampler
+from tinylm.hardware import autocast_context, mfu, peak_flops
 from tinylm.model import GPT, flops_per_token, preset
 from tinylm.profiles import best_device
-from tinylm.train import (
-    TrainConfig,
-    autocast_context,
-    build_optimizer,
-    mfu,
-    peak_flops,
-    timed_steps,
-)
+from tinylm.runs import TrainConfig
+from tinylm.train import build_optimizer, timed_steps
 
 # (rung, what it changes): each rung applies its change on top of the previous rungs.
 LADDER = [

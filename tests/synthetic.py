@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tinylm import data
+from tinylm import data, runs
 from tinylm.data import Poem
 
 
@@ -19,8 +19,6 @@ def synthetic_corpus(n: int = 60) -> data.Corpus:
 
 def packed_synthetic_corpus(tmp_path, monkeypatch) -> None:
     """Data and runs folders under tmp_path, with the synthetic poems packed as characters."""
-    from tinylm import train
-
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "data"))
-    monkeypatch.setenv(train.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path / "runs"))
     data.prepare("char", corpus=synthetic_corpus())

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from tinylm import data
-from tinylm.train import RUNS, resolve_precision, use_compile
+from tinylm.hardware import resolve_precision, use_compile
+from tinylm.runs import RUNS
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 REFERENCE = BENCH.parent / "data" / "reference"

@@ -50,15 +50,15 @@ def test_unknown_tokenizer_is_rejected_by_argparse(capsys):
 
 
 def test_warm_prepares_the_data_then_trains_each_run(monkeypatch, capsys):
-    from tinylm import checkpoints
-    from tinylm.train import RUNS
+    from tinylm import pretrained
+    from tinylm.runs import RUNS
 
     prepared, trained = [], []
     runs = [RUNS["char-ci"], RUNS["mistral-ci"]]
-    monkeypatch.setattr(checkpoints, "profile_runs", lambda profile=None: runs)
+    monkeypatch.setattr(pretrained, "profile_runs", lambda profile=None: runs)
     monkeypatch.setattr(data, "prepare_all", lambda names, *args: prepared.append(names))
     monkeypatch.setattr(cli, "is_finished", lambda cfg: cfg.run_name == "char-ci")
-    monkeypatch.setattr(checkpoints, "trained", lambda cfg, **kwargs: trained.append(cfg.run_name))
+    monkeypatch.setattr(pretrained, "trained", lambda cfg, **kwargs: trained.append(cfg.run_name))
     assert cli.main(["warm", "--profile", "ci"]) == 0
     out = capsys.readouterr().out
     assert prepared and trained == ["char-ci", "mistral-ci"]

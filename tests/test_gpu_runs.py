@@ -17,13 +17,14 @@ import pytest
 import torch
 from synthetic import synthetic_corpus
 
-from tinylm import data
+from tinylm import data, hardware, run_files, runs
 from tinylm import train as train_mod
 from tinylm.model import training_memory_bytes
 from tinylm.profiles import get_profile
+from tinylm.runs import RUNS, TrainConfig
 from tinylm.scaling import sweep_config
 from tinylm.tokenizers import DEFAULT_BPE_VOCAB_SIZE, GPT2Tokenizer
-from tinylm.train import RUNS, TrainConfig, build_model_config, train
+from tinylm.train import build_model_config, train
 
 GPU = get_profile("gpu")
 GPU_RUNS: dict[str, TrainConfig] = {
@@ -65,8 +66,8 @@ def packed(tmp_path_factory) -> str:
 def gpu_data(packed, tmp_path, monkeypatch) -> None:
     """The packed synthetic data, a tmp runs folder, and Dynamo's caches and counters reset."""
     monkeypatch.setenv(data.DATA_DIR_ENV, packed)
-    monkeypatch.delenv(train_mod.COMPILE_BACKEND_ENV, raising=False)
-    monkeypatch.setenv(train_mod.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    monkeypatch.delenv(hardware.COMPILE_BACKEND_ENV, raising=False)
+    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path / "runs"))
     # Each test compiles its own model: without a reset, Dynamo's per-function recompile limit
     # would be reached after a few runs and the rest would silently run eagerly.
     torch._dynamo.reset()
@@ -82,20 +83,20 @@ def test_resident_data_is_on_cuda_unless_forced(tmp_path, monkeypatch):
     cfg = GPU_RUNS["talk-30m"]
     assert cfg.resident_data == "auto"
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert train_mod.use_resident_data(cfg, cuda) and not train_mod.use_resident_data(cfg, cpu)
-    assert train_mod.use_resident_data(replace(cfg, resident_data=True), cpu)
-    assert not train_mod.use_resident_data(replace(cfg, resident_data=False), cuda)
+    assert hardware.use_resident_data(cfg, cuda) and not hardware.use_resident_data(cfg, cpu)
+    assert hardware.use_resident_data(replace(cfg, resident_data=True), cpu)
+    assert not hardware.use_resident_data(replace(cfg, resident_data=False), cuda)
     with pytest.raises(ValueError, match="TrainConfig.resident_data must be one of"):
         replace(cfg, resident_data="gpu")
     # Where the batches are cut does not change them: a finished run stays finished.
-    monkeypatch.setenv(train_mod.RUNS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path))
     saved = train_mod.asdict(replace(cfg, resident_data=True))
     (cfg.out_dir / "model").mkdir(parents=True)
-    data.write_json(saved, cfg.out_dir / "model" / train_mod.TRAIN_CONFIG_FILE)
-    assert train_mod.is_finished(cfg) and not train_mod.is_finished(replace(cfg, lr=2e-3))
+    data.write_json(saved, cfg.out_dir / "model" / run_files.TRAIN_CONFIG_FILE)
+    assert run_files.is_finished(cfg) and not run_files.is_finished(replace(cfg, lr=2e-3))
     del saved["resident_data"]  # as written before the field existed
-    data.write_json(saved, cfg.out_dir / "model" / train_mod.TRAIN_CONFIG_FILE)
-    assert train_mod.is_finished(cfg)
+    data.write_json(saved, cfg.out_dir / "model" / run_files.TRAIN_CONFIG_FILE)
+    assert run_files.is_finished(cfg)
 
 
 @pytest.mark.slow
@@ -103,7 +104,7 @@ def test_resident_data_is_on_cuda_unless_forced(tmp_path, monkeypatch):
 def test_gpu_run_trains_evaluates_and_resumes_on_cpu(name, gpu_data, monkeypatch):
     cfg = on_cpu(GPU_RUNS[name])
     if name != INDUCTOR_RUN:  # Dynamo and AOTAutograd as on CUDA; only the code generator differs
-        monkeypatch.setenv(train_mod.COMPILE_BACKEND_ENV, "aot_eager")
+        monkeypatch.setenv(hardware.COMPILE_BACKEND_ENV, "aot_eager")
     samplers = []
     real_sampler = train_mod.BatchSampler
 
@@ -119,7 +120,7 @@ def test_gpu_run_trains_evaluates_and_resumes_on_cpu(name, gpu_data, monkeypatch
     assert samplers[0].tokens is not None and samplers[0].tokens.device.type == "cpu"
     evals = [r["step"] for r in first.history if r["val_loss"] is not None]
     assert evals == [0, 2]  # at initialisation, and at the step this call stopped
-    state = train_mod.load_trainer_state(cfg.out_dir / "checkpoint")
+    state = run_files.load_trainer_state(cfg.out_dir / "checkpoint")
     assert state["step"] == 2 and state["train_config"] == train_mod.asdict(cfg)
     assert not (cfg.out_dir / "model").exists()  # the schedule goes on to cfg.max_steps
 
@@ -130,14 +131,14 @@ def test_gpu_run_trains_evaluates_and_resumes_on_cpu(name, gpu_data, monkeypatch
     assert last["lr"] == pytest.approx(train_mod.lr_at(2, cfg))
     for key in ("train_loss", "val_loss", "eval_train_loss", "grad_norm"):
         assert math.isfinite(last[key]), key
-    assert train_mod.load_trainer_state(cfg.out_dir / "checkpoint")["step"] == 3
+    assert run_files.load_trainer_state(cfg.out_dir / "checkpoint")["step"] == 3
 
 
 @pytest.mark.parametrize("name", list(GPU_RUNS))
 def test_gpu_run_fits_an_a10g_at_its_batch_size(name):
     """bf16 autocast and flash attention (SDPA on CUDA), as the run trains on the A10G."""
     cfg = GPU_RUNS[name]
-    vocab_size = {"char": train_mod.CHAR_VOCAB, "bpe": DEFAULT_BPE_VOCAB_SIZE,
+    vocab_size = {"char": runs.CHAR_VOCAB, "bpe": DEFAULT_BPE_VOCAB_SIZE,
                   "gpt2": GPT2Tokenizer().vocab_size}[cfg.tokenizer]  # the real corpus's
     config = build_model_config(cfg, vocab_size)
     memory = training_memory_bytes(config, cfg.batch_size, flash=cfg.attention == "sdpa")

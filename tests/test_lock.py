@@ -1,5 +1,5 @@
 """One writer per run folder, with real processes: a second training is refused, a killed
-holder's lock is taken over, and `checkpoints.get` waits instead of training twice (issue 14, 1).
+holder's lock is taken over, and `pretrained.get` waits instead of training twice (issue 14, 1).
 """
 
 import json
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from synthetic import packed_synthetic_corpus
 
-from tinylm import checkpoints, lock
+from tinylm import lock, pretrained, run_files, runs
 from tinylm import train as train_mod
 from tinylm.lock import FolderLocked, folder_lock
-from tinylm.train import TrainConfig
+from tinylm.runs import TrainConfig
 
 # A run of a few seconds, so that a second process starts while the first still trains.
 SLOW = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, max_steps=400,
@@ -26,17 +26,17 @@ SLOW = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, m
 
 
 def get_script(cfg: TrainConfig) -> str:
-    """Code that trains cfg as the ci profile's poem model with checkpoints.get, single-threaded."""
-    return (f"import torch\nfrom tinylm import checkpoints, train\n"
-            f"from tinylm.train import TrainConfig\ntorch.set_num_threads(1)\n"
-            f"train.RUNS['char-ci'] = {cfg!r}\ncheckpoints.get(profile='ci', progress=False)\n")
+    """Code that trains cfg as the ci profile's poem model with pretrained.get, single-threaded."""
+    return (f"import torch\nfrom tinylm import pretrained, runs\n"
+            f"from tinylm.runs import TrainConfig\ntorch.set_num_threads(1)\n"
+            f"runs.RUNS['char-ci'] = {cfg!r}\npretrained.get(profile='ci', progress=False)\n")
 
 
 @pytest.fixture
 def slow_run(tmp_path, monkeypatch) -> TrainConfig:
     """Synthetic data and runs under tmp_path (child processes inherit both); SLOW as char-ci."""
     packed_synthetic_corpus(tmp_path, monkeypatch)
-    monkeypatch.setitem(train_mod.RUNS, "char-ci", SLOW)
+    monkeypatch.setitem(runs.RUNS, "char-ci", SLOW)
     return SLOW
 
 
@@ -62,7 +62,7 @@ def wait_for_lock(folder: Path, process: subprocess.Popen, timeout_s: float = 12
 
 
 def logged_steps(cfg: TrainConfig) -> list[int]:
-    lines = (cfg.out_dir / train_mod.LOG_FILE).read_text(encoding="utf-8").splitlines()
+    lines = (cfg.out_dir / run_files.LOG_FILE).read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["step"] for line in lines]
 
 
@@ -108,7 +108,7 @@ def test_get_waits_for_another_process_then_loads(slow_run, monkeypatch):
 
         monkeypatch.setattr(train_mod, "_train", fail)
         assert first.poll() is None  # still training
-        model, _ = checkpoints.get(profile="ci", progress=False)  # waits, then loads
+        model, _ = pretrained.get(profile="ci", progress=False)  # waits, then loads
         assert first.wait(timeout=300) == 0
     finally:
         first.kill()

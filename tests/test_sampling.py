@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from tinylm import cli
 from tinylm.attention import KVCache
 from tinylm.model import GPT, MISTRAL, GPTConfig
+from tinylm.run_files import TOKENIZER_FILE
 from tinylm.sampling import (
     apply_repetition_penalty,
     apply_temperature,
@@ -22,7 +23,6 @@ from tinylm.sampling import (
     top_p_mask,
 )
 from tinylm.tokenizers import CharTokenizer
-from tinylm.train import TOKENIZER_FILE
 
 TINY = GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)
 PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])  # a hand-made next-token distribution

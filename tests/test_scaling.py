@@ -9,7 +9,8 @@ import pytest
 from tinylm import scaling
 from tinylm.model import GPT, PRESETS, GPTConfig, count_parameters, flops_per_token
 from tinylm.profiles import PROFILES
-from tinylm.train import RUNS, TrainResult
+from tinylm.runs import RUNS
+from tinylm.train import TrainResult
 
 TINY = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
 

@@ -15,10 +15,11 @@ import torch
 import torch.multiprocessing as mp
 from synthetic import packed_synthetic_corpus, synthetic_corpus
 
-from tinylm import cli, data, poetry
+from tinylm import cli, data, hardware, poetry, run_files, runs
 from tinylm import train as train_mod
 from tinylm.model import GPT, flops_per_token, preset
-from tinylm.train import RUNS, TrainConfig, TrainingDiverged, lr_at, train
+from tinylm.runs import RUNS, TrainConfig
+from tinylm.train import TrainingDiverged, lr_at, train
 
 # dtype float32, not "auto": the same numbers on every CPU, with native bf16 (AMX) or without.
 TINY = TrainConfig("tiny", model="char-ci", tokenizer="char", batch_size=4, max_steps=20,
@@ -90,19 +91,19 @@ def test_mistral_twins_train_with_the_same_flops():
         reference, twin = RUNS[f"char-{size}"], RUNS[f"mistral-{size}"]
         assert replace(twin, run_name=reference.run_name, model=reference.model,
                        max_steps=reference.max_steps) == reference  # nothing else differs
-        flops = [flops_per_token(preset(cfg.model, vocab_size=train_mod.CHAR_VOCAB)) *
+        flops = [flops_per_token(preset(cfg.model, vocab_size=runs.CHAR_VOCAB)) *
                  cfg.max_steps for cfg in (reference, twin)]
         assert abs(flops[1] / flops[0] - 1) < 0.01
         assert preset(twin.model).position == "rope" and preset(twin.model).mlp == "swiglu"
 
 
 def test_peak_flops_by_device_name(monkeypatch):
-    assert train_mod.peak_flops("cpu") is None and train_mod.mfu(100, 1e3, None) is None
+    assert hardware.peak_flops("cpu") is None and hardware.mfu(100, 1e3, None) is None
     for name, peak in [("NVIDIA A10G", 125e12), ("NVIDIA A100-SXM4-80GB", 312e12),
                        ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
                        ("Tesla T4", None)]:
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device, n=name: n)
-        assert train_mod.peak_flops(torch.device("cuda")) == peak
+        assert hardware.peak_flops(torch.device("cuda")) == peak
 
 
 def test_timed_steps_counts_the_tokens_it_trains_on():
@@ -121,12 +122,12 @@ def test_timed_steps_counts_the_tokens_it_trains_on():
 
 def test_auto_precision_takes_native_bf16_else_fp16_on_gpus_else_fp32(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    resolve = train_mod.resolve_precision
+    resolve = hardware.resolve_precision
     for support, precision in [("AMX", "bfloat16"), ("AVX-512 BF16", "bfloat16"),
                                (None, "float32")]:
-        monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda s=support: s)
+        monkeypatch.setattr(hardware, "cpu_bf16_support", lambda s=support: s)
         assert resolve(cpu, "auto") == precision
-        assert train_mod.use_bf16(cpu, "auto") == (precision == "bfloat16")
+        assert hardware.use_bf16(cpu, "auto") == (precision == "bfloat16")
     assert resolve(torch.device("mps"), "auto") == "float32"
     # CUDA: a T4 or V100 only emulates bf16, so is_bf16_supported() says True there too
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True:
@@ -144,14 +145,14 @@ def test_auto_precision_takes_native_bf16_else_fp16_on_gpus_else_fp32(monkeypatc
 
 def test_fp16_brings_autocast_and_a_gradient_scaler(monkeypatch):
     cpu = torch.device("cpu")
-    autocast = train_mod.autocast_context(cpu, "float16")
+    autocast = hardware.autocast_context(cpu, "float16")
     assert isinstance(autocast, torch.autocast) and autocast.fast_dtype == torch.float16
-    assert isinstance(train_mod.grad_scaler(cpu, "float16"), torch.amp.GradScaler)
-    assert train_mod.autocast_context(cpu, "bfloat16").fast_dtype == torch.bfloat16
-    assert train_mod.grad_scaler(cpu, "bfloat16") is None  # bf16 has fp32's range
-    monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda: None)
-    assert isinstance(train_mod.autocast_context(cpu, "auto"), train_mod.nullcontext)
-    assert train_mod.grad_scaler(cpu, "auto") is None
+    assert isinstance(hardware.grad_scaler(cpu, "float16"), torch.amp.GradScaler)
+    assert hardware.autocast_context(cpu, "bfloat16").fast_dtype == torch.bfloat16
+    assert hardware.grad_scaler(cpu, "bfloat16") is None  # bf16 has fp32's range
+    monkeypatch.setattr(hardware, "cpu_bf16_support", lambda: None)
+    assert isinstance(hardware.autocast_context(cpu, "auto"), train_mod.nullcontext)
+    assert hardware.grad_scaler(cpu, "auto") is None
 
 
 def test_a_scaled_step_reports_the_true_norm_and_skips_overflows():
@@ -182,19 +183,19 @@ def test_a_scaled_step_reports_the_true_norm_and_skips_overflows():
 
 def test_compile_auto_on_cpu_only_for_long_bf16_runs(monkeypatch):
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda", 0), torch.device("mps")
-    use_compile = train_mod.use_compile
-    monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda: "AMX")
+    use_compile = hardware.use_compile
+    monkeypatch.setattr(hardware, "cpu_bf16_support", lambda: "AMX")
     long, short = RUNS["char-cpu"], RUNS["char-ci"]  # 1,800 x 8 x 128 and 60 x 16 x 64 tokens
     assert use_compile(long, cpu) and not use_compile(short, cpu)
     assert not use_compile(replace(long, dtype="float32"), cpu)  # fp32: compiling gains nothing
     at_threshold = replace(short, batch_size=125, max_steps=125)  # 125 x 125 x 64 = 1M tokens
-    assert train_mod.CPU_COMPILE_MIN_TOKENS == 1_000_000 and use_compile(at_threshold, cpu)
+    assert hardware.CPU_COMPILE_MIN_TOKENS == 1_000_000 and use_compile(at_threshold, cpu)
     assert not use_compile(replace(at_threshold, max_steps=124), cpu)
     assert use_compile(replace(at_threshold, batch_size=25, grad_accum=5), cpu)  # also 1M
     assert not use_compile(at_threshold, cpu, block_size=32)  # the context the run trains at
     assert not use_compile(replace(at_threshold, block_size=32), cpu)
     assert use_compile(short, cuda) and not use_compile(long, mps)
-    monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda: None)  # fp32 on this CPU
+    monkeypatch.setattr(hardware, "cpu_bf16_support", lambda: None)  # fp32 on this CPU
     assert not use_compile(long, cpu) and use_compile(replace(long, dtype="bfloat16"), cpu)
     assert use_compile(replace(short, compile=True), cpu)  # asked for: as asked
     assert not use_compile(replace(short, compile=False), cuda)
@@ -228,12 +229,12 @@ def test_finished_run_is_loaded_not_retrained(tiny, monkeypatch):
     assert again.history == first.history
     for key, value in params(first.model).items():
         assert torch.equal(value, params(again.model)[key])
-    assert train_mod.is_finished(replace(tiny, parallel="fsdp"))  # the same run, spread otherwise
-    path = tiny.out_dir / "model" / train_mod.TRAIN_CONFIG_FILE
+    assert run_files.is_finished(replace(tiny, parallel="fsdp"))  # the same run, spread otherwise
+    path = tiny.out_dir / "model" / run_files.TRAIN_CONFIG_FILE
     saved = json.loads(path.read_text())
     del saved["parallel"]  # as written before the field existed
     path.write_text(json.dumps(saved))
-    assert train_mod.is_finished(tiny) and not train_mod.is_finished(replace(tiny, lr=1e-3))
+    assert run_files.is_finished(tiny) and not run_files.is_finished(replace(tiny, lr=1e-3))
 
 
 def test_resume_gives_the_same_losses_as_a_straight_run(tiny):
@@ -258,7 +259,7 @@ def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(tiny, monkeypatc
     fp16 = replace(tiny, dtype="float16", max_steps=10)
     straight = train(replace(fp16, run_name="straight"), progress=False)
     train(fp16, progress=False, max_steps=5)
-    scaler = train_mod.load_trainer_state(fp16.out_dir / "checkpoint")["scaler"]
+    scaler = run_files.load_trainer_state(fp16.out_dir / "checkpoint")["scaler"]
     assert scaler["scale"] == 2.0**17 and scaler["_growth_tracker"] == 2  # grew once, at step 3
     resumed = train(fp16, progress=False)
     drop = ("elapsed_s", "tokens_per_s")  # clocks differ
@@ -282,7 +283,7 @@ def test_a_save_cut_short_leaves_the_old_or_the_new_checkpoint(tiny, monkeypatch
     train(tiny, progress=False, max_steps=5)
     out = tiny.out_dir
     model = GPT.from_pretrained(out / "checkpoint")
-    state = train_mod.load_trainer_state(out / "checkpoint")
+    state = run_files.load_trainer_state(out / "checkpoint")
     real_save, real_replace = torch.save, os.replace
 
     def killed(*args, **kwargs):
@@ -290,9 +291,9 @@ def test_a_save_cut_short_leaves_the_old_or_the_new_checkpoint(tiny, monkeypatch
 
     monkeypatch.setattr(torch, "save", killed)  # killed while writing checkpoint.tmp
     with pytest.raises(KeyboardInterrupt):
-        train_mod.save_checkpoint(out, model, {**state, "step": 6})
-    assert train_mod.find_checkpoint(out) == out / "checkpoint"
-    assert train_mod.load_trainer_state(out / "checkpoint")["step"] == 5
+        run_files.save_checkpoint(out, model, {**state, "step": 6})
+    assert run_files.find_checkpoint(out) == out / "checkpoint"
+    assert run_files.load_trainer_state(out / "checkpoint")["step"] == 5
     monkeypatch.setattr(torch, "save", real_save)
     moved = []
 
@@ -305,11 +306,11 @@ def test_a_save_cut_short_leaves_the_old_or_the_new_checkpoint(tiny, monkeypatch
 
     monkeypatch.setattr(os, "replace", killed_between_the_two_moves)
     with pytest.raises(KeyboardInterrupt):
-        train_mod.save_checkpoint(out, model, {**state, "step": 6})
+        run_files.save_checkpoint(out, model, {**state, "step": 6})
     monkeypatch.setattr(os, "replace", real_replace)
     assert not (out / "checkpoint").exists()
-    assert train_mod.find_checkpoint(out) == out / "checkpoint.old"
-    assert train_mod.load_trainer_state(out / "checkpoint.old")["step"] == 5
+    assert run_files.find_checkpoint(out) == out / "checkpoint.old"
+    assert run_files.load_trainer_state(out / "checkpoint.old")["step"] == 5
     assert train(tiny, progress=False).history[-1]["step"] == 20  # resumes from the old copy
 
 
@@ -318,7 +319,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny, monkeypatch)
     with pytest.raises(TrainingDiverged, match=r"nan at step 9 .*lower lr.*check the data"):
         train(tiny, progress=False)
     out = tiny.out_dir
-    assert train_mod.load_trainer_state(out / "checkpoint")["step"] == 5
+    assert run_files.load_trainer_state(out / "checkpoint")["step"] == 5
     model = GPT.from_pretrained(out / "checkpoint")
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -354,7 +355,7 @@ def truncate(path: Path, keep: float = 0.5) -> None:
     path.write_bytes(path.read_bytes()[:int(path.stat().st_size * keep)])
 
 
-@pytest.mark.parametrize("name", [train_mod.STATE_FILE, "model.safetensors", "config.json"])
+@pytest.mark.parametrize("name", [run_files.STATE_FILE, "model.safetensors", "config.json"])
 def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tiny, name):
     """Issue 14, case 5: a truncated checkpoint file ended in a traceback from torch/safetensors."""
     cfg = replace(tiny, dropout=0.0)
@@ -372,7 +373,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tiny, name):
 def test_no_readable_checkpoint_says_to_start_over(tiny):
     train(tiny, progress=False, max_steps=10)
     for name in ("checkpoint", "checkpoint.old"):
-        truncate(tiny.out_dir / name / train_mod.STATE_FILE, keep=0.0)
+        truncate(tiny.out_dir / name / run_files.STATE_FILE, keep=0.0)
     with pytest.raises(ValueError, match=r"checkpoint/trainer_state.pt is damaged.*"
                        r"checkpoint.old/trainer_state.pt is damaged.*--no-resume"):
         train(tiny, progress=False)
@@ -450,7 +451,7 @@ def test_ddp_on_two_cpu_processes(tiny, tmp_path):
     log = (cfg.out_dir / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in log] == [0, 3, 6]  # rank 0 only
     assert json.loads(log[-1])["tokens"] == 6 * 2 * 4 * 32  # both processes' tokens
-    assert len(train_mod.load_trainer_state(cfg.out_dir / "checkpoint")["rng"]) == 2
+    assert len(run_files.load_trainer_state(cfg.out_dir / "checkpoint")["rng"]) == 2
     assert (cfg.out_dir / "model" / "model.safetensors").is_file()
 
 
@@ -482,11 +483,11 @@ def test_fsdp_on_two_cpu_processes_trains_like_ddp(tiny, tmp_path):
     for key, value in params(model).items():
         assert value.shape == reference[key].shape, key
         torch.testing.assert_close(value, reference[key], rtol=1e-5, atol=1e-6)
-    states = [train_mod.load_trainer_state(run.out_dir / "checkpoint")["optimizer"]
+    states = [run_files.load_trainer_state(run.out_dir / "checkpoint")["optimizer"]
               for run in (ddp, fsdp)]
     assert states[0]["param_groups"] == states[1]["param_groups"]
     torch.testing.assert_close(states[1]["state"], states[0]["state"], rtol=1e-5, atol=1e-6)
-    logs = [train_mod.read_log(run.out_dir) for run in (ddp, fsdp)]
+    logs = [run_files.read_log(run.out_dir) for run in (ddp, fsdp)]
     assert [r["step"] for r in logs[1]] == list(range(7))
     for key in ("train_loss", "val_loss", "eval_train_loss", "grad_norm"):
         values = [[r[key] for r in log if r[key] is not None] for log in logs]
@@ -494,7 +495,7 @@ def test_fsdp_on_two_cpu_processes_trains_like_ddp(tiny, tmp_path):
     assert max(r["grad_norm"] or 0 for r in logs[1]) > fsdp.grad_clip  # clipping was on
     assert logs[1][-1]["val_loss"] < logs[1][0]["val_loss"] - 0.3
     # bf16 (MixedPrecisionPolicy + autocast): bf16 compute, fp32 weights saved, near fp32's loss
-    bf16_log = train_mod.read_log(bf16.out_dir)
+    bf16_log = run_files.read_log(bf16.out_dir)
     assert bf16_log[1]["train_loss"] == pytest.approx(logs[1][1]["train_loss"], rel=1e-2)
     assert all(math.isfinite(r["val_loss"]) for r in bf16_log if r["val_loss"] is not None)
     bf16_model = GPT.from_pretrained(bf16.out_dir / "model")
@@ -519,7 +520,7 @@ def test_fsdp_resume_gives_the_same_run(tiny, tmp_path):
         assert torch.equal(value, ranks["halves"][0][key]), key
         assert torch.equal(value, ranks["halves"][1][key]), key
         torch.testing.assert_close(ranks["switched"][1][key], value, rtol=1e-5, atol=1e-6)
-    logs = [train_mod.read_log(run.out_dir) for run in (straight, halves, switched)]
+    logs = [run_files.read_log(run.out_dir) for run in (straight, halves, switched)]
     drop = ("elapsed_s", "tokens_per_s")  # clocks differ
     assert ([{k: v for k, v in r.items() if k not in drop} for r in logs[1]]
             == [{k: v for k, v in r.items() if k not in drop} for r in logs[0]])

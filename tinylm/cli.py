@@ -11,24 +11,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from tinylm import checkpoints, data, poetry
+from tinylm import data, poetry, pretrained
 from tinylm.lock import FolderLocked
 from tinylm.model import GPT
 from tinylm.profiles import PROFILES, best_device, get_profile
+from tinylm.run_files import is_finished, load_model
+from tinylm.runs import RUNS, RUNS_DIR_ENV, TrainConfig, config_fields, runs_dir
 from tinylm.sampling import beam_poems, sample_poems
 from tinylm.tokenizers import REPORTED_DENSITY, Tokenizer, TokenizerUnavailable
-from tinylm.train import (
-    RUNS,
-    RUNS_DIR_ENV,
-    TrainConfig,
-    TrainingDiverged,
-    TrainResult,
-    config_fields,
-    is_finished,
-    load_model,
-    runs_dir,
-    train,
-)
+from tinylm.train import TrainingDiverged, TrainResult, train
 
 TOKENIZERS = ("char", "bpe", "gpt2")
 
@@ -122,7 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
           f"{example.decode([example.eot_id])!r}.")
     print(f"\nThe '{profile.name}' profile's model: run {profile.train_run}, trained once and then "
           f"loaded from {RUNS[profile.train_run].out_dir}.")
-    model, tokenizer = checkpoints.get(profile=profile.name)
+    model, tokenizer = pretrained.get(profile=profile.name)
     print("\nThree poems it wrote:\n")
     print("\n\n".join(sample_poems(model, tokenizer, n=3)))
     print("\nOpen notebooks/ with `make lab` for the lessons.")
@@ -159,7 +150,7 @@ def format_result(result: TrainResult, seconds: float) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Train a run of tinylm.train.RUNS (the profile's by default), resuming if it can."""
+    """Train a run of tinylm.runs.RUNS (the profile's by default), resuming if it can."""
     cfg: TrainConfig = replace(RUNS[args.run or get_profile().train_run],
                                **parse_overrides(args.overrides))
     done = not args.no_resume and is_finished(cfg)
@@ -176,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_warm(args: argparse.Namespace) -> None:
     """Prepare the data and train every run the profile's notebooks use, before a workshop."""
     profile = get_profile(args.profile)
-    runs = checkpoints.profile_runs(profile.name)
+    runs = pretrained.profile_runs(profile.name)
     print(f"profile {profile.name}: preparing the data, then {len(runs)} runs "
           f"({', '.join(cfg.run_name for cfg in runs)})")
     data.prepare_all(TOKENIZERS)
@@ -184,7 +175,7 @@ def cmd_warm(args: argparse.Namespace) -> None:
     for cfg in runs:
         done = is_finished(cfg)
         run_start = time.perf_counter()
-        checkpoints.trained(cfg)
+        pretrained.trained(cfg)
         print(f"  {cfg.run_name:<16}" + ("already trained" if done else
                                           f"trained in {time.perf_counter() - run_start:.0f} s"))
     print(f"every notebook of the {profile.name} profile now loads its models instead of "
@@ -275,7 +266,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     """``python -m tinylm train [--run NAME] [--steps N] [--no-resume] [key=value ...]``."""
     p = sub.add_parser("train", help="train a run (the profile's by default), resuming if it can")
-    p.add_argument("--run", choices=sorted(RUNS), help="a run of tinylm.train.RUNS (default: "
+    p.add_argument("--run", choices=sorted(RUNS), help="a run of tinylm.runs.RUNS (default: "
                    "the profile's: char-ci, char-cpu or char-gpu)")
     p.add_argument("--steps", type=int_at_least(1), help="stop after this step (the schedule "
                    "still spans max_steps); run again to resume")

@@ -26,14 +26,14 @@ class Profile:
     bpe_sample_chars: int  # text the hand-written BPE trainer learns from in notebook 02
     density_vocab_sizes: tuple[int, ...]  # BPE sizes measured for the density table
     concat_demo_poems: tuple[int, ...]  # poem counts timed for the quadratic list-concat demo
-    train_run: str  # the profile's main training run: a key of tinylm.train.RUNS
+    train_run: str  # the profile's main training run: a key of tinylm.runs.RUNS
     mistral_run: str  # its Mistral-style twin at the same training FLOPs (notebook 10)
     attention_seq_lens: tuple[int, ...]  # sequence lengths timed in notebook 03
     sft_steps: int  # optimizer steps of each fine-tuning run in notebook 06
     sft_eval_prompts: int  # held-out instructions the fine-tuned models answer in notebook 06
     kv_cache_new_tokens: int  # tokens generated when timing the KV cache in notebook 07
     scaling_sweep: tuple[tuple[str, int], ...]  # notebook 08's sweep: (model preset, steps) runs
-    eval_runs: tuple[str, ...]  # runs of tinylm.train.RUNS whose poems notebook 09 scores
+    eval_runs: tuple[str, ...]  # runs of tinylm.runs.RUNS whose poems notebook 09 scores
     eval_samples: int  # poems each model writes for notebook 09's metrics
 
 
@@ -188,7 +188,7 @@ def describe_environment() -> dict[str, str]:
 
 def training_setup(device: str) -> dict[str, str]:
     """The CPU's native bf16, and the precision and compiling that "auto" picks on `device`."""
-    from tinylm.train import CPU_COMPILE_MIN_TOKENS, resolve_precision  # train imports us
+    from tinylm.hardware import CPU_COMPILE_MIN_TOKENS, resolve_precision  # it imports us
 
     cpu_bf16 = cpu_bf16_support()
     precision = resolve_precision(torch.device(device), "auto")

@@ -13,11 +13,16 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tinylm.hardware import PEAK_FLOPS, mfu
 from tinylm.model import GPTConfig, count_parameters, flops_per_token, preset
-from tinylm.train import PEAK_FLOPS, RUNS, TrainConfig, TrainResult, mfu
+from tinylm.runs import RUNS, TrainConfig
+
+if TYPE_CHECKING:  # only a type: the scaling arithmetic does not need the training loop
+    from tinylm.train import TrainResult
 
 # Hoffmann et al. 2022, arXiv:2203.15556, Table 3: a compute-optimal model sees about 20 tokens per
 # parameter (Chinchilla itself: 70B parameters, 1.4T tokens).
@@ -45,7 +50,7 @@ def run_flops(config: GPTConfig, tokens: float) -> float:
 
 
 def peak(gpu: str) -> float:
-    """Peak dense bf16 FLOP/s of a GPU named as in tinylm.train.PEAK_FLOPS (e.g. "A10G")."""
+    """Peak dense bf16 FLOP/s of a GPU named as in tinylm.hardware.PEAK_FLOPS (e.g. "A10G")."""
     if gpu not in PEAK_FLOPS:
         raise ValueError(f"unknown GPU {gpu!r}; known: {sorted(PEAK_FLOPS)} (tinylm.train."
                          "PEAK_FLOPS holds their datasheet peaks)")
@@ -115,7 +120,7 @@ class TalkRun:
 
 # The talk's slides: "~30M size / 80M token / 16min / ~10 epochs", "~124M size / 80M tokens /
 # 46min / ~10 epochs", "~757M size / 20M tokens / 77min / ~3 epochs", all on one A10G (g5.4xlarge).
-# The 80M of the first two is tinylm.train.RUNS' 4,900 steps of 64 × 256 tokens.
+# The 80M of the first two is tinylm.runs.RUNS' 4,900 steps of 64 × 256 tokens.
 TALK_RUNS: dict[str, TalkRun] = {
     "talk-30m": TalkRun("talk-30m", "30m", run_tokens(RUNS["talk-30m"]), 16, 10),
     "talk-124m": TalkRun("talk-124m", "124m", run_tokens(RUNS["talk-124m"]), 46, 10),

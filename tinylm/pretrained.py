@@ -13,8 +13,10 @@ from tinylm import scaling
 from tinylm.lock import folder_lock
 from tinylm.model import GPT
 from tinylm.profiles import get_profile
+from tinylm.run_files import is_finished
+from tinylm.runs import RUNS, TrainConfig
 from tinylm.tokenizers import Tokenizer
-from tinylm.train import RUNS, TrainConfig, TrainResult, is_finished, train
+from tinylm.train import TrainResult, train
 
 MODELS: dict[str, str] = {
     "poem-char": "the profile's character-level poem model (Profile.train_run: "

@@ -1,4 +1,4 @@
-"""checkpoints: get trains the profile's run once and loads it afterwards; warm trains them all."""
+"""pretrained: get trains the profile's run once and loads it afterwards; warm trains them all."""
 
 from dataclasses import replace
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 from synthetic import packed_synthetic_corpus
 
-from tinylm import checkpoints
+from tinylm import pretrained, runs
 from tinylm import train as train_mod
 from tinylm.profiles import get_profile
-from tinylm.train import TrainConfig
+from tinylm.runs import TrainConfig
 
 TINY = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, max_steps=6,
                    warmup_steps=2, lr=3e-3, min_lr=3e-4, dropout=0.0, eval_interval=3,
@@ -20,12 +20,12 @@ TINY = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, m
 def tiny_ci_run(tmp_path, monkeypatch) -> TrainConfig:
     """The ci profile's run replaced by a tiny one on synthetic poems, all under tmp_path."""
     packed_synthetic_corpus(tmp_path, monkeypatch)
-    monkeypatch.setitem(train_mod.RUNS, "char-ci", TINY)
+    monkeypatch.setitem(runs.RUNS, "char-ci", TINY)
     return TINY
 
 
 def test_get_trains_once_then_loads(tiny_ci_run, monkeypatch):
-    model, tokenizer = checkpoints.get("poem-char", profile="ci", progress=False)
+    model, tokenizer = pretrained.get("poem-char", profile="ci", progress=False)
     assert (tiny_ci_run.out_dir / "model" / "model.safetensors").is_file()
     assert tokenizer.vocab_size <= model.config.vocab_size and not model.training
 
@@ -33,7 +33,7 @@ def test_get_trains_once_then_loads(tiny_ci_run, monkeypatch):
         raise AssertionError("the model was trained again")
 
     monkeypatch.setattr(train_mod, "_train", fail)
-    again, _ = checkpoints.get(profile="ci", progress=False)
+    again, _ = pretrained.get(profile="ci", progress=False)
     loaded = again.state_dict()
     for name, value in model.state_dict().items():
         assert torch.equal(value, loaded[name]), name
@@ -41,36 +41,36 @@ def test_get_trains_once_then_loads(tiny_ci_run, monkeypatch):
 
 def test_mistral_twin_trains_its_own_run(tiny_ci_run, monkeypatch):
     twin = replace(TINY, run_name="mistral-ci", model="mistral-ci")
-    monkeypatch.setitem(train_mod.RUNS, "mistral-ci", twin)
-    model, _ = checkpoints.get("poem-mistral", profile="ci", progress=False)
+    monkeypatch.setitem(runs.RUNS, "mistral-ci", twin)
+    model, _ = pretrained.get("poem-mistral", profile="ci", progress=False)
     assert model.config.position == "rope" and not model.config.tie_weights
     assert (twin.out_dir / "model" / "model.safetensors").is_file()
 
 
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError, match="'poem-gpt5'.*'poem-char'"):
-        checkpoints.get("poem-gpt5")
+        pretrained.get("poem-gpt5")
 
 
 @pytest.mark.parametrize("name", ["ci", "cpu", "gpu"])
 def test_profile_runs_lists_every_run_the_notebooks_train_once(name):
     profile = get_profile(name)
-    runs = [cfg.run_name for cfg in checkpoints.profile_runs(name)]
-    assert len(runs) == len(set(runs))
-    assert runs[0] == profile.train_run  # the main model first: notebooks 03-07 need it
-    assert {*profile.eval_runs, profile.mistral_run} <= set(runs)
-    assert {f"{model}-{steps}" for model, steps in profile.scaling_sweep} <= set(runs)
-    assert ("talk-30m" in runs) == (name == "gpu")  # notebook 05 trains it on a GPU
+    names = [cfg.run_name for cfg in pretrained.profile_runs(name)]
+    assert len(names) == len(set(names))
+    assert names[0] == profile.train_run  # the main model first: notebooks 03-07 need it
+    assert {*profile.eval_runs, profile.mistral_run} <= set(names)
+    assert {f"{model}-{steps}" for model, steps in profile.scaling_sweep} <= set(names)
+    assert ("talk-30m" in names) == (name == "gpu")  # notebook 05 trains it on a GPU
 
 
 def test_warm_trains_each_run_once_then_loads_them(tiny_ci_run, monkeypatch):
     sweep = replace(TINY, run_name="sweep-tiny", max_steps=3)
-    monkeypatch.setattr(checkpoints, "profile_runs", lambda profile=None: [TINY, sweep])
-    first = checkpoints.warm("ci", progress=False)
+    monkeypatch.setattr(pretrained, "profile_runs", lambda profile=None: [TINY, sweep])
+    first = pretrained.warm("ci", progress=False)
     assert [r.out_dir.name for r in first] == ["char-ci", "sweep-tiny"]
 
     def fail(*args, **kwargs):
         raise AssertionError("a warm run was trained again")
 
     monkeypatch.setattr(train_mod, "_train", fail)
-    assert len(checkpoints.warm("ci", progress=False)) == 2
+    assert len(pretrained.warm("ci", progress=False)) == 2

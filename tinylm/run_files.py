@@ -1,0 +1,228 @@
+"""The files of a run folder: checkpoints, the final model, the log, and whether to resume.
+
+A run's folder ``runs/<run_name>/`` (``$TINYLM_RUNS_DIR/<run_name>/`` if that is set) holds:
+
+- ``log.jsonl``: one JSON record per log or eval step, the same dicts as `TrainResult.history`:
+  step, tokens (seen so far, all processes), lr, train_loss (mean over the steps since the
+  last record, dropout on), val_loss and eval_train_loss (eval steps only: fixed validation and
+  training batches, dropout off, so the two compare), grad_norm (mean, before clipping),
+  tokens_per_s, mfu (None off known GPUs), elapsed_s. Fields that do not apply are None.
+- ``checkpoint/``: the model (config.json + model.safetensors) and ``trainer_state.pt``
+  (optimizer, step, RNG states, TrainConfig, data meta, and the gradient scaler's state in
+  fp16), enough to resume exactly; ``checkpoint.old/``, the one before it, to fall back on if
+  the newest is found damaged.
+- ``model/``: the final model, ``tokenizer.json`` and ``train_config.json``, once finished.
+- ``lock``, while a process trains the run: a second one is refused (`tinylm.lock`).
+
+Every file is written under a temporary name and renamed, so a kill at any moment leaves the
+old or the new copy whole. Resuming needs the same TrainConfig (`tinylm.runs.LAYOUT_FIELDS`
+aside): a run asked for with another config is an error that names the fields that differ,
+never a model trained some other way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import shutil
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinylm.data import BatchSampler, write_json
+from tinylm.model import GPT, GPTConfig
+from tinylm.runs import TrainConfig, config_changes
+from tinylm.tokenizers import Tokenizer, load_tokenizer
+
+LOG_FILE = "log.jsonl"
+CHECKPOINTS = ("checkpoint", "checkpoint.old")  # the newest first
+STATE_FILE = "trainer_state.pt"
+TOKENIZER_FILE = "tokenizer.json"
+TRAIN_CONFIG_FILE = "train_config.json"
+SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+
+
+def replace_dir(src: Path, dst: Path, keep_old: bool = False) -> None:
+    """Move the folder src to dst so that a kill at any moment leaves dst or dst.old complete.
+
+    keep_old keeps the replaced folder as dst.old (a checkpoint to fall back on if dst is
+    later found damaged).
+    """
+    old = dst.with_name(dst.name + ".old")
+    if dst.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if not keep_old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(out_dir: Path) -> Path | None:
+    """The run's checkpoint folder, or its previous copy if a save was cut short; else None."""
+    for name in CHECKPOINTS:
+        if (out_dir / name / STATE_FILE).is_file():
+            return out_dir / name
+    return None
+
+
+def save_checkpoint(out_dir: Path, model: GPT, state: dict) -> None:
+    """Write model + trainer_state.pt to checkpoint.tmp, then swap it in for checkpoint/.
+
+    The previous checkpoint stays as checkpoint.old, for `load_checkpoint` to fall back on.
+    """
+    tmp = out_dir / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save(state, tmp / STATE_FILE)
+    replace_dir(tmp, out_dir / "checkpoint", keep_old=True)
+
+
+def load_trainer_state(checkpoint: Path) -> dict:
+    """trainer_state.pt, read with weights_only=True: tensors and plain containers, no code."""
+    path = checkpoint / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        reason = str(error).split("\n", 1)[0].split(". ", 1)[0] or "ends too early"
+        raise ValueError(f"{path} is damaged or incomplete ({type(error).__name__}: {reason})"
+                         ) from None
+
+
+def load_checkpoint(out_dir: Path, cfg: TrainConfig) -> tuple[Path, dict, GPT] | None:
+    """The newest readable checkpoint: (folder, trainer state, model), or None if there is none.
+
+    A damaged checkpoint/ (say, a disk filled up) falls back to checkpoint.old with a warning;
+    if no checkpoint can be read, the error names each damaged file and how to start over.
+    """
+    problems = []
+    for folder in (out_dir / name for name in CHECKPOINTS):
+        if not (folder / STATE_FILE).is_file():
+            continue
+        try:
+            state = load_trainer_state(folder)
+            model = GPT.from_pretrained(folder, dropout=cfg.dropout, attention=cfg.attention)
+        except ValueError as error:
+            problems.append(str(error))
+            continue
+        if problems:
+            warnings.warn(f"{problems[0]}; resuming from the previous checkpoint, {folder} "
+                          f"(step {state['step']})", stacklevel=3)
+        return folder, state, model
+    if problems:
+        raise ValueError(f"cannot resume {out_dir}: {'; '.join(problems)}. No readable "
+                         "checkpoint is left: start the run over with resume=False "
+                         "(CLI: --no-resume).")
+    return None
+
+
+def save_model(out_dir: Path, model: GPT, tokenizer: Tokenizer, cfg: TrainConfig) -> Path:
+    """Write the finished model, its tokenizer and its TrainConfig to out_dir/model/."""
+    tmp = out_dir / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save(tmp / TOKENIZER_FILE)
+    write_json(asdict(cfg), tmp / TRAIN_CONFIG_FILE)  # written last: marks the run finished
+    replace_dir(tmp, out_dir / "model")
+    return out_dir / "model"
+
+
+def load_model(directory: str | Path) -> tuple[GPT, Tokenizer]:
+    """A model folder written by train (or save_pretrained + tokenizer.json), in eval mode."""
+    directory = Path(directory)
+    if not (directory / TOKENIZER_FILE).is_file():
+        raise FileNotFoundError(f"{directory / TOKENIZER_FILE} is missing: not a model folder "
+                                "written by tinylm.train (train the run first)")
+    return GPT.from_pretrained(directory).eval(), load_tokenizer(directory / TOKENIZER_FILE)
+
+
+def read_log(out_dir: Path, last_step: int | None = None) -> list[dict]:
+    """The records of log.jsonl (those up to last_step, if given)."""
+    path = out_dir / LOG_FILE
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+    return [r for r in records if last_step is None or r["step"] <= last_step]
+
+
+def write_log(out_dir: Path, records: list[dict]) -> None:
+    """Rewrite log.jsonl with these records (used when resuming from an earlier step)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(r) + "\n" for r in records)
+    partial = out_dir / (LOG_FILE + ".part")
+    partial.write_text(lines, encoding="utf-8")
+    os.replace(partial, out_dir / LOG_FILE)
+
+
+def append_log(out_dir: Path, record: dict) -> None:
+    """Add one record to log.jsonl."""
+    with open(out_dir / LOG_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def saved_config(out_dir: Path) -> dict | None:
+    """The TrainConfig (as a dict) of the finished model in out_dir/model/, if there is one."""
+    path = out_dir / "model" / TRAIN_CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path} is damaged ({error}); start the run over with resume=False "
+                         "(CLI: --no-resume)") from None
+
+
+def is_finished(cfg: TrainConfig) -> bool:
+    """True when out_dir/model/ holds the final model of this config (LAYOUT_FIELDS aside)."""
+    saved = saved_config(cfg.out_dir)
+    return saved is not None and not config_changes(saved, cfg)
+
+
+def start_over(out_dir: Path) -> None:
+    """Remove what an earlier run left in out_dir: checkpoints, final model, log."""
+    for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp", "model", "model.old",
+                 "model.tmp"):
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+    (out_dir / LOG_FILE).unlink(missing_ok=True)
+
+
+def check_resumable(folder: Path, saved: dict, cfg: TrainConfig, saved_model: GPTConfig | None
+                    = None, config: GPTConfig | None = None) -> None:
+    """Refuse to go on with a run folder trained with another TrainConfig or model shape.
+
+    saved is the folder's TrainConfig as a dict; LAYOUT_FIELDS may differ. Resuming under
+    another config would return a model that is not the run asked for (say, one trained past
+    the new max_steps), so every other difference is an error that names the fields.
+    """
+    diffs = config_changes(saved, cfg)
+    if saved_model is not None and config is not None:
+        diffs += [f"model {name} {getattr(saved_model, name)} → {getattr(config, name)}"
+                  for name in SHAPE_FIELDS if getattr(saved_model, name) != getattr(config, name)]
+    if diffs:
+        raise ValueError(f"cannot resume from {folder}: it was trained with another config "
+                         f"({'; '.join(diffs)}). Train this config under a new run_name, or "
+                         "start the run over with resume=False (CLI: --no-resume).")
+
+
+def rng_state(sampler: BatchSampler, device: torch.device) -> dict:
+    """Every random number generator the run uses, so a resumed run draws the same numbers."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (kind, key.tolist(), pos, has_gauss, gauss),
+            "torch": torch.get_rng_state(), "sampler": sampler.generator.get_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(state: dict, sampler: BatchSampler, device: torch.device) -> None:
+    """Restore what rng_state saved."""
+    random.setstate(state["python"])
+    kind, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(key, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    sampler.generator.set_state(state["sampler"])
+    if device.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)

@@ -1,0 +1,232 @@
+"""What a training run is: `TrainConfig`, its checks, and `RUNS`, the course's runs by name.
+
+A run is named by its folder, ``runs/<run_name>/`` (``$TINYLM_RUNS_DIR/<run_name>/`` if that is
+set), and described by a frozen `TrainConfig`: the model preset, the tokenizer, the batch, the
+schedule and the hardware choices. `RUNS` lists every run the notebooks, the CLI and the bench
+scripts train, in one table; `config_changes` says how two configs differ, which decides whether
+a run folder can be resumed (`tinylm.run_files.check_resumable`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+
+from tinylm.attention import ATTENTION_IMPLEMENTATIONS
+from tinylm.data import PROJECT_ROOT
+from tinylm.model import PRESETS, flops_per_token, preset
+from tinylm.tokenizers import TOKENIZER_NAMES
+
+RUNS_DIR_ENV = "TINYLM_RUNS_DIR"  # where run folders go (default: <project>/runs)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+COMPILE_CHOICES = ("auto", True, False)
+RESIDENT_CHOICES = ("auto", True, False)
+PARALLEL_CHOICES = ("ddp", "fsdp")
+WINDOW_CHOICES = ("random", "documents")
+# Fields that decide how the work is spread over processes or where the data lives, not what
+# is trained: is_finished ignores them (a run finished under DDP is finished under FSDP; the
+# batches are the same with the corpus on the GPU or not; older runs lack the fields).
+LAYOUT_FIELDS = ("parallel", "resident_data")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; `RUNS` holds the course's runs by name."""
+
+    run_name: str  # the folder under runs/
+    model: str = "char-ci"  # a preset of tinylm.model.PRESETS
+    tokenizer: str = "char"  # "char", "bpe" or "gpt2": which packed data to train on
+    batch_size: int = 64  # sequences per micro-batch (per process under DDP)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 4900  # optimizer steps; the learning-rate schedule spans them
+    warmup_steps: int = 100
+    lr: float = 1e-3  # peak learning rate, reached after warmup
+    min_lr: float = 1e-4  # where the cosine decay ends
+    weight_decay: float = 0.1  # on matrices and embeddings only
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0  # largest global gradient norm; 0 turns clipping off
+    dropout: float = 0.2
+    eval_interval: int = 250  # steps between evaluations (and checkpoints)
+    eval_batches: int = 20  # fixed batches per evaluation, from each of train and val
+    log_interval: int = 10  # steps between records (the only host syncs of the loop)
+    block_size: int | None = None  # context length; None keeps the preset's
+    device: str = "auto"  # "auto" picks cuda, then mps, then cpu
+    # "auto": bf16 autocast where the hardware has native bf16 (Ampere+ GPUs, CPUs with AMX or
+    # AVX-512 BF16), fp16 autocast + a gradient scaler on older GPUs, else float32 (see
+    # resolve_precision). "float16" always brings the gradient scaler.
+    dtype: str = "auto"
+    # "auto": torch.compile on CUDA; on CPU only in bf16 and for runs of CPU_COMPILE_MIN_TOKENS
+    # tokens or more, which repay the compile time (see use_compile).
+    compile: bool | str = "auto"
+    # Keep the packed training tokens on the device and cut batches there (BatchSampler's
+    # resident=True); "auto": on CUDA only. True elsewhere exercises the GPU's path (tests).
+    resident_data: bool | str = "auto"
+    seed: int = 1337
+    attention: str = "sdpa"  # "manual" or "sdpa"
+    # Where training and evaluation windows start: "random" anywhere in the packed tokens (as
+    # nanoGPT does), "documents" only at an end-of-text token, so position 0 is a poem's start.
+    windows: str = "random"
+    # With several processes: "ddp" copies the whole model to each, "fsdp" shards parameters,
+    # gradients and optimizer state across them (for 757m, mymistral-0.4b/1b). One process: no
+    # effect.
+    parallel: str = "ddp"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.run_name) and "/" not in self.run_name and "\\" not in self.run_name,
+               "run_name", f"must be a non-empty folder name, got {self.run_name!r}")
+        _check_choice("model", self.model, sorted(PRESETS))
+        _check_choice("tokenizer", self.tokenizer, TOKENIZER_NAMES)
+        _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("compile", self.compile, COMPILE_CHOICES)
+        _check_choice("resident_data", self.resident_data, RESIDENT_CHOICES)
+        _check_choice("attention", self.attention, ATTENTION_IMPLEMENTATIONS)
+        _check_choice("parallel", self.parallel, PARALLEL_CHOICES)
+        _check_choice("windows", self.windows, WINDOW_CHOICES)
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches",
+                     "log_interval"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, name,
+                   f"must be a positive integer, got {value!r}")
+        _check(isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= self.max_steps,
+               "warmup_steps", f"must be an integer from 0 to max_steps ({self.max_steps}), "
+               f"got {self.warmup_steps!r}")
+        _check(self.block_size is None or (isinstance(self.block_size, int)
+                                           and self.block_size >= 1),
+               "block_size", f"must be None or a positive integer, got {self.block_size!r}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "dropout"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool)
+                   and math.isfinite(value), name, f"must be a finite number, got {value!r}")
+        _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
+        _check(0 <= self.min_lr <= self.lr, "min_lr",
+               f"must be between 0 and lr ({self.lr}), got {self.min_lr}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
+               and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                       for b in self.betas),
+               "betas", f"must be two numbers in [0, 1), got {self.betas!r}")
+        _check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0: off), got {self.grad_clip}")
+        _check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(isinstance(self.seed, int), "seed", f"must be an integer, got {self.seed!r}")
+        _check(self.device == "auto" or _is_device(self.device), "device",
+               f"must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
+               f"got {self.device!r}")
+
+    @property
+    def out_dir(self) -> Path:
+        """The run's folder: ``$TINYLM_RUNS_DIR/<run_name>``, by default ``<project>/runs/…``."""
+        return run_folder(self.run_name)
+
+
+def runs_dir() -> Path:
+    """The folder holding every run's folder: $TINYLM_RUNS_DIR, by default <project>/runs."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs")
+
+
+def run_folder(run_name: str) -> Path:
+    """Where a run of this name keeps its log, checkpoint and model."""
+    return runs_dir() / run_name
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"TrainConfig.{name} {message}")
+
+
+def _check_choice(name: str, value: object, valid: tuple | list) -> None:
+    _check(value in valid, name, f"must be one of {list(valid)}, got {value!r}")
+
+
+def _is_device(name: str) -> bool:
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
+def config_fields() -> list[str]:
+    """Names of the TrainConfig fields, for error messages and the CLI's key=value overrides."""
+    return [f.name for f in fields(TrainConfig)]
+
+
+def config_changes(saved: dict, cfg: TrainConfig) -> list[str]:
+    """"name saved → wanted" for each TrainConfig field cfg changes (LAYOUT_FIELDS aside)."""
+    wanted = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in the saved JSON
+    saved = json.loads(json.dumps(saved))
+    missing = "(not saved)"
+    return [f"{name} {saved.get(name, missing)} → {value}" for name, value in wanted.items()
+            if name not in LAYOUT_FIELDS and saved.get(name, missing) != value]
+
+
+def same_compute_steps(reference: TrainConfig, model: str, vocab_size: int) -> int:
+    """Optimizer steps that give `model` the training FLOPs of `reference` (same batches)."""
+    block_size = reference.block_size or PRESETS[reference.model].block_size
+    ours = flops_per_token(preset(model, vocab_size=vocab_size), block_size)
+    theirs = flops_per_token(preset(reference.model, vocab_size=vocab_size), block_size)
+    return round(reference.max_steps * theirs / ours)
+
+
+# The profiles' main runs and the talk's; the rest of RUNS is built from them.
+# CI: 5-6 s of training on 2 idle Xeon cores (9-11 s for `python -m tinylm train --run char-ci`
+# with start-up and three poems; measured 2026-11-30), several times that on a loaded machine.
+# The loss falls; the poems are still noise.
+CHAR_CI = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=16, max_steps=60,
+                      warmup_steps=10, lr=3e-3, min_lr=3e-4, dropout=0.0, eval_interval=20,
+                      eval_batches=4, log_interval=5, windows="documents")
+# A laptop: under 10 minutes on 2 CPU cores with native bf16 (bf16 autocast + compile, as
+# "auto" picks there; 5,600 to 8,600 tokens/s on the 2-core VMs here, which vary), 3.1M
+# characters (0.8 epoch). Windows start at a poem, so the learned positions mean the same
+# in training as in writing. bench/recipe_search.py compared the choices
+# (data/reference/recipe_search_cpu.json): at 2.2M tokens, poem-start windows wrote 54 %
+# regulated poems against 24 % for random ones; at ~4.4M tokens, batch 16 at lr 2e-3 had
+# the lowest validation loss of batch 8 or 16 at lr 1e-3, 2e-3 or 3e-3, but 4.4M tokens
+# does not fit 10 minutes at the slower speed. Too short to overfit, so no dropout.
+CHAR_CPU = TrainConfig("char-cpu", model="char-cpu", tokenizer="char", batch_size=16,
+                       max_steps=1500, warmup_steps=100, lr=2e-3, min_lr=2e-4, dropout=0.0,
+                       eval_interval=250, eval_batches=8, log_interval=25, windows="documents")
+# A workshop GPU: the talk's 30M shape on characters, ~11 epochs of the 3.8M characters.
+CHAR_GPU = TrainConfig("char-gpu", model="30m", tokenizer="char", batch_size=64, max_steps=2500,
+                       warmup_steps=100, lr=1e-3, min_lr=1e-4, dropout=0.2, eval_interval=250,
+                       eval_batches=20, log_interval=10, windows="documents")
+# The talk's runs on an A10G: GPT-2 tokens, 64 x 256 tokens a step, 4,900 steps = 80.3M
+# tokens (~10 epochs), AdamW (0.9, 0.99), lr 1e-3 cosine to 1e-4, dropout 0.2, bf16, SDPA.
+TALK_30M = TrainConfig("talk-30m", model="30m", tokenizer="gpt2", batch_size=64, max_steps=4900,
+                       warmup_steps=100, lr=1e-3, min_lr=1e-4, dropout=0.2, eval_interval=250,
+                       eval_batches=20, log_interval=10)
+CHAR_VOCAB = PRESETS["char-cpu"].vocab_size  # the character vocabulary, padded to 64
+
+
+def mistral_twin(reference: TrainConfig, run_name: str, model: str) -> TrainConfig:
+    """The reference run with its model swapped for `model`, at the same training FLOPs."""
+    return replace(reference, run_name=run_name, model=model,
+                   max_steps=same_compute_steps(reference, model, CHAR_VOCAB))
+
+
+RUNS: dict[str, TrainConfig] = {cfg.run_name: cfg for cfg in (
+    CHAR_CI, CHAR_CPU, CHAR_GPU, TALK_30M, replace(TALK_30M, run_name="talk-124m", model="124m"),
+    # Tokenizer comparisons (notebook 09): one model shape, three tokenizers, the same training
+    # FLOPs. GPT-2's 50,304-row output layer makes each token ~3x (cpu shape) or ~5x (ci shape)
+    # dearer than a character, so its runs take that many times fewer steps.
+    replace(CHAR_CI, run_name="bpe-ci", tokenizer="bpe"),
+    replace(CHAR_CI, run_name="gpt2-ci", tokenizer="gpt2", max_steps=12, warmup_steps=2,
+            eval_interval=6),
+    replace(CHAR_CPU, run_name="tok-char-cpu", batch_size=8, max_steps=450, warmup_steps=50,
+            lr=1e-3, min_lr=1e-4, eval_interval=150, log_interval=50),
+    replace(CHAR_CPU, run_name="tok-bpe-cpu", tokenizer="bpe", batch_size=8, max_steps=450,
+            warmup_steps=50, lr=1e-3, min_lr=1e-4, eval_interval=150, log_interval=50),
+    replace(CHAR_CPU, run_name="tok-gpt2-cpu", tokenizer="gpt2", batch_size=8, max_steps=156,
+            warmup_steps=20, lr=1e-3, min_lr=1e-4, eval_interval=52, log_interval=13),
+    replace(CHAR_GPU, run_name="bpe-gpu", tokenizer="bpe"),
+    # Architecture comparison (notebook 10): each profile's character model against its
+    # Mistral-style twin (RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head), with the
+    # same data, batches and schedule, and as many steps as give the same training FLOPs.
+    mistral_twin(CHAR_CI, "mistral-ci", "mistral-ci"),
+    mistral_twin(CHAR_CPU, "mistral-cpu", "mistral-cpu"),
+    mistral_twin(CHAR_GPU, "mistral-gpu", "mistral-30m"),
+)}
