@@ -22,6 +22,7 @@ from tinylm.model import (
     RMSNorm,
     count_parameters,
     flops_per_token,
+    pad_vocab_size,
     positions_in_documents,
     preset,
     training_memory_bytes,
@@ -248,3 +249,9 @@ def test_last_only_logits_are_the_last_row():
     last, _ = model(idx, last_only=True)
     assert last.shape == (2, 1, 50)
     assert torch.allclose(last[:, 0], model(idx)[0][:, -1], atol=1e-6)
+
+
+def test_pad_vocab_size_rounds_up_to_multiples_of_64():
+    assert pad_vocab_size(50257) == 50304
+    assert pad_vocab_size(8192) == 8192
+    assert pad_vocab_size(1) == 64

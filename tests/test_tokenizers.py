@@ -215,12 +215,6 @@ def test_get_tokenizer(texts):
     assert bpe.vocab_size == 300
 
 
-def test_pad_vocab_size_rounds_up_to_multiples_of_64():
-    assert tinylm_tokenizers.pad_vocab_size(50257) == 50304
-    assert tinylm_tokenizers.pad_vocab_size(8192) == 8192
-    assert tinylm_tokenizers.pad_vocab_size(1) == 64
-
-
 def test_tokens_per_char_counts_the_encoding_of_every_text(char_tok, bpe_tok, texts):
     assert char_tok.tokens_per_char(["春江", "花月夜"]) == 1.0  # one id per character
     sample = texts[:3]

@@ -18,10 +18,13 @@ from tinylm.profiles import PROFILES, best_device, get_profile
 from tinylm.run_files import is_finished, load_model
 from tinylm.runs import RUNS, RUNS_DIR_ENV, TrainConfig, config_fields, runs_dir
 from tinylm.sampling import beam_poems, sample_poems
-from tinylm.tokenizers import REPORTED_DENSITY, Tokenizer, TokenizerUnavailable
+from tinylm.tokenizers import (
+    REPORTED_DENSITY,
+    TOKENIZER_NAMES,
+    Tokenizer,
+    TokenizerUnavailable,
+)
 from tinylm.train import TrainingDiverged, TrainResult, train
-
-TOKENIZERS = ("char", "bpe", "gpt2")
 
 
 def int_at_least(low: int):
@@ -93,7 +96,7 @@ def format_density(packed: dict[str, data.PackedData]) -> str:
 
 def cmd_data(args: argparse.Namespace) -> None:
     """Fetch, verify, clean and pack the corpus; print the summary."""
-    names = TOKENIZERS if args.tokenizer == "all" else (args.tokenizer,)
+    names = TOKENIZER_NAMES if args.tokenizer == "all" else (args.tokenizer,)
     start = time.perf_counter()
     packed = data.prepare_all(names, args.split, args.bpe_vocab, args.force)
     print(format_summary(packed))
@@ -104,7 +107,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     """Everything the course has built so far, without a browser."""
     profile = get_profile()
     print(f"TinyLM course demo: profile '{profile.name}' ({profile.description})\n")
-    packed = data.prepare_all(TOKENIZERS)
+    packed = data.prepare_all(TOKENIZER_NAMES)
     print(format_summary(packed))
     print()
     print(format_density(packed))
@@ -170,7 +173,7 @@ def cmd_warm(args: argparse.Namespace) -> None:
     runs = pretrained.profile_runs(profile.name)
     print(f"profile {profile.name}: preparing the data, then {len(runs)} runs "
           f"({', '.join(cfg.run_name for cfg in runs)})")
-    data.prepare_all(TOKENIZERS)
+    data.prepare_all(TOKENIZER_NAMES)
     start = time.perf_counter()
     for cfg in runs:
         done = is_finished(cfg)
@@ -332,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinylm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_data = sub.add_parser("data", help="fetch, verify, clean and pack the corpus")
-    p_data.add_argument("--tokenizer", choices=(*TOKENIZERS, "all"), default="all")
+    p_data.add_argument("--tokenizer", choices=(*TOKENIZER_NAMES, "all"), default="all")
     p_data.add_argument("--split", choices=data.SPLIT_METHODS, default="random",
                         help="random (seeded) or the talk's 'last 10%%' of the file order")
     p_data.add_argument("--bpe-vocab", type=int, default=data.DEFAULT_BPE_VOCAB,

@@ -53,11 +53,6 @@ REPORTED_DENSITY: tuple[tuple[str, int, float], ...] = (
 )
 
 
-def pad_vocab_size(vocab_size: int, multiple: int = 64) -> int:
-    """Round a vocabulary up to a multiple of 64 (nanoGPT's 50257 → 50304) for faster matmuls."""
-    return -(-vocab_size // multiple) * multiple
-
-
 class TokenizerUnavailable(RuntimeError):
     """A pretrained tokenizer's files could not be loaded (no internet and no local cache)."""
 
