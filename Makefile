@@ -11,7 +11,7 @@ TORCH_PIP_ARGS ?=
 # cloud VM) needs --allow-root, which is added for you.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup data lab demo warm test browser-test exercises bench notebooks lint clean
+.PHONY: setup data lab demo warm test test-fast browser-test exercises bench notebooks lint clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,12 @@ lint: setup
 
 test: data lint
 	$(BIN)/python -m pytest
+
+# The edit-test loop: the unit tests on synthetic data, without the slow ones (child processes,
+# DDP/FSDP, torch.compile, bench scripts, exercises) and without the notebooks; no corpus
+# download. `make test` still runs everything.
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow and not browser" -q
 
 # Notebooks 03 and 07 in JupyterLab under headless Chromium (needs chromium and chromedriver;
 # about 3 minutes). `make test` runs it too where CI or TINYLM_BROWSER_TEST=1 is set.

@@ -1,8 +1,10 @@
-"""Synthetic inputs shared by the tests: a small corpus of fake five-character quatrains."""
+"""Synthetic inputs and small checks shared by the tests (fixtures are in conftest.py)."""
+
+from pathlib import Path
 
 import numpy as np
 
-from tinylm import data, runs
+from tinylm import data
 from tinylm.data import Poem
 
 
@@ -17,8 +19,7 @@ def synthetic_corpus(n: int = 60) -> data.Corpus:
                        1337)
 
 
-def packed_synthetic_corpus(tmp_path, monkeypatch) -> None:
-    """Data and runs folders under tmp_path, with the synthetic poems packed as characters."""
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "data"))
-    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path / "runs"))
-    data.prepare("char", corpus=synthetic_corpus())
+def folder_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under folder with its size and modification time: equal if nothing wrote."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}

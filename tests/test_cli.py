@@ -7,17 +7,12 @@ from pathlib import Path
 import pytest
 
 from tinylm import cli, data
-from tinylm.data import Corpus, Poem
 
 
 @pytest.fixture
-def synthetic(tmp_path, monkeypatch):
-    """Point the data folder at tmp_path and serve a tiny corpus instead of the real one."""
+def synthetic(corpus, tmp_path, monkeypatch):
+    """Point the data folder at tmp_path and serve the synthetic corpus instead of the real one."""
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
-    poems = [Poem(f"题{i}", "某", "春江花月夜，风山水云天。") for i in range(20)]
-    train, val = data.split_poems(poems, 0.1)
-    corpus = Corpus(train, val, data.CleaningReport(poems_in=21, duplicates=1, poems_out=20),
-                    "random", 0.1, 1337)
     monkeypatch.setattr(data, "load_corpus", lambda *args, **kwargs: corpus)
     return corpus
 

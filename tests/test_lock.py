@@ -1,5 +1,6 @@
 """One writer per run folder, with real processes: a second training is refused, a killed
-holder's lock is taken over, and `pretrained.get` waits instead of training twice (issue 14, 1).
+holder's lock is taken over, and `pretrained.trained` (what `pretrained.get` uses) waits instead
+of training twice (issue 14, 1).
 """
 
 import json
@@ -12,9 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from synthetic import packed_synthetic_corpus
 
-from tinylm import lock, pretrained, run_files, runs
+from tinylm import lock, pretrained, run_files
 from tinylm import train as train_mod
 from tinylm.lock import FolderLocked, folder_lock
 from tinylm.runs import TrainConfig
@@ -25,18 +25,16 @@ SLOW = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, m
                    eval_batches=1, log_interval=20, block_size=32, dtype="float32")
 
 
-def get_script(cfg: TrainConfig) -> str:
-    """Code that trains cfg as the ci profile's poem model with pretrained.get, single-threaded."""
-    return (f"import torch\nfrom tinylm import pretrained, runs\n"
+def trainer_script(cfg: TrainConfig) -> str:
+    """Code that trains cfg with pretrained.trained (as notebooks do), single-threaded."""
+    return (f"import torch\nfrom tinylm import pretrained\n"
             f"from tinylm.runs import TrainConfig\ntorch.set_num_threads(1)\n"
-            f"runs.RUNS['char-ci'] = {cfg!r}\npretrained.get(profile='ci', progress=False)\n")
+            f"pretrained.trained({cfg!r}, progress=False)\n")
 
 
 @pytest.fixture
-def slow_run(tmp_path, monkeypatch) -> TrainConfig:
-    """Synthetic data and runs under tmp_path (child processes inherit both); SLOW as char-ci."""
-    packed_synthetic_corpus(tmp_path, monkeypatch)
-    monkeypatch.setitem(runs.RUNS, "char-ci", SLOW)
+def slow_run(workspace) -> TrainConfig:
+    """SLOW, in the synthetic workspace (child processes inherit its folders)."""
     return SLOW
 
 
@@ -78,7 +76,7 @@ def test_the_lock_is_taken_released_and_nests(tmp_path):
 
 def test_a_second_training_is_refused_and_a_killed_ones_lock_taken_over(slow_run):
     endless = replace(slow_run, max_steps=10**6, eval_interval=10**6)
-    first = start(get_script(endless))
+    first = start(trainer_script(endless))
     try:
         wait_for_lock(slow_run.out_dir, first)
         for extra in ([], ["--no-resume"]):  # --no-resume used to delete the first one's files
@@ -98,21 +96,24 @@ def test_a_second_training_is_refused_and_a_killed_ones_lock_taken_over(slow_run
     assert logged_steps(slow_run) == [0, 3]
 
 
-def test_get_waits_for_another_process_then_loads(slow_run, monkeypatch):
-    first = start(get_script(slow_run))
+def test_trained_waits_for_another_process_then_loads(slow_run, monkeypatch):
+    first = start(trainer_script(slow_run))
+    finished_when_called = []
+
+    def train_spy(cfg, **kwargs):
+        finished_when_called.append(run_files.is_finished(cfg))
+        return train_mod.train(cfg, **kwargs)
+
+    monkeypatch.setattr(pretrained, "train", train_spy)
     try:
         wait_for_lock(slow_run.out_dir, first)
-
-        def fail(*args, **kwargs):
-            raise AssertionError("get trained the run a second time")
-
-        monkeypatch.setattr(train_mod, "_train", fail)
         assert first.poll() is None  # still training
-        model, _ = pretrained.get(profile="ci", progress=False)  # waits, then loads
+        result = pretrained.trained(slow_run, progress=False)  # waits, then loads
         assert first.wait(timeout=300) == 0
     finally:
         first.kill()
-    assert model.config.block_size == 32
+    assert finished_when_called == [True]  # it waited for the other process's final model
+    assert result.model.config.block_size == 32
     steps = logged_steps(slow_run)
     assert steps == sorted(set(steps)) and steps[-1] == slow_run.max_steps
 

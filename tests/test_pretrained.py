@@ -4,47 +4,34 @@ from dataclasses import replace
 
 import pytest
 import torch
-from synthetic import packed_synthetic_corpus
+from synthetic import folder_state
 
 from tinylm import pretrained, runs
-from tinylm import train as train_mod
 from tinylm.profiles import get_profile
 from tinylm.runs import TrainConfig
 
-TINY = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, max_steps=6,
+TINY = TrainConfig("tiny", model="char-ci", tokenizer="char", batch_size=4, max_steps=6,
                    warmup_steps=2, lr=3e-3, min_lr=3e-4, dropout=0.0, eval_interval=3,
                    eval_batches=1, log_interval=3, block_size=32)
 
 
-@pytest.fixture
-def tiny_ci_run(tmp_path, monkeypatch) -> TrainConfig:
-    """The ci profile's run replaced by a tiny one on synthetic poems, all under tmp_path."""
-    packed_synthetic_corpus(tmp_path, monkeypatch)
-    monkeypatch.setitem(runs.RUNS, "char-ci", TINY)
-    return TINY
-
-
-def test_get_trains_once_then_loads(tiny_ci_run, monkeypatch):
+def test_get_trains_the_profiles_run_once_then_loads_it(workspace, one_thread):
     model, tokenizer = pretrained.get("poem-char", profile="ci", progress=False)
-    assert (tiny_ci_run.out_dir / "model" / "model.safetensors").is_file()
+    out = runs.RUNS["char-ci"].out_dir  # the ci profile's run, on the synthetic poems
+    assert (out / "model" / "model.safetensors").is_file()
     assert tokenizer.vocab_size <= model.config.vocab_size and not model.training
-
-    def fail(*args, **kwargs):
-        raise AssertionError("the model was trained again")
-
-    monkeypatch.setattr(train_mod, "_train", fail)
+    written = folder_state(out)
     again, _ = pretrained.get(profile="ci", progress=False)
+    assert folder_state(out) == written  # loaded: nothing trained, nothing written
     loaded = again.state_dict()
     for name, value in model.state_dict().items():
         assert torch.equal(value, loaded[name]), name
 
 
-def test_mistral_twin_trains_its_own_run(tiny_ci_run, monkeypatch):
-    twin = replace(TINY, run_name="mistral-ci", model="mistral-ci")
-    monkeypatch.setitem(runs.RUNS, "mistral-ci", twin)
+def test_mistral_twin_trains_its_own_run(workspace, one_thread):
     model, _ = pretrained.get("poem-mistral", profile="ci", progress=False)
     assert model.config.position == "rope" and not model.config.tie_weights
-    assert (twin.out_dir / "model" / "model.safetensors").is_file()
+    assert (runs.RUNS["mistral-ci"].out_dir / "model" / "model.safetensors").is_file()
 
 
 def test_unknown_model_lists_valid_names():
@@ -63,14 +50,11 @@ def test_profile_runs_lists_every_run_the_notebooks_train_once(name):
     assert ("talk-30m" in names) == (name == "gpu")  # notebook 05 trains it on a GPU
 
 
-def test_warm_trains_each_run_once_then_loads_them(tiny_ci_run, monkeypatch):
+def test_warm_trains_each_run_once_then_loads_them(workspace, one_thread, monkeypatch):
     sweep = replace(TINY, run_name="sweep-tiny", max_steps=3)
     monkeypatch.setattr(pretrained, "profile_runs", lambda profile=None: [TINY, sweep])
     first = pretrained.warm("ci", progress=False)
-    assert [r.out_dir.name for r in first] == ["char-ci", "sweep-tiny"]
-
-    def fail(*args, **kwargs):
-        raise AssertionError("a warm run was trained again")
-
-    monkeypatch.setattr(train_mod, "_train", fail)
+    assert [r.out_dir.name for r in first] == ["tiny", "sweep-tiny"]
+    written = folder_state(workspace / "runs")
     assert len(pretrained.warm("ci", progress=False)) == 2
+    assert folder_state(workspace / "runs") == written
