@@ -34,6 +34,7 @@ def run_bench(script: str, tmp_path: Path, *args: str) -> dict:
     return result
 
 
+@pytest.mark.slow
 def test_data_prep_runs_on_the_mirror(tmp_path):
     if not os.environ.get(data.MIRROR_ENV):
         pytest.skip(f"bench/data_prep.py copies the poems from a local mirror: set "
@@ -49,6 +50,7 @@ def test_data_prep_runs_on_the_mirror(tmp_path):
     assert not list(tmp_path.glob("tmp*"))  # the throwaway data folder is gone
 
 
+@pytest.mark.slow
 def test_train_throughput_climbs_the_ladder(tmp_path):
     result = run_bench("train_throughput.py", tmp_path, "--presets", "char-ci",
                        "--batch-size", "2", "--steps", "1", "--warmup", "1", "--rungs", "4")
@@ -58,6 +60,7 @@ def test_train_throughput_climbs_the_ladder(tmp_path):
     assert all(r["status"] == "ok" and r["tokens_per_s"] > 0 for r in rows), rows
 
 
+@pytest.mark.slow
 def test_generate_compares_cache_and_no_cache(tmp_path):
     result = run_bench("generate.py", tmp_path, "--model", "char-ci", "--batch-sizes", "1,2",
                        "--new-tokens", "8")
@@ -67,6 +70,7 @@ def test_generate_compares_cache_and_no_cache(tmp_path):
     assert "plain_tokens_per_s" in rows[0] and "plain_tokens_per_s" not in rows[1]
 
 
+@pytest.mark.slow
 def test_cpu_speed_measures_every_way_against_the_reference(tmp_path):
     if not data.is_prepared("char"):
         pytest.skip("bench/cpu_speed.py trains on the packed character data: run `make data` "
@@ -102,6 +106,7 @@ def test_cpu_speed_measures_every_way_against_the_reference(tmp_path):
                for r in sample)
 
 
+@pytest.mark.slow
 def test_pretraining_exercises_trains_both_variants(tmp_path, monkeypatch):
     if not data.is_prepared("char"):
         pytest.skip("the exercise runs train on the packed character data: run `make data` "
@@ -117,6 +122,7 @@ def test_pretraining_exercises_trains_both_variants(tmp_path, monkeypatch):
         "char-ci", "char-ci-dropout", "char-ci-half-lr"]
 
 
+@pytest.mark.slow
 def test_record_runs_reads_a_finished_run(tmp_path):
     if not data.is_prepared("char"):
         pytest.skip("recording a run needs one trained on the packed character data: run "
@@ -135,6 +141,7 @@ def test_record_runs_reads_a_finished_run(tmp_path):
     assert run["curve"]["step"] == [0, 2, 4] and run["val_loss"] == run["curve"]["val_loss"][-1]
 
 
+@pytest.mark.slow
 def test_benchmarks_page_is_generated_from_the_committed_json():
     done = subprocess.run([sys.executable, str(BENCH / "report.py"), "--check"],
                           capture_output=True, text=True, timeout=60)

@@ -74,6 +74,7 @@ def outcome(case: ET.Element) -> str:
                  if child.tag in ("failure", "error", "skipped")), "passed")
 
 
+@pytest.mark.slow
 def test_every_solution_passes(solutions):
     code, cases, output = solutions
     modules = {case.get("classname").rsplit(".", 1)[-1] for case in cases}
@@ -85,6 +86,7 @@ def test_every_solution_passes(solutions):
         output[-4000:])
 
 
+@pytest.mark.slow
 def test_every_stub_fails_with_not_implemented(stubs, solutions):
     code, cases, output = stubs
     assert code == 1, f"pytest on the stubs should exit 1 (tests failed), got {code}:\n{output}"

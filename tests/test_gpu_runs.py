@@ -23,7 +23,7 @@ from tinylm.model import training_memory_bytes
 from tinylm.profiles import get_profile
 from tinylm.runs import RUNS, TrainConfig
 from tinylm.scaling import sweep_config
-from tinylm.tokenizers import DEFAULT_BPE_VOCAB_SIZE, GPT2Tokenizer
+from tinylm.tokenizers import DEFAULT_BPE_VOCAB_SIZE
 from tinylm.train import build_model_config, train
 
 GPU = get_profile("gpu")
@@ -134,12 +134,15 @@ def test_gpu_run_trains_evaluates_and_resumes_on_cpu(name, gpu_data, monkeypatch
     assert run_files.load_trainer_state(cfg.out_dir / "checkpoint")["step"] == 3
 
 
+GPT2_VOCAB_SIZE = 50_257  # tiktoken's gpt2, known without a download (test_tokenizers checks it)
+
+
 @pytest.mark.parametrize("name", list(GPU_RUNS))
 def test_gpu_run_fits_an_a10g_at_its_batch_size(name):
     """bf16 autocast and flash attention (SDPA on CUDA), as the run trains on the A10G."""
     cfg = GPU_RUNS[name]
     vocab_size = {"char": runs.CHAR_VOCAB, "bpe": DEFAULT_BPE_VOCAB_SIZE,
-                  "gpt2": GPT2Tokenizer().vocab_size}[cfg.tokenizer]  # the real corpus's
+                  "gpt2": GPT2_VOCAB_SIZE}[cfg.tokenizer]  # the real corpus's
     config = build_model_config(cfg, vocab_size)
     memory = training_memory_bytes(config, cfg.batch_size, flash=cfg.attention == "sdpa")
     total = sum(memory.values())

@@ -74,6 +74,7 @@ def test_the_lock_is_taken_released_and_nests(tmp_path):
     assert not (folder / lock.LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_a_second_training_is_refused_and_a_killed_ones_lock_taken_over(slow_run):
     endless = replace(slow_run, max_steps=10**6, eval_interval=10**6)
     first = start(trainer_script(endless))
@@ -96,6 +97,7 @@ def test_a_second_training_is_refused_and_a_killed_ones_lock_taken_over(slow_run
     assert logged_steps(slow_run) == [0, 3]
 
 
+@pytest.mark.slow
 def test_trained_waits_for_another_process_then_loads(slow_run, monkeypatch):
     first = start(trainer_script(slow_run))
     finished_when_called = []

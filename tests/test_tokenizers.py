@@ -133,6 +133,10 @@ def test_partial_utf8_decodes_to_replacement_character(bpe_tok):
     assert bpe_tok.decode([0xE4, 0xB8, 0xAD]) == "中"
 
 
+def test_gpt2_has_50257_tokens(gpt2_tok):
+    assert gpt2_tok.vocab_size == 50_257  # what tests/test_gpu_runs.py assumes offline
+
+
 def test_gpt2_partial_utf8(gpt2_tok):
     ids = gpt2_tok.encode("龘")
     assert len(ids) > 1

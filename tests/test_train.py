@@ -436,6 +436,7 @@ def spawn_ranks(runs: list[tuple[TrainConfig, int | None]], out: Path, world_siz
                            for r in range(world_size)] for cfg, _ in runs}
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tiny, tmp_path):
     cfg = replace(tiny, max_steps=6, eval_interval=3, log_interval=3)
     ranks = spawn_ranks([(cfg, None)], tmp_path)[cfg.run_name]
@@ -448,6 +449,7 @@ def test_ddp_on_two_cpu_processes(tiny, tmp_path):
     assert (cfg.out_dir / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_fsdp_on_two_cpu_processes_trains_like_ddp(tiny, tmp_path):
     """FSDP and DDP runs of one config: same files, same model shapes, the same losses.
 
@@ -495,6 +497,7 @@ def test_fsdp_on_two_cpu_processes_trains_like_ddp(tiny, tmp_path):
     assert all(p.dtype == torch.float32 for p in bf16_model.parameters())
 
 
+@pytest.mark.slow
 def test_fsdp_resume_gives_the_same_run(tiny, tmp_path):
     """3 steps, then a resume to 6, equal 6 straight steps under FSDP, bit for bit.
 
