@@ -187,7 +187,7 @@ def reference_trainer(config: GPTConfig, cfg: TrainConfig, tokens: np.ndarray
 
     def step() -> torch.Tensor:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(next(steps), cfg)
+            group["lr"] = lr_at(next(steps), **cfg.schedule)
         x, y = reference_batch(tokens, cfg.batch_size, config.block_size)
         _, loss = model(x, y)
         loss.backward()
@@ -205,7 +205,8 @@ def course_trainer(variant: TrainVariant, config: GPTConfig, cfg: TrainConfig,
     cfg = replace(cfg, dtype=variant.dtype, compile=variant.compile)
     torch.manual_seed(cfg.seed)
     model = GPT(config)
-    optimizer = build_optimizer(model, cfg, fused=variant.fused)
+    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
+                                fused=variant.fused)
     step_model = torch.compile(model) if variant.compile else model
     sampler = BatchSampler(tokens, cfg.batch_size, config.block_size, CPU, seed=cfg.seed)
     autocast = autocast_context(CPU, cfg.dtype)
@@ -213,8 +214,9 @@ def course_trainer(variant: TrainVariant, config: GPTConfig, cfg: TrainConfig,
 
     def step() -> torch.Tensor:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(next(steps), cfg)
-        return train_step(step_model, optimizer, sampler, cfg, autocast)[0]
+            group["lr"] = lr_at(next(steps), **cfg.schedule)
+        return train_step(step_model, optimizer, sampler, autocast, grad_accum=cfg.grad_accum,
+                          grad_clip=cfg.grad_clip)[0]
 
     return step
 

@@ -25,7 +25,6 @@ from tinylm.data import BatchSampler
 from tinylm.hardware import autocast_context, mfu, peak_flops
 from tinylm.model import GPT, flops_per_token, preset
 from tinylm.profiles import best_device
-from tinylm.runs import TrainConfig
 from tinylm.train import build_optimizer, timed_steps
 
 # (rung, what it changes): each rung applies its change on top of the previous rungs.
@@ -59,16 +58,13 @@ def measure(name: str, settings: dict, device: torch.device, batch_size: int, st
     """Tokens/s of `steps` training steps of preset `name` with these settings."""
     torch.manual_seed(0)
     config = preset(name, attention=settings["attention"])
-    cfg = TrainConfig("bench", model=name, batch_size=batch_size, max_steps=steps,
-                      warmup_steps=0, dropout=0.0, dtype=settings["dtype"],
-                      attention=settings["attention"])
     model = GPT(config).to(device)
-    optimizer = build_optimizer(model, cfg, fused=settings["fused"])
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.1, fused=settings["fused"])
     step_model = torch.compile(model) if settings["compile"] else model
     tokens = np.random.default_rng(0).integers(0, config.vocab_size, 1 << 20, dtype=np.uint32)
     sampler = BatchSampler(tokens, batch_size, config.block_size, device)
-    autocast = autocast_context(device, cfg.dtype)
-    timing = timed_steps(step_model, optimizer, sampler, cfg, autocast, steps, warmup)
+    autocast = autocast_context(device, settings["dtype"])
+    timing = timed_steps(step_model, optimizer, sampler, autocast, steps, warmup=warmup)
     tokens_per_s = timing["tokens_per_s"]
     return {"tokens_per_s": round(tokens_per_s, 1), "ms_per_step": round(timing["ms_per_step"], 1),
             "mfu": mfu(flops_per_token(config), tokens_per_s, peak_flops(device)),

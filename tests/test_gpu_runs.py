@@ -128,7 +128,7 @@ def test_gpu_run_trains_evaluates_and_resumes_on_cpu(name, gpu_data, monkeypatch
     assert second.history[:-1] == first.history  # resumed: the log up to step 2 is kept
     last = second.history[-1]
     assert last["step"] == 3 and last["tokens"] == 3 * 2 * first.model.config.block_size
-    assert last["lr"] == pytest.approx(train_mod.lr_at(2, cfg))
+    assert last["lr"] == pytest.approx(train_mod.lr_at(2, **cfg.schedule))
     for key in ("train_loss", "val_loss", "eval_train_loss", "grad_norm"):
         assert math.isfinite(last[key]), key
     assert run_files.load_trainer_state(cfg.out_dir / "checkpoint")["step"] == 3

@@ -39,12 +39,12 @@ def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_lr_warms_up_then_decays_to_min_lr():
     cfg = replace(TINY, max_steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-4)
-    lrs = [lr_at(step, cfg) for step in range(101)]
+    lrs = [lr_at(step, **cfg.schedule) for step in range(101)]
     assert lrs[0] == pytest.approx(1e-3 / 11) and lrs[9] == pytest.approx(1e-3 * 10 / 11)
     assert lrs[10] == pytest.approx(1e-3)  # the peak, right after warmup
     assert lrs[55] == pytest.approx(5.5e-4)  # half way through the cosine: the mean of the two
     assert lrs[10:] == sorted(lrs[10:], reverse=True)
-    assert lrs[100] == pytest.approx(1e-4) and lr_at(500, cfg) == 1e-4
+    assert lrs[100] == pytest.approx(1e-4) and lr_at(500, **cfg.schedule) == 1e-4
 
 
 def test_config_errors_name_the_field():
@@ -108,8 +108,9 @@ def test_timed_steps_counts_the_tokens_it_trains_on():
     model = GPT(preset("char-ci", vocab_size=64, block_size=8))
     sampler = train_mod.BatchSampler(np.arange(1000) % 64, 2, 8, "cpu")
     before = model.transformer.h[0].mlp.c_fc.weight.clone()
-    timing = train_mod.timed_steps(model, train_mod.build_optimizer(model, cfg), sampler, cfg,
-                                   train_mod.nullcontext(), steps=2, warmup=1)
+    optimizer = train_mod.build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    timing = train_mod.timed_steps(model, optimizer, sampler, train_mod.nullcontext(), steps=2,
+                                   warmup=1, grad_accum=cfg.grad_accum)
     assert set(timing) == {"tokens_per_s", "ms_per_step", "warmup_s", "loss"}
     tokens = 2 * 3 * 2 * 8  # steps x micro-batches x rows x positions
     assert timing["tokens_per_s"] == pytest.approx(tokens / (2 * timing["ms_per_step"] / 1e3))
@@ -163,16 +164,17 @@ def test_a_scaled_step_reports_the_true_norm_and_skips_overflows():
         torch.manual_seed(0)
         model = GPT(preset("char-ci", vocab_size=64, block_size=8))
         sampler = train_mod.BatchSampler(np.arange(1000) % 64, 2, 8, "cpu", seed=0)
-        optimizer = train_mod.build_optimizer(model, cfg)
-        norms = [train_mod.train_step(model, optimizer, sampler, cfg, train_mod.nullcontext(),
-                                      scaler=scaler)[1] for _ in range(2)]
+        optimizer = train_mod.build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        norms = [train_mod.train_step(model, optimizer, sampler, train_mod.nullcontext(),
+                                      grad_clip=cfg.grad_clip, scaler=scaler)[1]
+                 for _ in range(2)]
         runs.append((norms, params(model)))
     assert torch.equal(torch.stack(runs[0][0]), torch.stack(runs[1][0]))
     assert all(torch.equal(value, runs[1][1][key]) for key, value in runs[0][1].items())
     overflowing = torch.amp.GradScaler("cpu", init_scale=2.0**127)
     before = params(model)
-    _, norm = train_mod.train_step(model, optimizer, sampler, cfg, train_mod.nullcontext(),
-                                   scaler=overflowing)
+    _, norm = train_mod.train_step(model, optimizer, sampler, train_mod.nullcontext(),
+                                   grad_clip=cfg.grad_clip, scaler=overflowing)
     assert norm.item() == 0 and overflowing.get_scale() == 2.0**126
     assert all(torch.equal(value, params(model)[key]) for key, value in before.items())
 
@@ -308,7 +310,7 @@ def test_a_save_cut_short_leaves_the_old_or_the_new_checkpoint(tiny, monkeypatch
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny, monkeypatch):
-    monkeypatch.setattr(train_mod, "lr_at", lambda step, cfg: math.nan if step >= 7 else 1e-3)
+    monkeypatch.setattr(train_mod, "lr_at", lambda step, **_: math.nan if step >= 7 else 1e-3)
     with pytest.raises(TrainingDiverged, match=r"nan at step 9 .*lower lr.*check the data"):
         train(tiny, progress=False)
     out = tiny.out_dir

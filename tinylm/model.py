@@ -299,8 +299,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 return_weights: bool = False, *, doc_ids: torch.Tensor | None = None,
-                cache: KVCache | None = None, last_only: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                cache: KVCache | None = None, last_only: bool = False) -> tuple:
         """idx (B, T) → (logits (B, T, V), mean cross-entropy vs targets (B, T), or None).
 
         Targets equal to -100 are ignored in the loss (fine-tuning, notebook 06).
@@ -308,7 +307,8 @@ class GPT(nn.Module):
         positions restart at every document, so each example is seen as if it were alone.
         cache: a KVCache holding earlier positions; idx then holds only the new tokens.
         last_only: compute logits for the last position only (B, 1, V), as generation needs.
-        With return_weights the attention maps are kept in `self.last_attention`.
+        return_weights: also return every layer's attention weights, (logits, loss, maps) with
+        maps a list of (B, nh, T, T) (see `attention_maps`).
         """
         b, t = idx.shape
         past = 0 if cache is None else cache.seq_len
@@ -335,12 +335,11 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, [-1], :]  # (B, 1, C): the only position whose next token we need
         logits = self.lm_head(x)  # (B, T, V)
-        self.last_attention = maps if return_weights else None
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1),
                                    ignore_index=-100)
-        return logits, loss
+        return (logits, loss, maps) if return_weights else (logits, loss)
 
     def new_cache(self) -> KVCache:
         """An empty KV cache for this model, to pass to forward while generating."""
@@ -349,9 +348,7 @@ class GPT(nn.Module):
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """Attention weights of every layer for idx (B, T): a list of (B, nh, T, T)."""
-        self.forward(idx, return_weights=True)
-        maps, self.last_attention = self.last_attention, None
-        return maps
+        return self.forward(idx, return_weights=True)[2]
 
     def num_parameters(self, non_embedding: bool = True) -> int:
         """Parameter count; by default without the lookup tables, as nanoGPT reports it.

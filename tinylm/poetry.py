@@ -344,8 +344,8 @@ def write_poems(model: GPT, tokenizer: Tokenizer, n: int, temperature: float = 0
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         idx = torch.full((rows, 1), tokenizer.eot_id, dtype=torch.long, device=device)  # (B, 1)
-        out = generate(model, idx, max_new_tokens, temperature, top_k, tokenizer.eot_id,
-                       generator, top_p=top_p)
+        out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                       top_p=top_p, eot_id=tokenizer.eot_id, generator=generator)
         for row in out[:, 1:].tolist():
             documents.append((decode_document(row, tokenizer), tokenizer.eot_id in row))
     return documents

@@ -118,6 +118,12 @@ class TrainConfig:
                f"got {self.device!r}")
 
     @property
+    def schedule(self) -> dict[str, float]:
+        """The learning-rate schedule's numbers, as `tinylm.train.lr_at` takes them."""
+        return {"lr": self.lr, "min_lr": self.min_lr, "warmup_steps": self.warmup_steps,
+                "max_steps": self.max_steps}
+
+    @property
     def out_dir(self) -> Path:
         """The run's folder: ``$TINYLM_RUNS_DIR/<run_name>``, by default ``<project>/runs/…``."""
         return run_folder(self.run_name)

@@ -110,8 +110,8 @@ def apply_repetition_penalty(logits: torch.Tensor, idx: torch.Tensor,
     return logits.scatter(1, idx, seen)
 
 
-def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, top_p: float | None = None
+def next_token(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, generator: torch.Generator | None = None
                ) -> torch.Tensor:
     """Pick one id per row of logits (B, V): argmax at temperature 0, else a sample; → (B, 1)."""
     _check_args(temperature, top_k, top_p)
@@ -150,10 +150,10 @@ def _cache_for(model: GPT, idx: torch.Tensor, cache: KVCache | None) -> KVCache 
 
 
 @torch.no_grad()
-def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, eot_id: int | None = None,
-             generator: torch.Generator | None = None, *, top_p: float | None = None,
-             repetition_penalty: float = 1.0, use_cache: bool = True) -> torch.Tensor:
+def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None,
+             repetition_penalty: float = 1.0, eot_id: int | None = None,
+             generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
     """Extend idx (B, T) one token at a time, up to max_new_tokens; → (B, T + new).
 
     The model runs in eval mode (no dropout). A row that has produced eot_id is finished and
@@ -170,7 +170,8 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: fl
         logits = next_logits(model, idx, cache)  # (B, V)
         if repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, idx, repetition_penalty)
-        new = next_token(logits, temperature, top_k, generator, top_p)  # (B, 1)
+        new = next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                         generator=generator)  # (B, 1)
         if eot_id is not None:
             new = new.masked_fill(finished[:, None], eot_id)
             finished |= new[:, 0] == eot_id
@@ -278,9 +279,9 @@ def sample_poems(model: GPT, tokenizer: Tokenizer, prompts: list[str] | None = N
     poems = []
     for prompt in [""] if prompts is None else prompts:
         idx = document_start(tokenizer, prompt, n, device)  # (n, 1 + len(prompt))
-        out = generate(model, idx, max_new_tokens, temperature, top_k, tokenizer.eot_id,
-                       generator, top_p=top_p, repetition_penalty=repetition_penalty,
-                       use_cache=use_cache)
+        out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                       top_p=top_p, repetition_penalty=repetition_penalty,
+                       eot_id=tokenizer.eot_id, generator=generator, use_cache=use_cache)
         poems += [decode_document(row[1:].tolist(), tokenizer) for row in out]
     return poems
 

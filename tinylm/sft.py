@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tinylm import hardware, runs, train
+from tinylm import hardware, train
 from tinylm.data import Poem
 from tinylm.model import GPT
 from tinylm.poetry import classify_form
@@ -347,19 +347,17 @@ def finetune(model: GPT, examples: Sequence[Example], steps: int, batch_size: in
     id: padding follows the text, so no real token attends to it, and its labels are -100.
     """
     device = next(model.parameters()).device
-    cfg = runs.TrainConfig(run_name="sft", batch_size=batch_size, max_steps=steps,
-                           warmup_steps=min(10, steps), lr=lr, min_lr=lr / 10,
-                           weight_decay=0.0, seed=seed)
-    optimizer = train.build_optimizer(model, cfg, fused=device.type == "cuda")
+    schedule = {"lr": lr, "min_lr": lr / 10, "warmup_steps": min(10, steps), "max_steps": steps}
+    optimizer = train.build_optimizer(model, lr=lr, weight_decay=0.0, fused=device.type == "cuda")
     sampler = SFTSampler(examples, batch_size, pad_id, device, seed)
-    autocast = hardware.autocast_context(device, cfg.dtype)
-    scaler = hardware.grad_scaler(device, cfg.dtype)  # fp16 (GPUs without native bf16) only
+    autocast = hardware.autocast_context(device, "auto")  # as pretraining picks it
+    scaler = hardware.grad_scaler(device, "auto")  # fp16 (GPUs without native bf16) only
     model.train()
     losses = []
     for step in progress_bar(range(steps), desc="fine-tune", disable=not progress):
         for group in optimizer.param_groups:
-            group["lr"] = train.lr_at(step, cfg)
-        loss, _ = train.train_step(model, optimizer, sampler, cfg, autocast, scaler=scaler)
+            group["lr"] = train.lr_at(step, **schedule)
+        loss, _ = train.train_step(model, optimizer, sampler, autocast, scaler=scaler)
         losses.append(loss.item())
     model.eval()
     return losses

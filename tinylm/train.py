@@ -79,14 +79,17 @@ from tinylm.tokenizers import Tokenizer
 EVAL_SEED = 1234  # one seed for the fixed eval batches, so every run is scored on the same text
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimizer step `step`: linear warmup to cfg.lr, cosine decay to min_lr."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
-    if step >= cfg.max_steps:
-        return cfg.min_lr
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)  # 0 → 1
-    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
+    """Learning rate of optimizer step `step`: linear warmup to lr, cosine decay to min_lr.
+
+    A run passes its TrainConfig's four numbers: ``lr_at(step, **cfg.schedule)``.
+    """
+    if step < warmup_steps:
+        return lr * (step + 1) / (warmup_steps + 1)
+    if step >= max_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)  # 0 → 1
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (lr - min_lr)
 
 
 def build_model_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
@@ -96,38 +99,42 @@ def build_model_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
                   attention=cfg.attention, **overrides)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = False
+def build_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float,
+                    betas: tuple[float, float] = (0.9, 0.99), fused: bool = False
                     ) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and embeddings (≥ 2-D) only, not on norms or biases."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
-               cfg: TrainConfig, autocast: torch.autocast | nullcontext, *,
-               scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               autocast: torch.autocast | nullcontext, *, grad_accum: int = 1,
+               grad_clip: float = 1.0, scaler: torch.amp.GradScaler | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over grad_accum micro-batches; (mean loss, grad norm) stay on device.
+
+    grad_clip is the largest global gradient norm (0: no clipping).
 
     With a scaler (fp16, see `grad_scaler`) the loss is scaled before backward and the
     gradients unscaled before clipping, so the norm is the true one; a step whose gradients
     overflowed is skipped by the scaler and reports norm 0 (nothing was applied).
     """
     total = torch.zeros((), device=sampler.device)
-    for micro in range(cfg.grad_accum):
+    for micro in range(grad_accum):
         x, y = sampler.sample()  # (B, T) each
-        with sync_gradients_if(model, micro == cfg.grad_accum - 1):
+        with sync_gradients_if(model, micro == grad_accum - 1):
             with autocast:
                 _, loss = model(x, y)
-            loss = loss / cfg.grad_accum  # the micro-batches' gradients add up to the mean's
+            loss = loss / grad_accum  # the micro-batches' gradients add up to the mean's
             (loss if scaler is None else scaler.scale(loss)).backward()
         total += loss.detach()
     if scaler is not None:
         scaler.unscale_(optimizer)  # clip (and report) the true gradients, not scaled ones
     # Under FSDP the gradients are shards (DTensors): clip_grad_norm_ sums the squares over all
     # ranks, so it clips by the global norm, and returns it as a DTensor.
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
     if isinstance(norm, DTensor):
         norm = norm.full_tensor()
     if scaler is None:
@@ -141,21 +148,22 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler
 
 
 def timed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
-                cfg: TrainConfig, autocast: torch.autocast | nullcontext, steps: int,
-                warmup: int = 1, scaler: torch.amp.GradScaler | None = None) -> dict:
+                autocast: torch.autocast | nullcontext, steps: int, *, warmup: int = 1,
+                grad_accum: int = 1, scaler: torch.amp.GradScaler | None = None) -> dict:
     """Time `steps` training steps after `warmup` untimed ones: tokens/s, ms/step, last loss."""
     start = time.perf_counter()
     for _ in range(warmup):
-        train_step(model, optimizer, sampler, cfg, autocast, scaler=scaler)
+        train_step(model, optimizer, sampler, autocast, grad_accum=grad_accum, scaler=scaler)
     synchronize(sampler.device)
     warmup_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
-        loss, _ = train_step(model, optimizer, sampler, cfg, autocast, scaler=scaler)
+        loss, _ = train_step(model, optimizer, sampler, autocast, grad_accum=grad_accum,
+                             scaler=scaler)
     loss = loss.item()  # waits for the last step
     synchronize(sampler.device)
     seconds = time.perf_counter() - start
-    tokens = steps * cfg.grad_accum * sampler.batch_size * sampler.block_size
+    tokens = steps * grad_accum * sampler.batch_size * sampler.block_size
     return {"tokens_per_s": tokens / seconds, "ms_per_step": 1e3 * seconds / steps,
             "warmup_s": warmup_s, "loss": loss}
 
@@ -272,7 +280,8 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
     fsdp = cfg.parallel == "fsdp" and place.world_size > 1
     if fsdp:  # each rank now keeps 1/world_size of every tensor
         model = shard_model(model, device, use_bf16(device, cfg.dtype))
-    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")  # on the shards, if any
+    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
+                                fused=device.type == "cuda")  # on the shards, if any
     sampler = BatchSampler(packed.train, cfg.batch_size, config.block_size, device,
                            seed=cfg.seed + place.rank,  # each rank draws its own batches
                            start_token=window_start(cfg, tokenizer.eot_id),
@@ -335,7 +344,7 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
                              if record[k] is not None})
 
     if step == 0:  # the loss at initialisation (≈ ln vocab_size)
-        record = _record(0, 0, lr_at(0, cfg), elapsed)
+        record = _record(0, 0, lr_at(0, **cfg.schedule), elapsed)
         evaluate(record)
         log(record)
     model.train()
@@ -343,10 +352,11 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
     norm_sum = torch.zeros((), device=device)
     steps_since, t_interval = 0, time.perf_counter()
     while step < stop:
-        lr = lr_at(step, cfg)
+        lr = lr_at(step, **cfg.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, norm = train_step(train_model, optimizer, sampler, cfg, autocast, scaler=scaler)
+        loss, norm = train_step(train_model, optimizer, sampler, autocast,
+                                grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, scaler=scaler)
         loss_sum += loss
         norm_sum += norm
         steps_since += 1
