@@ -16,6 +16,7 @@ from tinylm.attention import (
     sdpa_backend,
     split_heads,
 )
+from tinylm.model import GPTConfig
 
 
 def rotated(x: torch.Tensor, position: int) -> torch.Tensor:
@@ -52,7 +53,7 @@ def test_split_and_merge_heads_are_inverse():
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
 def test_module_paths_agree_and_weights_on_request(attention):
     torch.manual_seed(0)
-    module = CausalSelfAttention(32, 4, attention=attention).eval()
+    module = CausalSelfAttention(GPTConfig(n_embd=32, n_head=4, attention=attention)).eval()
     x = torch.randn(2, 10, 32)
     y, weights = module(x)
     assert y.shape == (2, 10, 32) and (weights is None) == (attention == "sdpa")
@@ -63,7 +64,7 @@ def test_module_paths_agree_and_weights_on_request(attention):
 
 def test_unknown_attention_is_rejected():
     with pytest.raises(ValueError, match="manual"):
-        CausalSelfAttention(8, 2, attention="flash")
+        GPTConfig(n_embd=8, n_head=2, attention="flash")
 
 
 def test_sdpa_backend_names_a_kernel():
@@ -105,8 +106,8 @@ def test_rope_angles_for_a_batch_of_position_rows():
 
 def test_gqa_with_as_many_key_value_heads_is_multi_head_attention():
     torch.manual_seed(0)
-    mha = CausalSelfAttention(32, 4).eval()
-    gqa = CausalSelfAttention(32, 4, n_kv_head=4).eval()
+    mha = CausalSelfAttention(GPTConfig(n_embd=32, n_head=4)).eval()
+    gqa = CausalSelfAttention(GPTConfig(n_embd=32, n_head=4, n_kv_head=4)).eval()
     gqa.load_state_dict(mha.state_dict())
     x = torch.randn(2, 10, 32)
     assert torch.equal(mha(x)[0], gqa(x)[0])
@@ -115,8 +116,9 @@ def test_gqa_with_as_many_key_value_heads_is_multi_head_attention():
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
 def test_gqa_equals_multi_head_attention_with_shared_key_value_weights(attention):
     torch.manual_seed(0)
-    gqa = CausalSelfAttention(32, 4, attention=attention, n_kv_head=2).eval()
-    mha = CausalSelfAttention(32, 4, attention=attention).eval()
+    gqa = CausalSelfAttention(GPTConfig(n_embd=32, n_head=4, attention=attention, n_kv_head=2))
+    mha = CausalSelfAttention(GPTConfig(n_embd=32, n_head=4, attention=attention))
+    gqa.eval(), mha.eval()
     q, k, v = gqa.c_attn.weight.split([32, 16, 16])  # k, v: 2 heads of 8 channels
     shared = [w.view(2, 8, 32).repeat_interleave(2, dim=0).reshape(32, 32) for w in (k, v)]
     with torch.no_grad():
@@ -129,5 +131,5 @@ def test_gqa_equals_multi_head_attention_with_shared_key_value_weights(attention
 def test_repeat_kv_serves_neighbouring_query_heads():
     kv = torch.arange(2.0).view(1, 2, 1, 1)  # heads 0 and 1
     assert repeat_kv(kv, 3).flatten().tolist() == [0, 0, 0, 1, 1, 1]
-    with pytest.raises(ValueError, match="multiple of n_kv_head"):
-        CausalSelfAttention(32, 4, n_kv_head=3)
+    with pytest.raises(ValueError, match="n_kv_head"):
+        GPTConfig(n_embd=32, n_head=4, n_kv_head=3)

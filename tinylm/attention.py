@@ -14,11 +14,15 @@ attention (GQA), where several query heads share one key/value head.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+if TYPE_CHECKING:  # model.py imports this module; the config is only read here
+    from tinylm.model import GPTConfig
 
 ATTENTION_IMPLEMENTATIONS = ("manual", "sdpa")
 
@@ -167,24 +171,19 @@ class CausalSelfAttention(nn.Module):
     each shared by n_head / n_kv_head query heads, and a KV cache stores that many fewer numbers.
     """
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = False,
-                 attention: str = "sdpa", layer: int = 0, n_kv_head: int | None = None) -> None:
+    def __init__(self, config: GPTConfig, layer: int = 0) -> None:
+        """Reads n_embd, n_head, n_kv_head, dropout, bias and attention (GPTConfig checks them)."""
         super().__init__()
-        if attention not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, "
-                             f"got {attention!r}")
-        n_kv_head = n_kv_head or n_head
-        if n_head % n_kv_head:
-            raise ValueError(f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})")
-        self.n_head = n_head
-        self.n_kv_head = n_kv_head
-        self.dropout = dropout
-        self.attention = attention
+        self.n_head = config.n_head
+        self.n_kv_head = config.kv_heads
+        self.dropout = config.dropout
+        self.attention = config.attention
         self.layer = layer  # which slot of a KVCache is ours
-        self.kv_dim = n_kv_head * (n_embd // n_head)  # channels of k (and of v)
-        self.c_attn = nn.Linear(n_embd, n_embd + 2 * self.kv_dim, bias=bias)  # q, k, v at once
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
-        self.resid_dropout = nn.Dropout(dropout)
+        self.kv_dim = config.kv_heads * config.head_size  # channels of k (and of v)
+        n_embd = config.n_embd
+        self.c_attn = nn.Linear(n_embd, n_embd + 2 * self.kv_dim, bias=config.bias)  # q, k, v
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False,
                 mask: torch.Tensor | None = None, cache: KVCache | None = None,

@@ -7,8 +7,9 @@ and merges never cross a chunk boundary. In a Tang poem a chunk is usually one h
 "床前明月光" is one chunk of 15 bytes, 3 UTF-8 bytes per character.
 
 How to read this file:
-- `get_pair_counts` and `merge` are the minbpe-style building blocks. The naive trainer is a
-  loop over them: count all pairs, merge the top one everywhere, count everything again.
+- `get_pair_counts` and `merge` are the minbpe-style building blocks. The naive trainer,
+  `train_bpe_naive`, is a loop over them: count all pairs, merge the top one everywhere, count
+  everything again.
 - `train_bpe` is the same algorithm, made fast enough for the whole corpus by never recounting:
   after a merge it only visits the chunks that contain the merged pair, and only fixes the counts
   of the pairs next to each new token.
@@ -66,6 +67,27 @@ def merge(ids: Sequence[int], pair: tuple[int, int], new_id: int) -> list[int]:
             out.append(ids[i])
             i += 1
     return out
+
+
+def train_bpe_naive(texts: Iterable[str] | str, vocab_size: int) -> list[tuple[int, int]]:
+    """The textbook trainer (minbpe's loop): count every pair, merge the top one, repeat.
+
+    Ties go to the lowest pair (a, b). Every merge recounts the whole text, so the corpus would
+    take hours; `train_bpe` learns the same merges in seconds, and the tests hold it to this.
+    """
+    if vocab_size < 256:
+        raise ValueError(f"vocab_size must be at least 256 (the byte values), got {vocab_size}")
+    texts = [texts] if isinstance(texts, str) else texts
+    chunks = [list(chunk.encode("utf-8")) for text in texts for chunk in pretokenize(text)]
+    merges = []
+    for new_id in range(256, vocab_size):
+        counts = get_pair_counts(chunks)
+        if not counts:  # every chunk is a single token: nothing left to merge
+            break
+        pair = min(counts, key=lambda p: (-counts[p], p))  # the most frequent, lowest on ties
+        chunks = [merge(chunk, pair, new_id) for chunk in chunks]
+        merges.append(pair)
+    return merges
 
 
 def train_bpe(

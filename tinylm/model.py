@@ -247,8 +247,7 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer: int = 0) -> None:
         super().__init__()
         self.ln_1 = make_norm(config)
-        self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.dropout,
-                                        config.bias, config.attention, layer, config.n_kv_head)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from exercises.tests.checks import check_close, check_tensor, close, expect, num
 from tinylm import attention
+from tinylm.model import GPTConfig
 
 # --------------------------------------------------------------------------- the reference
 # The only lines of this file that call tinylm: adapt them here if its API changes.
@@ -26,7 +27,8 @@ def reference_attention(q, k, v):
 
 
 def reference_module(n_embd, n_head):
-    return attention.CausalSelfAttention(n_embd, n_head, attention="manual").eval()
+    config = GPTConfig(n_embd=n_embd, n_head=n_head, attention="manual")
+    return attention.CausalSelfAttention(config).eval()
 
 
 def reference_self_attention(module, x):
