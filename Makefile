@@ -39,8 +39,10 @@ demo: data
 warm: data
 	$(BIN)/python -m tinylm warm
 
+# One linter and one formatter: `ruff format .` rewrites what the check below refuses.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: data lint
 	$(BIN)/python -m pytest

@@ -51,8 +51,12 @@ def variant_config(name: str) -> TrainConfig:
         return RUNS[name]
     model = f"char-cpu-{name}"
     PRESETS[model] = replace(PRESETS[REFERENCE.model], **changes)
-    return replace(REFERENCE, run_name=f"ablation-{name}", model=model,
-                   max_steps=same_compute_steps(REFERENCE, model, CHAR_VOCAB))
+    return replace(
+        REFERENCE,
+        run_name=f"ablation-{name}",
+        model=model,
+        max_steps=same_compute_steps(REFERENCE, model, CHAR_VOCAB),
+    )
 
 
 def score(name: str, judge: poetry.PoemJudge) -> dict:
@@ -60,18 +64,25 @@ def score(name: str, judge: poetry.PoemJudge) -> dict:
     cfg = variant_config(name)
     result = train(cfg)
     report, documents = poetry.judge_model(result.model, result.tokenizer, judge, POEMS)
-    return {"variant": name, "what": VARIANTS[name][0], "changes": VARIANTS[name][1],
-            "steps": cfg.max_steps, "tokens": result.history[-1]["tokens"],
-            **validation_losses(result), **{key: report[key] for key in JUDGED},
-            "examples": documents[:3]}
+    return {
+        "variant": name,
+        "what": VARIANTS[name][0],
+        "changes": VARIANTS[name][1],
+        "steps": cfg.max_steps,
+        "tokens": result.history[-1]["tokens"],
+        **validation_losses(result),
+        **{key: report[key] for key in JUDGED},
+        "examples": documents[:3],
+    }
 
 
 def main() -> None:
     """Score the chosen variants and merge them into the JSON file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "data" / "reference" / "architecture_ablation_cpu.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "data" / "reference" / "architecture_ablation_cpu.json"
+    )
     args = parser.parse_args()
     judge = poetry.PoemJudge.from_training(data.load_corpus().train)
     old = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
@@ -79,14 +90,23 @@ def main() -> None:
     for name in args.only:  # saved after each variant: a long run stopped early keeps its rows
         results[name] = score(name, judge)
         row = results[name]
-        print(f"{name:<12} {row['steps']:>5} steps  val random {row['val_random_64']:.3f}  "
-              f"val poem-start {row['val_documents_64']:.3f}  regulated {row['regulated']:.0%}  "
-              f"uniform {row['uniform_verses']:.0%}  copied {row['copied_verses']:.1%}",
-              flush=True)
-        save({"machine": machine(torch.device("cpu")), "reference_run": REFERENCE.run_name,
-              "eval_seed": EVAL_SEED, "poems": POEMS,
-              "sampling": {"temperature": 0.8, "top_k": 200, "seed": 0},
-              "results": [results[name] for name in VARIANTS if name in results]}, args.out)
+        print(
+            f"{name:<12} {row['steps']:>5} steps  val random {row['val_random_64']:.3f}  "
+            f"val poem-start {row['val_documents_64']:.3f}  regulated {row['regulated']:.0%}  "
+            f"uniform {row['uniform_verses']:.0%}  copied {row['copied_verses']:.1%}",
+            flush=True,
+        )
+        save(
+            {
+                "machine": machine(torch.device("cpu")),
+                "reference_run": REFERENCE.run_name,
+                "eval_seed": EVAL_SEED,
+                "poems": POEMS,
+                "sampling": {"temperature": 0.8, "top_k": 200, "seed": 0},
+                "results": [results[name] for name in VARIANTS if name in results],
+            },
+            args.out,
+        )
 
 
 if __name__ == "__main__":

@@ -135,8 +135,9 @@ TRAIN_VARIANTS = [
     TrainVariant("compile-bf16", "course + compile + bf16", dtype="bfloat16", compile=True),
 ]
 SAMPLE_VARIANTS = [
-    SampleVariant("reference", "reference: whole context (manual attn)", reference=True,
-                  cache=False),
+    SampleVariant(
+        "reference", "reference: whole context (manual attn)", reference=True, cache=False
+    ),
     SampleVariant("course", "course: generate, KV cache (SDPA)"),
     SampleVariant("no-cache", "course without the cache", cache=False),
     SampleVariant("threads1", "course, 1 thread", threads=1),
@@ -162,27 +163,35 @@ def default_variant(cfg: TrainConfig) -> TrainVariant:
     """The course as a learner gets it: the run's dtype and compile as training resolves them."""
     precision = course_precision(cfg, CPU)
     how = "compiled" if precision["compile"] else "eager"
-    return TrainVariant("default", f"course by default: {precision['dtype']}, {how}",
-                        dtype=precision["dtype"], compile=precision["compile"])
+    return TrainVariant(
+        "default",
+        f"course by default: {precision['dtype']}, {how}",
+        dtype=precision["dtype"],
+        compile=precision["compile"],
+    )
 
 
-def reference_batch(tokens: np.ndarray, batch_size: int, block_size: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_batch(
+    tokens: np.ndarray, batch_size: int, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """nanoGPT's get_batch: random windows of the token array, stacked one by one; (B, T) each."""
     ix = torch.randint(len(tokens) - block_size, (batch_size,))
-    x = torch.stack([torch.from_numpy(tokens[i:i + block_size].astype(np.int64)) for i in ix])
-    y = torch.stack([torch.from_numpy(tokens[i + 1:i + 1 + block_size].astype(np.int64))
-                     for i in ix])
+    x = torch.stack([torch.from_numpy(tokens[i : i + block_size].astype(np.int64)) for i in ix])
+    y = torch.stack(
+        [torch.from_numpy(tokens[i + 1 : i + 1 + block_size].astype(np.int64)) for i in ix]
+    )
     return x, y
 
 
-def reference_trainer(config: GPTConfig, cfg: TrainConfig, tokens: np.ndarray
-                      ) -> Callable[[], torch.Tensor]:
+def reference_trainer(
+    config: GPTConfig, cfg: TrainConfig, tokens: np.ndarray
+) -> Callable[[], torch.Tensor]:
     """The talk's training loop (nanoGPT's train.py on one CPU); each call is one step → loss."""
     torch.manual_seed(cfg.seed)
     model = GPT(replace(config, attention="manual"))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                                  weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+    )
     steps = itertools.count()
 
     def step() -> torch.Tensor:
@@ -199,14 +208,16 @@ def reference_trainer(config: GPTConfig, cfg: TrainConfig, tokens: np.ndarray
     return step
 
 
-def course_trainer(variant: TrainVariant, config: GPTConfig, cfg: TrainConfig,
-                   tokens: np.ndarray) -> Callable[[], torch.Tensor]:
+def course_trainer(
+    variant: TrainVariant, config: GPTConfig, cfg: TrainConfig, tokens: np.ndarray
+) -> Callable[[], torch.Tensor]:
     """The run's step as tinylm.train.train takes it, with the variant's change; → loss."""
     cfg = replace(cfg, dtype=variant.dtype, compile=variant.compile)
     torch.manual_seed(cfg.seed)
     model = GPT(config)
-    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
-                                fused=variant.fused)
+    optimizer = build_optimizer(
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, fused=variant.fused
+    )
     step_model = torch.compile(model) if variant.compile else model
     sampler = BatchSampler(tokens, cfg.batch_size, config.block_size, CPU, seed=cfg.seed)
     autocast = autocast_context(CPU, cfg.dtype)
@@ -215,14 +226,21 @@ def course_trainer(variant: TrainVariant, config: GPTConfig, cfg: TrainConfig,
     def step() -> torch.Tensor:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(next(steps), **cfg.schedule)
-        return train_step(step_model, optimizer, sampler, autocast, grad_accum=cfg.grad_accum,
-                          grad_clip=cfg.grad_clip)[0]
+        return train_step(
+            step_model,
+            optimizer,
+            sampler,
+            autocast,
+            grad_accum=cfg.grad_accum,
+            grad_clip=cfg.grad_clip,
+        )[0]
 
     return step
 
 
-def run_steps(step: Callable[[], torch.Tensor], steps: int, threads: int | None
-              ) -> tuple[float, float]:
+def run_steps(
+    step: Callable[[], torch.Tensor], steps: int, threads: int | None
+) -> tuple[float, float]:
     """Seconds that `steps` (>= 1) training steps took on `threads` threads, and the last loss."""
     with num_threads(threads):
         start = time.perf_counter()
@@ -232,21 +250,36 @@ def run_steps(step: Callable[[], torch.Tensor], steps: int, threads: int | None
         return time.perf_counter() - start, value
 
 
-def measure_training(variants: list[TrainVariant], config: GPTConfig, cfg: TrainConfig,
-                     tokens: np.ndarray, steps: int, rounds: int, warmup: int) -> list[dict]:
+def measure_training(
+    variants: list[TrainVariant],
+    config: GPTConfig,
+    cfg: TrainConfig,
+    tokens: np.ndarray,
+    steps: int,
+    rounds: int,
+    warmup: int,
+) -> list[dict]:
     """Tokens/s of every way to train: warm-ups first, then rounds taking turns; medians."""
     rows, runners = [], {}
     for variant in variants:
         print(f"  train: {variant.description}: building, {warmup} warm-up steps", flush=True)
-        row = {"variant": variant.key, "description": variant.description,
-               "loop": "reference" if variant.reference else "course",
-               "attention": "manual" if variant.reference else config.attention,
-               "threads": variant.threads or torch.get_num_threads(), "dtype": variant.dtype,
-               "fused_adamw": variant.fused, "compile": variant.compile}
+        row = {
+            "variant": variant.key,
+            "description": variant.description,
+            "loop": "reference" if variant.reference else "course",
+            "attention": "manual" if variant.reference else config.attention,
+            "threads": variant.threads or torch.get_num_threads(),
+            "dtype": variant.dtype,
+            "fused_adamw": variant.fused,
+            "compile": variant.compile,
+        }
         rows.append(row)
         try:
-            step = (reference_trainer(config, cfg, tokens) if variant.reference
-                    else course_trainer(variant, config, cfg, tokens))
+            step = (
+                reference_trainer(config, cfg, tokens)
+                if variant.reference
+                else course_trainer(variant, config, cfg, tokens)
+            )
             row["warmup_s"] = round(run_steps(step, warmup, variant.threads)[0], 2)
         except Exception as error:  # record why a way fails (e.g. no compiler) and go on
             row["status"] = failure(error)
@@ -272,13 +305,21 @@ def speedup(rows: list[dict], cfg: TrainConfig) -> dict:
     default = next(r for r in rows if r["variant"] == "default")
     ratio = default.get("ratio_to_reference")
     native = native_bf16(CPU)
-    return {"measure": "course tokens/s / reference tokens/s, median rounds of one run",
-            "native_bf16": native, "cpu_bf16": cpu_bf16_support(),
-            "default": {"dtype": default["dtype"], "compile": default["compile"],
-                        "asked": {"dtype": cfg.dtype, "compile": cfg.compile},
-                        "ratio": ratio, "warmup_s": default.get("warmup_s")},
-            "goal": GOALS[native], "meets_goal": None if ratio is None else ratio >= GOALS[native],
-            "ratios": {r["variant"]: r.get("ratio_to_reference") for r in rows[1:]}}
+    return {
+        "measure": "course tokens/s / reference tokens/s, median rounds of one run",
+        "native_bf16": native,
+        "cpu_bf16": cpu_bf16_support(),
+        "default": {
+            "dtype": default["dtype"],
+            "compile": default["compile"],
+            "asked": {"dtype": cfg.dtype, "compile": cfg.compile},
+            "ratio": ratio,
+            "warmup_s": default.get("warmup_s"),
+        },
+        "goal": GOALS[native],
+        "meets_goal": None if ratio is None else ratio >= GOALS[native],
+        "ratios": {r["variant"]: r.get("ratio_to_reference") for r in rows[1:]},
+    }
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -304,8 +345,13 @@ def decoder(variant: SampleVariant) -> Callable[[GPT, torch.Tensor, int], torch.
     return decode
 
 
-def measure_sampling(variants: list[SampleVariant], config: GPTConfig, seed: int,
-                     batch_sizes: list[int], new_tokens: list[int]) -> list[dict]:
+def measure_sampling(
+    variants: list[SampleVariant],
+    config: GPTConfig,
+    seed: int,
+    batch_sizes: list[int],
+    new_tokens: list[int],
+) -> list[dict]:
     """Tokens/s of every way to decode, per batch size and length, and whether tokens agree."""
     torch.manual_seed(seed)
     course = GPT(config).eval()
@@ -313,25 +359,35 @@ def measure_sampling(variants: list[SampleVariant], config: GPTConfig, seed: int
     reference.load_state_dict(course.state_dict())
     rows = []
     for batch_size in batch_sizes:
-        prompt = torch.randint(config.vocab_size, (batch_size, 1),
-                               generator=torch.Generator().manual_seed(batch_size))
+        prompt = torch.randint(
+            config.vocab_size, (batch_size, 1), generator=torch.Generator().manual_seed(batch_size)
+        )
         for n in new_tokens:
             group, reference_tokens = [], None
             for variant in variants:
-                print(f"  sample: batch {batch_size}, {n} tokens: {variant.description}",
-                      flush=True)
+                print(
+                    f"  sample: batch {batch_size}, {n} tokens: {variant.description}", flush=True
+                )
                 with num_threads(variant.threads):
-                    out, seconds = timed(decoder(variant),
-                                         reference if variant.reference else course, prompt, n)
+                    out, seconds = timed(
+                        decoder(variant), reference if variant.reference else course, prompt, n
+                    )
                 reference_tokens = out if reference_tokens is None else reference_tokens
-                group.append({
-                    "variant": variant.key, "description": variant.description,
-                    "batch_size": batch_size, "new_tokens": n, "cache": variant.cache,
-                    "attention": "manual" if variant.reference else config.attention,
-                    "threads": variant.threads or torch.get_num_threads(),
-                    "dtype": variant.dtype, "seconds": round(seconds, 3),
-                    "tokens_per_s": round(batch_size * n / seconds, 1),
-                    "identical_to_reference": torch.equal(out, reference_tokens)})
+                group.append(
+                    {
+                        "variant": variant.key,
+                        "description": variant.description,
+                        "batch_size": batch_size,
+                        "new_tokens": n,
+                        "cache": variant.cache,
+                        "attention": "manual" if variant.reference else config.attention,
+                        "threads": variant.threads or torch.get_num_threads(),
+                        "dtype": variant.dtype,
+                        "seconds": round(seconds, 3),
+                        "tokens_per_s": round(batch_size * n / seconds, 1),
+                        "identical_to_reference": torch.equal(out, reference_tokens),
+                    }
+                )
             add_ratios(group)
             rows += group
     return rows
@@ -347,14 +403,15 @@ def ratio(row: dict) -> str:
 
 def format_training(rows: list[dict]) -> str:
     """One line per way to train: tokens/s, ms per step, ratio to the reference, warm-up."""
-    lines = [f"{'training':<38}{'tokens/s':>10}{'ms/step':>9}{'x ref':>8}{'warm-up s':>11}"
-             "  status"]
+    lines = [f"{'training':<38}{'tokens/s':>10}{'ms/step':>9}{'x ref':>8}{'warm-up s':>11}  status"]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"{r['description']:<38}{'':>38}  {r['status']}")
             continue
-        lines.append(f"{r['description']:<38}{r['tokens_per_s']:>10,.0f}{r['ms_per_step']:>9.1f}"
-                     f"{ratio(r):>8}{r['warmup_s']:>11.1f}  ok")
+        lines.append(
+            f"{r['description']:<38}{r['tokens_per_s']:>10,.0f}{r['ms_per_step']:>9.1f}"
+            f"{ratio(r):>8}{r['warmup_s']:>11.1f}  ok"
+        )
     return "\n".join(lines)
 
 
@@ -363,19 +420,25 @@ def format_speedup(summary: dict, run: str) -> str:
     default = summary["default"]
     value = "-" if default["ratio"] is None else f"{default['ratio']:.2f}x"
     verdict = {True: "met", False: "NOT met", None: "not measured"}[summary["meets_goal"]]
-    return (f"{run}, course by default ({default['dtype']}, "
-            f"{'compiled' if default['compile'] else 'eager'}) / reference: {value}; native bf16: "
-            f"{summary['cpu_bf16'] or 'none'}; goal >= {summary['goal']}x: {verdict}")
+    return (
+        f"{run}, course by default ({default['dtype']}, "
+        f"{'compiled' if default['compile'] else 'eager'}) / reference: {value}; native bf16: "
+        f"{summary['cpu_bf16'] or 'none'}; goal >= {summary['goal']}x: {verdict}"
+    )
 
 
 def format_sampling(rows: list[dict]) -> str:
     """One line per batch size, length and way to decode: tokens/s, ratio, same tokens."""
-    lines = [f"{'batch':>5}{'new':>5}  {'sampling':<40}{'tokens/s':>10}{'x ref':>8}"
-             "  same tokens as reference"]
+    lines = [
+        f"{'batch':>5}{'new':>5}  {'sampling':<40}{'tokens/s':>10}{'x ref':>8}"
+        "  same tokens as reference"
+    ]
     for r in rows:
-        lines.append(f"{r['batch_size']:>5}{r['new_tokens']:>5}  {r['description']:<40}"
-                     f"{r['tokens_per_s']:>10,.0f}{ratio(r):>8}"
-                     f"  {'yes' if r['identical_to_reference'] else 'no'}")
+        lines.append(
+            f"{r['batch_size']:>5}{r['new_tokens']:>5}  {r['description']:<40}"
+            f"{r['tokens_per_s']:>10,.0f}{ratio(r):>8}"
+            f"  {'yes' if r['identical_to_reference'] else 'no'}"
+        )
     return "\n".join(lines)
 
 
@@ -399,35 +462,59 @@ def chosen(parser: argparse.ArgumentParser, text: str, valid: list[str], what: s
 def main() -> None:
     train_extras = [v.key for v in TRAIN_VARIANTS[2:]]  # all but the reference and the course
     sample_extras = [v.key for v in SAMPLE_VARIANTS[2:]]
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", default=PROFILES["cpu"].train_run, choices=sorted(RUNS),
-                        help="the training run measured (default: the cpu profile's, "
-                        "%(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--run",
+        default=PROFILES["cpu"].train_run,
+        choices=sorted(RUNS),
+        help="the training run measured (default: the cpu profile's, %(default)s)",
+    )
     parser.add_argument("--parts", default=",".join(PARTS), help="train, sample or both")
     parser.add_argument("--steps", type=positive, default=10, help="timed steps per round")
-    parser.add_argument("--rounds", type=positive, default=3,
-                        help="timed rounds per way to train (the median is reported)")
-    parser.add_argument("--warmup", type=positive, default=2,
-                        help="untimed steps per way to train, compiling included")
-    parser.add_argument("--train-variants", default=",".join(train_extras),
-                        help="ways to train besides the reference, the default and the "
-                        "course's fp32 step (default: %(default)s)")
-    parser.add_argument("--batch-sizes", default="1,16",
-                        help="comma-separated sampling batch sizes (default: %(default)s)")
-    parser.add_argument("--new-tokens",
-                        help="comma-separated numbers of tokens to decode (default: "
-                        "block_size - 1 and 2 * block_size - 1)")
-    parser.add_argument("--sample-variants", default=",".join(sample_extras),
-                        help="ways to decode besides the reference and the course's "
-                        "(default: %(default)s)")
-    parser.add_argument("--out", type=Path,
-                        help="JSON file (default: data/reference/bench_cpu_speed_cpu.json)")
+    parser.add_argument(
+        "--rounds",
+        type=positive,
+        default=3,
+        help="timed rounds per way to train (the median is reported)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=positive,
+        default=2,
+        help="untimed steps per way to train, compiling included",
+    )
+    parser.add_argument(
+        "--train-variants",
+        default=",".join(train_extras),
+        help="ways to train besides the reference, the default and the "
+        "course's fp32 step (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        default="1,16",
+        help="comma-separated sampling batch sizes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--new-tokens",
+        help="comma-separated numbers of tokens to decode (default: "
+        "block_size - 1 and 2 * block_size - 1)",
+    )
+    parser.add_argument(
+        "--sample-variants",
+        default=",".join(sample_extras),
+        help="ways to decode besides the reference and the course's (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="JSON file (default: data/reference/bench_cpu_speed_cpu.json)"
+    )
     args = parser.parse_args()
     parts = chosen(parser, args.parts, list(PARTS), "parts")
     train_keys = ["course"] + chosen(parser, args.train_variants, train_extras, "train variants")
-    sample_keys = ["reference", "course"] + chosen(parser, args.sample_variants, sample_extras,
-                                                   "sample variants")
+    sample_keys = ["reference", "course"] + chosen(
+        parser, args.sample_variants, sample_extras, "sample variants"
+    )
     out = args.out or ROOT / "data" / "reference" / f"bench_cpu_speed_{slug(CPU)}.json"
 
     cfg = RUNS[args.run]
@@ -436,37 +523,59 @@ def main() -> None:
     block = config.block_size
     new_tokens = [int(n) for n in (args.new_tokens or f"{block - 1},{2 * block - 1}").split(",")]
     info = machine(CPU)
-    print(f"{info['device_name']}, torch {info['torch']}, {info['torch_threads']} threads, "
-          f"load average {info['load_average_1min']}; run {args.run}: preset {cfg.model} "
-          f"({count_parameters(config) / 1e6:.1f}M parameters, context {block}), "
-          f"{cfg.tokenizer} data")
+    print(
+        f"{info['device_name']}, torch {info['torch']}, {info['torch_threads']} threads, "
+        f"load average {info['load_average_1min']}; run {args.run}: preset {cfg.model} "
+        f"({count_parameters(config) / 1e6:.1f}M parameters, context {block}), "
+        f"{cfg.tokenizer} data"
+    )
     profile = next((p.name for p in PROFILES.values() if p.train_run == args.run), None)
-    result: dict = {"benchmark": "cpu_speed", "machine": info, "run": args.run, "profile": profile,
-                    "model": cfg.model, "config": asdict(config),
-                    "parameters": count_parameters(config),
-                    "data": f"real packed tokens: tinylm.data.load_packed({cfg.tokenizer!r})"}
+    result: dict = {
+        "benchmark": "cpu_speed",
+        "machine": info,
+        "run": args.run,
+        "profile": profile,
+        "model": cfg.model,
+        "config": asdict(config),
+        "parameters": count_parameters(config),
+        "data": f"real packed tokens: tinylm.data.load_packed({cfg.tokenizer!r})",
+    }
     tables = []
     if "train" in parts:
-        variants = [TRAIN_VARIANTS[0], default_variant(cfg),
-                    *(v for v in TRAIN_VARIANTS[1:] if v.key in train_keys)]
+        variants = [
+            TRAIN_VARIANTS[0],
+            default_variant(cfg),
+            *(v for v in TRAIN_VARIANTS[1:] if v.key in train_keys),
+        ]
         with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # compile from scratch, not from disk
-            rows = measure_training(variants, config, cfg, packed.train, args.steps,
-                                    args.rounds, args.warmup)
+            rows = measure_training(
+                variants, config, cfg, packed.train, args.steps, args.rounds, args.warmup
+            )
         summary = speedup(rows, cfg)
         tables.append(format_training(rows))
-        result["train"] = {"batch_size": cfg.batch_size, "block_size": block,
-                           "warmup_steps": args.warmup, "steps_per_round": args.steps,
-                           "rounds": args.rounds, "statistic": "median round",
-                           "speedup": summary, "results": rows}
+        result["train"] = {
+            "batch_size": cfg.batch_size,
+            "block_size": block,
+            "warmup_steps": args.warmup,
+            "steps_per_round": args.steps,
+            "rounds": args.rounds,
+            "statistic": "median round",
+            "speedup": summary,
+            "results": rows,
+        }
     if "sample" in parts:
         variants = [v for v in SAMPLE_VARIANTS if v.key in sample_keys]
         batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
         rows = measure_sampling(variants, config, cfg.seed, batch_sizes, new_tokens)
         tables.append(format_sampling(rows))
-        result["sample"] = {"decoding": "greedy", "weights": f"random (seed {cfg.seed})",
-                            "prompt_tokens": 1, "warmup_tokens": WARMUP_TOKENS,
-                            "results": rows}
+        result["sample"] = {
+            "decoding": "greedy",
+            "weights": f"random (seed {cfg.seed})",
+            "prompt_tokens": 1,
+            "warmup_tokens": WARMUP_TOKENS,
+            "results": rows,
+        }
     result["load_average_1min_end"] = load_average()
     print("\n\n".join(tables))
     if "train" in result:

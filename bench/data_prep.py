@@ -35,8 +35,7 @@ def run(bpe_vocab: int, tokenizers: tuple[str, ...]) -> dict:
         os.environ[data.DATA_DIR_ENV] = tmp
         stages = {}
         _, stages["fetch + verify (59 files)"] = timed(data.fetch, "tang", progress=False)
-        _, stages["fetch again (all verified, skipped)"] = timed(data.fetch, "tang",
-                                                                 progress=False)
+        _, stages["fetch again (all verified, skipped)"] = timed(data.fetch, "tang", progress=False)
         poems, stages["load JSON"] = timed(data.load_poems)
         poems, stages["traditional → simplified (OpenCC t2s)"] = timed(data.to_simplified, poems)
         (poems, _), stages["clean"] = timed(data.clean_poems, poems)
@@ -44,11 +43,13 @@ def run(bpe_vocab: int, tokenizers: tuple[str, ...]) -> dict:
         corpus, stages["corpus total (load_corpus)"] = timed(data.load_corpus)
         if "bpe" in tokenizers:
             train_texts = [p.text for p in corpus.train]
-            _, stages[f"train BPE {bpe_vocab} (tinylm.bpe)"] = timed(BPETokenizer.train,
-                                                                     train_texts, bpe_vocab)
+            _, stages[f"train BPE {bpe_vocab} (tinylm.bpe)"] = timed(
+                BPETokenizer.train, train_texts, bpe_vocab
+            )
         for name in tokenizers:
             _, stages[f"prepare {name} (tokenizer + encode + pack)"] = timed(
-                data.prepare, name, bpe_vocab_size=bpe_vocab, corpus=corpus)
+                data.prepare, name, bpe_vocab_size=bpe_vocab, corpus=corpus
+            )
         os.environ.pop(data.DATA_DIR_ENV)
         _, total = timed(_cold_all, tmp, bpe_vocab, tokenizers)
         stages[f"cold pipeline, mirror → {len(tokenizers)} packed tokenizations"] = total
@@ -67,10 +68,14 @@ def _cold_all(tmp: str, bpe_vocab: int, tokenizers: tuple[str, ...]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bpe-vocab", type=int, default=data.DEFAULT_BPE_VOCAB)
-    parser.add_argument("--tokenizers", default=",".join(TOKENIZER_NAMES),
-                        help="comma-separated tokenizations to prepare (default: %(default)s)")
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "data" / "reference" / "bench_data_prep.json")
+    parser.add_argument(
+        "--tokenizers",
+        default=",".join(TOKENIZER_NAMES),
+        help="comma-separated tokenizations to prepare (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "data" / "reference" / "bench_data_prep.json"
+    )
     args = parser.parse_args()
     tokenizers = tuple(name.strip() for name in args.tokenizers.split(","))
     unknown = sorted(set(tokenizers) - set(TOKENIZER_NAMES))
@@ -80,10 +85,14 @@ def main() -> None:
     width = max(map(len, stages))
     for stage, seconds in stages.items():
         print(f"{stage:<{width}}  {seconds:8.2f} s")
-    result = {"benchmark": "data_prep", "machine": machine(torch.device("cpu")),
-              "mirror": bool(os.environ.get(data.MIRROR_ENV)), "tokenizers": list(tokenizers),
-              "bpe_vocab": args.bpe_vocab,
-              "seconds": {k: round(v, 3) for k, v in stages.items()}}
+    result = {
+        "benchmark": "data_prep",
+        "machine": machine(torch.device("cpu")),
+        "mirror": bool(os.environ.get(data.MIRROR_ENV)),
+        "tokenizers": list(tokenizers),
+        "bpe_vocab": args.bpe_vocab,
+        "seconds": {k: round(v, 3) for k, v in stages.items()},
+    }
     save(result, args.out)
 
 

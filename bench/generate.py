@@ -41,24 +41,29 @@ WARMUP_TOKENS = 8  # untimed tokens each way first (allocator, kernels, caches)
 def plain_greedy(model: GPT, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
     """The plainest decoding loop: logits at every position of the context, keep the last."""
     for _ in range(max_new_tokens):
-        logits, _ = model(idx[:, -model.config.block_size:])  # (B, T, V)
+        logits, _ = model(idx[:, -model.config.block_size :])  # (B, T, V)
         idx = torch.cat((idx, logits[:, -1, :].argmax(dim=-1, keepdim=True)), dim=1)
     return idx
 
 
 DECODERS: dict[str, Callable[[GPT, torch.Tensor, int], torch.Tensor]] = {
     "with_cache": lambda model, idx, n: generate(model, idx, n, temperature=0, use_cache=True),
-    "without_cache": lambda model, idx, n: generate(model, idx, n, temperature=0,
-                                                    use_cache=False),
+    "without_cache": lambda model, idx, n: generate(model, idx, n, temperature=0, use_cache=False),
     "plain": plain_greedy,
 }
-DESCRIPTIONS = {"with_cache": "with the KV cache",
-                "without_cache": "without the cache (whole context, last-position logits)",
-                "plain": "plain loop (whole context, logits at every position)"}
+DESCRIPTIONS = {
+    "with_cache": "with the KV cache",
+    "without_cache": "without the cache (whole context, last-position logits)",
+    "plain": "plain loop (whole context, logits at every position)",
+}
 
 
-def timed(decode: Callable[[GPT, torch.Tensor, int], torch.Tensor], model: GPT,
-          prompt: torch.Tensor, new_tokens: int) -> tuple[torch.Tensor, float]:
+def timed(
+    decode: Callable[[GPT, torch.Tensor, int], torch.Tensor],
+    model: GPT,
+    prompt: torch.Tensor,
+    new_tokens: int,
+) -> tuple[torch.Tensor, float]:
     """Greedy tokens (B, T + new_tokens) from one decoder, and the seconds they took."""
     decode(model, prompt, WARMUP_TOKENS)
     synchronize(prompt.device)
@@ -68,11 +73,15 @@ def timed(decode: Callable[[GPT, torch.Tensor, int], torch.Tensor], model: GPT,
     return out, time.perf_counter() - start
 
 
-def measure(model: GPT, batch_size: int, new_tokens: int, device: torch.device,
-            plain: bool) -> dict:
+def measure(
+    model: GPT, batch_size: int, new_tokens: int, device: torch.device, plain: bool
+) -> dict:
     """Tokens/s each way for one batch size, and the cache's speed-ups; tokens must agree."""
-    prompt = torch.randint(model.config.vocab_size, (batch_size, 1),
-                           generator=torch.Generator().manual_seed(batch_size)).to(device)
+    prompt = torch.randint(
+        model.config.vocab_size,
+        (batch_size, 1),
+        generator=torch.Generator().manual_seed(batch_size),
+    ).to(device)
     ways = ["with_cache", "without_cache"] + (["plain"] if plain else [])
     row: dict = {"batch_size": batch_size, "new_tokens": new_tokens}
     reference = None
@@ -80,8 +89,10 @@ def measure(model: GPT, batch_size: int, new_tokens: int, device: torch.device,
         print(f"  batch {batch_size}: {DESCRIPTIONS[way]}", flush=True)
         out, seconds = timed(DECODERS[way], model, prompt, new_tokens)
         if reference is not None and not torch.equal(out, reference):
-            raise AssertionError(f"batch {batch_size}: greedy tokens differ between "
-                                 f"{DESCRIPTIONS['with_cache']} and {DESCRIPTIONS[way]}")
+            raise AssertionError(
+                f"batch {batch_size}: greedy tokens differ between "
+                f"{DESCRIPTIONS['with_cache']} and {DESCRIPTIONS[way]}"
+            )
         reference = out if reference is None else reference
         row[f"{way}_s"] = round(seconds, 3)
         row[f"{way}_tokens_per_s"] = round(batch_size * new_tokens / seconds, 1)
@@ -94,50 +105,79 @@ def measure(model: GPT, batch_size: int, new_tokens: int, device: torch.device,
 
 def format_table(name: str, rows: list[dict]) -> str:
     """One line per batch size: tokens/s each way and the cache's speed-up."""
-    lines = [f"{'model':<8}{'batch':>6}{'new tokens':>12}{'cache tok/s':>13}"
-             f"{'no cache tok/s':>16}{'speed-up':>10}{'plain tok/s':>13}{'speed-up':>10}"
-             "  identical"]
+    lines = [
+        f"{'model':<8}{'batch':>6}{'new tokens':>12}{'cache tok/s':>13}"
+        f"{'no cache tok/s':>16}{'speed-up':>10}{'plain tok/s':>13}{'speed-up':>10}"
+        "  identical"
+    ]
     for r in rows:
-        plain = (f"{r['plain_tokens_per_s']:>13,.0f}{r['speed_up_vs_plain']:>9.1f}x"
-                 if "plain_s" in r else f"{'-':>13}{'-':>10}")
-        lines.append(f"{name:<8}{r['batch_size']:>6}{r['new_tokens']:>12}"
-                     f"{r['with_cache_tokens_per_s']:>13,.0f}"
-                     f"{r['without_cache_tokens_per_s']:>16,.0f}{r['speed_up']:>9.1f}x{plain}"
-                     f"  {'yes' if r['identical_tokens'] else 'no'}")
+        plain = (
+            f"{r['plain_tokens_per_s']:>13,.0f}{r['speed_up_vs_plain']:>9.1f}x"
+            if "plain_s" in r
+            else f"{'-':>13}{'-':>10}"
+        )
+        lines.append(
+            f"{name:<8}{r['batch_size']:>6}{r['new_tokens']:>12}"
+            f"{r['with_cache_tokens_per_s']:>13,.0f}"
+            f"{r['without_cache_tokens_per_s']:>16,.0f}{r['speed_up']:>9.1f}x{plain}"
+            f"  {'yes' if r['identical_tokens'] else 'no'}"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     device = torch.device(best_device())
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="30m", help="model preset (default: %(default)s)")
-    parser.add_argument("--batch-sizes", default="1,16",
-                        help="comma-separated batch sizes (default: %(default)s)")
-    parser.add_argument("--naive-batch-sizes", default="1",
-                        help="batch sizes that also run the plain loop (default: %(default)s)")
-    parser.add_argument("--new-tokens", type=int, default=256,
-                        help="tokens generated after a 1-token prompt (default: %(default)s)")
-    parser.add_argument("--out", type=Path, help="JSON file (default: data/reference/"
-                        "bench_generate_<device>.json)")
+    parser.add_argument(
+        "--batch-sizes", default="1,16", help="comma-separated batch sizes (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--naive-batch-sizes",
+        default="1",
+        help="batch sizes that also run the plain loop (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--new-tokens",
+        type=int,
+        default=256,
+        help="tokens generated after a 1-token prompt (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="JSON file (default: data/reference/bench_generate_<device>.json)"
+    )
     args = parser.parse_args()
     out = args.out or ROOT / "data" / "reference" / f"bench_generate_{slug(device)}.json"
     torch.manual_seed(0)
     model = GPT(preset(args.model)).to(device).eval()
     info = machine(device)
-    print(f"{info['device_name']} ({device}), torch {info['torch']}, "
-          f"{info['torch_threads']} threads; preset {args.model} "
-          f"({model.num_parameters() / 1e6:.1f}M parameters, random weights, fp32), "
-          "greedy, "
-          f"{args.new_tokens} new tokens after a 1-token prompt")
+    print(
+        f"{info['device_name']} ({device}), torch {info['torch']}, "
+        f"{info['torch_threads']} threads; preset {args.model} "
+        f"({model.num_parameters() / 1e6:.1f}M parameters, random weights, fp32), "
+        "greedy, "
+        f"{args.new_tokens} new tokens after a 1-token prompt"
+    )
     plain_sizes = {int(b) for b in args.naive_batch_sizes.split(",") if b}
-    rows = [measure(model, int(b), args.new_tokens, device, int(b) in plain_sizes)
-            for b in args.batch_sizes.split(",")]
+    rows = [
+        measure(model, int(b), args.new_tokens, device, int(b) in plain_sizes)
+        for b in args.batch_sizes.split(",")
+    ]
     print(format_table(args.model, rows))
-    result = {"benchmark": "generate", "machine": info, "model": args.model,
-              "parameters": model.num_parameters(), "block_size": model.config.block_size,
-              "dtype": "float32", "decoding": "greedy", "prompt_tokens": 1,
-              "warmup_tokens": WARMUP_TOKENS, "results": rows}
+    result = {
+        "benchmark": "generate",
+        "machine": info,
+        "model": args.model,
+        "parameters": model.num_parameters(),
+        "block_size": model.config.block_size,
+        "dtype": "float32",
+        "decoding": "greedy",
+        "prompt_tokens": 1,
+        "warmup_tokens": WARMUP_TOKENS,
+        "results": rows,
+    }
     save(result, out)
 
 

@@ -54,21 +54,30 @@ def course_precision(cfg: TrainConfig, device: torch.device) -> dict:
 
 def machine(device: torch.device) -> dict:
     """What the figures were measured on, including how busy the machine was."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                            capture_output=True).stdout.strip()
-    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": str(device), "device_name": device_name(device),
-            "torch": torch.__version__, "commit": commit or None,
-            "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "profile": get_profile().name, "load_average_1min": load_average(),
-            "native_bf16": native_bf16(device)}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True, capture_output=True
+    ).stdout.strip()
+    info = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "commit": commit or None,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "profile": get_profile().name,
+        "load_average_1min": load_average(),
+        "native_bf16": native_bf16(device),
+    }
     if device.type == "cpu":
         info["cpu_bf16"] = cpu_bf16_support()  # "AMX", "AVX-512 BF16" or None (emulated)
     if device.type == "cuda":
         info["cuda"] = torch.version.cuda
         info["device_memory_gib"] = round(
-            torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+            torch.cuda.get_device_properties(device).total_memory / 2**30, 1
+        )
     return info
 
 
@@ -99,23 +108,37 @@ def save(result: dict, out: Path) -> None:
 
 def main() -> None:
     """Write the machine record and the named runs' resolved precision (bench/gpu_check.sh)."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default=best_device(), help="(default: %(default)s)")
-    parser.add_argument("--runs", nargs="*", default=[], choices=sorted(RUNS),
-                        help="runs whose resolved dtype and compile setting to record")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "data" / "reference",
-                        help="folder of machine_<device>.json (default: data/reference)")
+    parser.add_argument(
+        "--runs",
+        nargs="*",
+        default=[],
+        choices=sorted(RUNS),
+        help="runs whose resolved dtype and compile setting to record",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=ROOT / "data" / "reference",
+        help="folder of machine_<device>.json (default: data/reference)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     info = machine(device)
     precision = {run: course_precision(RUNS[run], device) for run in args.runs}
-    print(f"{info['device_name']} ({device}), torch {info['torch']}, native bf16: "
-          f"{info['native_bf16']}")
+    print(
+        f"{info['device_name']} ({device}), torch {info['torch']}, native bf16: "
+        f"{info['native_bf16']}"
+    )
     for run, resolved in precision.items():
         print(f"  {run}: dtype auto -> {resolved['dtype']}, compile auto -> {resolved['compile']}")
-    save({"benchmark": "machine", "machine": info, "precision": precision},
-         args.out_dir / f"machine_{slug(device)}.json")
+    save(
+        {"benchmark": "machine", "machine": info, "precision": precision},
+        args.out_dir / f"machine_{slug(device)}.json",
+    )
 
 
 if __name__ == "__main__":

@@ -44,12 +44,17 @@ def cached_runs() -> set[str]:
 def prose_words(path: Path) -> int:
     """Words in the notebook's text cells: what a learner reads, code and outputs aside."""
     notebook = json.loads(path.read_text(encoding="utf-8"))
-    return sum(len("".join(cell["source"]).split()) for cell in notebook["cells"]
-               if cell["cell_type"] == "markdown")
+    return sum(
+        len("".join(cell["source"]).split())
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "markdown"
+    )
 
 
-BERTVIZ_NOTE = ("<p><i>bertviz's interactive view is drawn here when the cell runs; the saved "
-                "notebook leaves it out (its inline scripts weigh about 0.3 MB).</i></p>")
+BERTVIZ_NOTE = (
+    "<p><i>bertviz's interactive view is drawn here when the cell runs; the saved "
+    "notebook leaves it out (its inline scripts weigh about 0.3 MB).</i></p>"
+)
 
 
 def tidy_outputs(path: Path) -> None:
@@ -58,9 +63,12 @@ def tidy_outputs(path: Path) -> None:
     notebook, _ = CoalesceStreamsPreprocessor().preprocess(notebook, {})  # keeps text after \r
     for cell in notebook.cells:
         if "bertviz" in cell.get("metadata", {}).get("tags", []):
-            cell.outputs = [nbformat.v4.new_output(
-                "display_data", data={"text/html": BERTVIZ_NOTE,
-                                      "text/plain": "(bertviz view: run the cell)"})]
+            cell.outputs = [
+                nbformat.v4.new_output(
+                    "display_data",
+                    data={"text/html": BERTVIZ_NOTE, "text/plain": "(bertviz view: run the cell)"},
+                )
+            ]
     nbformat.write(notebook, path)
 
 
@@ -71,8 +79,18 @@ def run_notebook(path: Path, inplace: bool, timeout: int, attempts: int = 2) -> 
     for good. A cell that exceeds `timeout` is taken for that, and the notebook run once more.
     """
     where = ["--inplace"] if inplace else ["--output-dir", tempfile.mkdtemp(prefix="notebook-")]
-    command = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-               f"--ExecutePreprocessor.timeout={timeout}", *where, str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "nbconvert",
+        "--to",
+        "notebook",
+        "--execute",
+        f"--ExecutePreprocessor.timeout={timeout}",
+        *where,
+        str(path),
+    ]
     for attempt in range(1, attempts + 1):
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -83,8 +101,9 @@ def run_notebook(path: Path, inplace: bool, timeout: int, attempts: int = 2) -> 
             return seconds, attempt
         if "CellTimeoutError" not in done.stderr or attempt == attempts:
             raise RuntimeError(f"{path.name} failed:\n{done.stderr[-4000:]}")
-        print(f"{path.name}: a cell waited over {timeout} s; running the notebook again",
-              flush=True)
+        print(
+            f"{path.name}: a cell waited over {timeout} s; running the notebook again", flush=True
+        )
     raise AssertionError("unreachable")
 
 
@@ -92,15 +111,24 @@ def main() -> None:
     """Time the chosen notebooks in one profile and save the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
-    parser.add_argument("--only", nargs="+", metavar="NN",
-                        help="notebook numbers, e.g. 03 05 (default: all)")
-    parser.add_argument("--inplace", action="store_true",
-                        help="write the executed notebooks back (the committed outputs)")
-    parser.add_argument("--timeout", type=int, default=900,
-                        help="seconds a cell may take before the notebook is run again "
-                             "(default: %(default)s; raise it when runs train cold)")
-    parser.add_argument("--out", type=Path, help="JSON file (default: data/reference/"
-                        "notebook_times_<profile>.json)")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NN", help="notebook numbers, e.g. 03 05 (default: all)"
+    )
+    parser.add_argument(
+        "--inplace",
+        action="store_true",
+        help="write the executed notebooks back (the committed outputs)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=900,
+        help="seconds a cell may take before the notebook is run again "
+        "(default: %(default)s; raise it when runs train cold)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="JSON file (default: data/reference/notebook_times_<profile>.json)"
+    )
     args = parser.parse_args()
     out = args.out or ROOT / "data" / "reference" / f"notebook_times_{args.profile}.json"
     os.environ["TINYLM_PROFILE"] = args.profile  # the kernels inherit it
@@ -114,13 +142,27 @@ def main() -> None:
         before = cached_runs()
         seconds, attempts = run_notebook(path, args.inplace, args.timeout)
         trained = sorted(cached_runs() - before)
-        results[path.name] = {"notebook": path.name, "seconds": round(seconds, 1),
-                              "trained": trained, "caches": "cold" if trained else "warm",
-                              "prose_words": prose_words(path), "attempts": attempts}
-        print(f"{path.name:<36}{seconds:>8.0f} s"
-              + (f"  (trained {', '.join(trained)})" if trained else ""), flush=True)
-        save({"machine": machine(torch.device("cpu")), "profile": args.profile,
-              "results": [results[name] for name in sorted(results)]}, out)
+        results[path.name] = {
+            "notebook": path.name,
+            "seconds": round(seconds, 1),
+            "trained": trained,
+            "caches": "cold" if trained else "warm",
+            "prose_words": prose_words(path),
+            "attempts": attempts,
+        }
+        print(
+            f"{path.name:<36}{seconds:>8.0f} s"
+            + (f"  (trained {', '.join(trained)})" if trained else ""),
+            flush=True,
+        )
+        save(
+            {
+                "machine": machine(torch.device("cpu")),
+                "profile": args.profile,
+                "results": [results[name] for name in sorted(results)],
+            },
+            out,
+        )
 
 
 if __name__ == "__main__":

@@ -30,10 +30,13 @@ EARLY_STEPS = (75, 125)  # the logged steps averaged for "the loss after 100 ste
 
 def variants(run: TrainConfig) -> dict[str, TrainConfig]:
     """The run and the two exercises' changes to it, each in a run folder of its own."""
-    return {"as trained": run,
-            "dropout 0.1": replace(run, run_name=f"{run.run_name}-dropout", dropout=0.1),
-            "half lr": replace(run, run_name=f"{run.run_name}-half-lr", lr=run.lr / 2,
-                               min_lr=run.min_lr / 2)}
+    return {
+        "as trained": run,
+        "dropout 0.1": replace(run, run_name=f"{run.run_name}-dropout", dropout=0.1),
+        "half lr": replace(
+            run, run_name=f"{run.run_name}-half-lr", lr=run.lr / 2, min_lr=run.min_lr / 2
+        ),
+    }
 
 
 def score(cfg: TrainConfig) -> dict:
@@ -42,38 +45,60 @@ def score(cfg: TrainConfig) -> dict:
     logged = [r for r in result.history if r["train_loss"] is not None]
     early = [r["train_loss"] for r in logged if EARLY_STEPS[0] <= r["step"] <= EARLY_STEPS[1]]
     evals = [r for r in result.history if r["val_loss"] is not None]
-    return {"run": cfg.run_name, "dropout": cfg.dropout, "lr": cfg.lr, "min_lr": cfg.min_lr,
-            "steps": cfg.max_steps, "tokens": result.history[-1]["tokens"],
-            "train_loss_near_100": sum(early) / len(early) if early else None,
-            "final_val_loss": evals[-1]["val_loss"], "final_step": evals[-1]["step"],
-            "curve": {"step": [r["step"] for r in evals],
-                      "val_loss": [r["val_loss"] for r in evals]},
-            **validation_losses(result)}
+    return {
+        "run": cfg.run_name,
+        "dropout": cfg.dropout,
+        "lr": cfg.lr,
+        "min_lr": cfg.min_lr,
+        "steps": cfg.max_steps,
+        "tokens": result.history[-1]["tokens"],
+        "train_loss_near_100": sum(early) / len(early) if early else None,
+        "final_val_loss": evals[-1]["val_loss"],
+        "final_step": evals[-1]["step"],
+        "curve": {"step": [r["step"] for r in evals], "val_loss": [r["val_loss"] for r in evals]},
+        **validation_losses(result),
+    }
 
 
 def main() -> None:
     """Train and score the variants of one run and save them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="char-cpu", choices=sorted(RUNS))
-    parser.add_argument("--out", type=Path, default=None,
-                        help="the JSON file (default data/reference/pretraining_exercises_cpu"
-                             ".json for char-cpu, else pretraining_exercises_<run>.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the JSON file (default data/reference/pretraining_exercises_cpu"
+        ".json for char-cpu, else pretraining_exercises_<run>.json)",
+    )
     args = parser.parse_args()
     out = args.out or ROOT / "data" / "reference" / (
-        "pretraining_exercises_cpu.json" if args.run == "char-cpu"
-        else f"pretraining_exercises_{args.run}.json")
+        "pretraining_exercises_cpu.json"
+        if args.run == "char-cpu"
+        else f"pretraining_exercises_{args.run}.json"
+    )
     results = {}
     for name, cfg in variants(RUNS[args.run]).items():
         results[name] = score(cfg)
         row = results[name]
         early = row["train_loss_near_100"]
-        print(f"{name:<12} train loss near step 100 "
-              f"{'-' if early is None else f'{early:.3f}'}  final val {row['final_val_loss']:.3f}"
-              f"  val random {row['val_random_64']:.3f}  val poem-start "
-              f"{row['val_documents_64']:.3f}", flush=True)
-    save({"benchmark": "pretraining_exercises", "machine": machine(torch.device("cpu")),
-          "reference_run": args.run,
-          "early_steps": EARLY_STEPS, "results": results}, out)
+        print(
+            f"{name:<12} train loss near step 100 "
+            f"{'-' if early is None else f'{early:.3f}'}  final val {row['final_val_loss']:.3f}"
+            f"  val random {row['val_random_64']:.3f}  val poem-start "
+            f"{row['val_documents_64']:.3f}",
+            flush=True,
+        )
+    save(
+        {
+            "benchmark": "pretraining_exercises",
+            "machine": machine(torch.device("cpu")),
+            "reference_run": args.run,
+            "early_steps": EARLY_STEPS,
+            "results": results,
+        },
+        out,
+    )
 
 
 if __name__ == "__main__":

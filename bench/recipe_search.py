@@ -34,33 +34,78 @@ from tinylm import data, poetry
 from tinylm.runs import RUNS, TrainConfig
 from tinylm.train import EVAL_SEED, estimate_loss, fixed_batches, train
 
-BASE = TrainConfig("char-cpu", model="char-cpu", tokenizer="char", batch_size=8, max_steps=1800,
-                   warmup_steps=100, lr=1e-3, min_lr=1e-4, dropout=0.0, eval_interval=300,
-                   eval_batches=8, log_interval=50, dtype="bfloat16", compile=True)
+BASE = TrainConfig(
+    "char-cpu",
+    model="char-cpu",
+    tokenizer="char",
+    batch_size=8,
+    max_steps=1800,
+    warmup_steps=100,
+    lr=1e-3,
+    min_lr=1e-4,
+    dropout=0.0,
+    eval_interval=300,
+    eval_batches=8,
+    log_interval=50,
+    dtype="bfloat16",
+    compile=True,
+)
 # name: (what it tests, the settings changed from BASE). A and B: half the final token budget.
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "A_rand": ("random windows, 2.2M tokens", dict(
-        batch_size=16, max_steps=1075, eval_interval=1075, log_interval=25)),
-    "B_docs": ("windows start at a poem, 2.2M tokens", dict(
-        batch_size=16, max_steps=1075, eval_interval=1075, log_interval=25,
-        windows="documents")),
-    "C1_b8": ("documents, batch 8, lr 1e-3, 4.3M tokens", dict(
-        batch_size=8, max_steps=4200, eval_interval=700, log_interval=50,
-        windows="documents")),
-    "C2_b16_lr2": ("documents, batch 16, lr 2e-3, 4.5M tokens", dict(
-        batch_size=16, max_steps=2200, lr=2e-3, min_lr=2e-4, eval_interval=550,
-        log_interval=25, windows="documents")),
-    "D1_b16_lr3": ("documents, batch 16, lr 3e-3, 4.5M tokens", dict(
-        batch_size=16, max_steps=2200, lr=3e-3, min_lr=3e-4, eval_interval=550,
-        log_interval=25, windows="documents")),
-    "D2_b8_lr2": ("documents, batch 8, lr 2e-3, 4.3M tokens", dict(
-        batch_size=8, max_steps=4200, lr=2e-3, min_lr=2e-4, eval_interval=700,
-        log_interval=50, windows="documents")),
+    "A_rand": (
+        "random windows, 2.2M tokens",
+        dict(batch_size=16, max_steps=1075, eval_interval=1075, log_interval=25),
+    ),
+    "B_docs": (
+        "windows start at a poem, 2.2M tokens",
+        dict(
+            batch_size=16, max_steps=1075, eval_interval=1075, log_interval=25, windows="documents"
+        ),
+    ),
+    "C1_b8": (
+        "documents, batch 8, lr 1e-3, 4.3M tokens",
+        dict(batch_size=8, max_steps=4200, eval_interval=700, log_interval=50, windows="documents"),
+    ),
+    "C2_b16_lr2": (
+        "documents, batch 16, lr 2e-3, 4.5M tokens",
+        dict(
+            batch_size=16,
+            max_steps=2200,
+            lr=2e-3,
+            min_lr=2e-4,
+            eval_interval=550,
+            log_interval=25,
+            windows="documents",
+        ),
+    ),
+    "D1_b16_lr3": (
+        "documents, batch 16, lr 3e-3, 4.5M tokens",
+        dict(
+            batch_size=16,
+            max_steps=2200,
+            lr=3e-3,
+            min_lr=3e-4,
+            eval_interval=550,
+            log_interval=25,
+            windows="documents",
+        ),
+    ),
+    "D2_b8_lr2": (
+        "documents, batch 8, lr 2e-3, 4.3M tokens",
+        dict(
+            batch_size=8,
+            max_steps=4200,
+            lr=2e-3,
+            min_lr=2e-4,
+            eval_interval=700,
+            log_interval=50,
+            windows="documents",
+        ),
+    ),
     "char-cpu": ("the course's run (tinylm.runs.RUNS), 3.1M tokens", None),
 }
 POEMS = 200
-JUDGED = ("finished", "regulated", "uniform_verses", "copied_verses", "rhymes",
-          "tone_agreement")
+JUDGED = ("finished", "regulated", "uniform_verses", "copied_verses", "rhymes", "tone_agreement")
 
 
 def variant_config(name: str) -> TrainConfig:
@@ -74,13 +119,17 @@ def validation_losses(result) -> dict[str, float]:
     """fp32 validation loss on random windows (8 and 64 batches) and on poem-start windows."""
     packed = data.load_packed("char")
     block, eot = result.model.config.block_size, result.tokenizer.eot_id
-    scored = {"val_random_8": replace(BASE, eval_batches=8),
-              "val_random_64": replace(BASE, eval_batches=64),
-              "val_documents_64": replace(BASE, eval_batches=64, windows="documents")}
-    return {key: estimate_loss(result.model,
-                               fixed_batches(packed.val, eval_cfg, block, "cpu", eot),
-                               nullcontext())
-            for key, eval_cfg in scored.items()}
+    scored = {
+        "val_random_8": replace(BASE, eval_batches=8),
+        "val_random_64": replace(BASE, eval_batches=64),
+        "val_documents_64": replace(BASE, eval_batches=64, windows="documents"),
+    }
+    return {
+        key: estimate_loss(
+            result.model, fixed_batches(packed.val, eval_cfg, block, "cpu", eot), nullcontext()
+        )
+        for key, eval_cfg in scored.items()
+    }
 
 
 def score(name: str, judge: poetry.PoemJudge) -> dict:
@@ -88,18 +137,24 @@ def score(name: str, judge: poetry.PoemJudge) -> dict:
     cfg = variant_config(name)
     result = train(cfg)
     report, documents = poetry.judge_model(result.model, result.tokenizer, judge, POEMS)
-    return {"variant": name, "what": VARIANTS[name][0],
-            "settings": dict(VARIANTS[name][1] or asdict(cfg)),
-            "tokens": result.history[-1]["tokens"], **validation_losses(result),
-            **{key: report[key] for key in JUDGED}, "examples": documents[:3]}
+    return {
+        "variant": name,
+        "what": VARIANTS[name][0],
+        "settings": dict(VARIANTS[name][1] or asdict(cfg)),
+        "tokens": result.history[-1]["tokens"],
+        **validation_losses(result),
+        **{key: report[key] for key in JUDGED},
+        "examples": documents[:3],
+    }
 
 
 def main() -> None:
     """Score the chosen variants and merge them into the JSON file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "data" / "reference" / "recipe_search_cpu.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "data" / "reference" / "recipe_search_cpu.json"
+    )
     args = parser.parse_args()
     judge = poetry.PoemJudge.from_training(data.load_corpus().train)
     old = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
@@ -107,14 +162,24 @@ def main() -> None:
     for name in args.only:
         results[name] = score(name, judge)
         row = results[name]
-        print(f"{name:<12} {row['tokens'] / 1e6:4.1f}M tokens  val random "
-              f"{row['val_random_8']:.3f}  val documents {row['val_documents_64']:.3f}  "
-              f"regulated {row['regulated']:.0%}  uniform {row['uniform_verses']:.0%}  "
-              f"copied {row['copied_verses']:.1%}", flush=True)
-    save({"machine": machine(torch.device("cpu")), "base": {
-        k: v for k, v in vars(BASE).items() if k != "run_name"}, "eval_seed": EVAL_SEED,
-        "poems": POEMS, "sampling": {"temperature": 0.8, "top_k": 200, "seed": 0},
-        "results": [results[name] for name in VARIANTS if name in results]}, args.out)
+        print(
+            f"{name:<12} {row['tokens'] / 1e6:4.1f}M tokens  val random "
+            f"{row['val_random_8']:.3f}  val documents {row['val_documents_64']:.3f}  "
+            f"regulated {row['regulated']:.0%}  uniform {row['uniform_verses']:.0%}  "
+            f"copied {row['copied_verses']:.1%}",
+            flush=True,
+        )
+    save(
+        {
+            "machine": machine(torch.device("cpu")),
+            "base": {k: v for k, v in vars(BASE).items() if k != "run_name"},
+            "eval_seed": EVAL_SEED,
+            "poems": POEMS,
+            "sampling": {"temperature": 0.8, "top_k": 200, "seed": 0},
+            "results": [results[name] for name in VARIANTS if name in results],
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

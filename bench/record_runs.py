@@ -29,50 +29,73 @@ def run_record(name: str) -> dict:
     folder = run_folder(name)
     model_dir = folder / "model"
     if not (model_dir / TRAIN_CONFIG_FILE).is_file():
-        raise SystemExit(f"run {name!r} has no final model in {model_dir}; train it first with "
-                         f"`python -m tinylm train --run {name}`")
+        raise SystemExit(
+            f"run {name!r} has no final model in {model_dir}; train it first with "
+            f"`python -m tinylm train --run {name}`"
+        )
     cfg = json.loads((model_dir / TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
     config = GPTConfig.from_dict(json.loads((model_dir / CONFIG_FILE).read_text()))
     log = read_log(folder)
     last = log[-1]
     throughput = [r["tokens_per_s"] for r in log if r["tokens_per_s"] is not None]
     mfus = [r["mfu"] for r in log if r["mfu"] is not None]
-    finished = datetime.fromtimestamp((model_dir / TRAIN_CONFIG_FILE).stat().st_mtime,
-                                      timezone.utc)
-    return {"run": name, "model": cfg["model"], "tokenizer": cfg["tokenizer"],
-            "parameters": count_parameters(config), "steps": last["step"],
-            "tokens": last["tokens"], "batch_size": cfg["batch_size"],
-            "block_size": config.block_size, "train_flops": flops_per_token(config) *
-            last["tokens"], "val_loss": last["val_loss"],
-            "eval_train_loss": last["eval_train_loss"], "elapsed_s": round(last["elapsed_s"], 1),
-            "median_tokens_per_s": round(sorted(throughput)[len(throughput) // 2], 1),
-            "median_mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
-            "finished": finished.isoformat(timespec="seconds"),
-            "curve": {key: [r[key] for r in log if r["val_loss"] is not None]
-                      for key in ("step", "tokens", "val_loss", "eval_train_loss")}}
+    finished = datetime.fromtimestamp((model_dir / TRAIN_CONFIG_FILE).stat().st_mtime, timezone.utc)
+    return {
+        "run": name,
+        "model": cfg["model"],
+        "tokenizer": cfg["tokenizer"],
+        "parameters": count_parameters(config),
+        "steps": last["step"],
+        "tokens": last["tokens"],
+        "batch_size": cfg["batch_size"],
+        "block_size": config.block_size,
+        "train_flops": flops_per_token(config) * last["tokens"],
+        "val_loss": last["val_loss"],
+        "eval_train_loss": last["eval_train_loss"],
+        "elapsed_s": round(last["elapsed_s"], 1),
+        "median_tokens_per_s": round(sorted(throughput)[len(throughput) // 2], 1),
+        "median_mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
+        "finished": finished.isoformat(timespec="seconds"),
+        "curve": {
+            key: [r[key] for r in log if r["val_loss"] is not None]
+            for key in ("step", "tokens", "val_loss", "eval_train_loss")
+        },
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="*", default=["char-cpu", "mistral-cpu"],
-                        help="run folders under runs/ (default: %(default)s)")
-    parser.add_argument("--out", type=Path, help="JSON file (default: data/reference/"
-                        "runs_<device>.json)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "runs",
+        nargs="*",
+        default=["char-cpu", "mistral-cpu"],
+        help="run folders under runs/ (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="JSON file (default: data/reference/runs_<device>.json)"
+    )
     args = parser.parse_args()
     device = torch.device(best_device())
     out = args.out or ROOT / "data" / "reference" / f"runs_{slug(device)}.json"
     records = [run_record(name) for name in args.runs]
-    print(f"{'run':<14}{'steps':>7}{'tokens (M)':>12}{'val loss':>10}{'minutes':>9}"
-          f"{'tokens/s':>10}")
+    print(
+        f"{'run':<14}{'steps':>7}{'tokens (M)':>12}{'val loss':>10}{'minutes':>9}{'tokens/s':>10}"
+    )
     for r in records:
-        print(f"{r['run']:<14}{r['steps']:>7}{r['tokens'] / 1e6:>12.2f}{r['val_loss']:>10.3f}"
-              f"{r['elapsed_s'] / 60:>9.1f}{r['median_tokens_per_s']:>10,.0f}")
-    result = {"benchmark": "runs", "machine": machine(device),
-              "note": "recorded on this machine from each run's own log; elapsed_s is the "
-                      "run's wall time, evaluation included, and tokens/s the median of its "
-                      "logged intervals (less sensitive to other work on the machine)",
-              "results": records}
+        print(
+            f"{r['run']:<14}{r['steps']:>7}{r['tokens'] / 1e6:>12.2f}{r['val_loss']:>10.3f}"
+            f"{r['elapsed_s'] / 60:>9.1f}{r['median_tokens_per_s']:>10,.0f}"
+        )
+    result = {
+        "benchmark": "runs",
+        "machine": machine(device),
+        "note": "recorded on this machine from each run's own log; elapsed_s is the "
+        "run's wall time, evaluation included, and tokens/s the median of its "
+        "logged intervals (less sensitive to other work on the machine)",
+        "results": records,
+    }
     save(result, out)
 
 

@@ -44,8 +44,9 @@ def machine_line(info: dict) -> str:
     if info.get("load_average_1min") is not None:
         parts.append(f"load average {info['load_average_1min']}")
     if info.get("native_bf16") is not None:
-        parts.append("native bf16: " + (info.get("cpu_bf16") or "yes" if info["native_bf16"]
-                                        else "none"))
+        parts.append(
+            "native bf16: " + (info.get("cpu_bf16") or "yes" if info["native_bf16"] else "none")
+        )
     return "*" + ", ".join(parts) + "*"
 
 
@@ -80,47 +81,105 @@ def train_throughput(result: dict) -> str:
             rows.append([r["preset"], r["rung"], "–", "–", "–", "–", r["status"]])
             continue
         base.setdefault(r["preset"], r["tokens_per_s"])
-        rows.append([r["preset"], r["rung"], number(r["tokens_per_s"]),
-                     number(r["ms_per_step"], 1), f"{r['tokens_per_s'] / base[r['preset']]:.2f}×",
-                     percent(r["mfu"]), "ok"])
+        rows.append(
+            [
+                r["preset"],
+                r["rung"],
+                number(r["tokens_per_s"]),
+                number(r["ms_per_step"], 1),
+                f"{r['tokens_per_s'] / base[r['preset']]:.2f}×",
+                percent(r["mfu"]),
+                "ok",
+            ]
+        )
     warmup = "1 warm-up step" if result["warmup"] == 1 else f"{result['warmup']} warm-up steps"
     note = f"Batch {result['batch_size']}, {result['steps']} timed steps after {warmup}."
     if result["peak_flops"]:
         note += f" MFU against {result['peak_flops'] / 1e12:,.0f} TFLOP/s dense bf16."
-    return note + "\n\n" + table(["preset", "rung", "tokens/s", "ms/step", "speed-up", "MFU",
-                                  "status"], rows)
+    return (
+        note
+        + "\n\n"
+        + table(["preset", "rung", "tokens/s", "ms/step", "speed-up", "MFU", "status"], rows)
+    )
 
 
 def generate(result: dict) -> str:
     """Generation tokens/s with and without the KV cache."""
     rows = []
     for r in result["results"]:
-        rows.append([str(r["batch_size"]), str(r["new_tokens"]),
-                     number(r["with_cache_tokens_per_s"]),
-                     number(r["without_cache_tokens_per_s"]), f"{r['speed_up']:.1f}×",
-                     number(r.get("plain_tokens_per_s")),
-                     f"{r['speed_up_vs_plain']:.1f}×" if "speed_up_vs_plain" in r else "–"])
-    note = (f"Preset `{result['model']}` ({result['parameters'] / 1e6:.1f}M parameters, random "
-            f"weights, {result['dtype']}), greedy, after a {result['prompt_tokens']}-token "
-            "prompt; identical tokens every way. Without the cache: nanoGPT's loop (whole "
-            "context, output layer on the last position); plain loop: logits at every position.")
-    return note + "\n\n" + table(["batch", "new tokens", "with cache tok/s",
-                                  "without tok/s", "speed-up", "plain loop tok/s", "speed-up"],
-                                 rows)
+        rows.append(
+            [
+                str(r["batch_size"]),
+                str(r["new_tokens"]),
+                number(r["with_cache_tokens_per_s"]),
+                number(r["without_cache_tokens_per_s"]),
+                f"{r['speed_up']:.1f}×",
+                number(r.get("plain_tokens_per_s")),
+                f"{r['speed_up_vs_plain']:.1f}×" if "speed_up_vs_plain" in r else "–",
+            ]
+        )
+    note = (
+        f"Preset `{result['model']}` ({result['parameters'] / 1e6:.1f}M parameters, random "
+        f"weights, {result['dtype']}), greedy, after a {result['prompt_tokens']}-token "
+        "prompt; identical tokens every way. Without the cache: nanoGPT's loop (whole "
+        "context, output layer on the last position); plain loop: logits at every position."
+    )
+    return (
+        note
+        + "\n\n"
+        + table(
+            [
+                "batch",
+                "new tokens",
+                "with cache tok/s",
+                "without tok/s",
+                "speed-up",
+                "plain loop tok/s",
+                "speed-up",
+            ],
+            rows,
+        )
+    )
 
 
 def runs(result: dict) -> str:
     """Finished training runs: size, tokens, final losses, wall time, throughput."""
     rows = []
     for r in result["results"]:
-        rows.append([f"`{r['run']}`", f"`{r['model']}`", r["tokenizer"],
-                     number(r["parameters"] / 1e6, 2), number(r["tokens"] / 1e6, 2),
-                     number(r["val_loss"], 3), number(r["elapsed_s"] / 60, 1),
-                     number(r["median_tokens_per_s"]), percent(r["median_mfu"]),
-                     r["finished"][:10]])
-    return (result["note"][0].upper() + result["note"][1:] + ".\n\n" +
-            table(["run", "model", "tokenizer", "params (M)", "tokens (M)", "val loss (nats)",
-                   "minutes", "tokens/s (median)", "MFU", "finished"], rows))
+        rows.append(
+            [
+                f"`{r['run']}`",
+                f"`{r['model']}`",
+                r["tokenizer"],
+                number(r["parameters"] / 1e6, 2),
+                number(r["tokens"] / 1e6, 2),
+                number(r["val_loss"], 3),
+                number(r["elapsed_s"] / 60, 1),
+                number(r["median_tokens_per_s"]),
+                percent(r["median_mfu"]),
+                r["finished"][:10],
+            ]
+        )
+    return (
+        result["note"][0].upper()
+        + result["note"][1:]
+        + ".\n\n"
+        + table(
+            [
+                "run",
+                "model",
+                "tokenizer",
+                "params (M)",
+                "tokens (M)",
+                "val loss (nats)",
+                "minutes",
+                "tokens/s (median)",
+                "MFU",
+                "finished",
+            ],
+            rows,
+        )
+    )
 
 
 def ratio_text(value: float | None) -> str:
@@ -132,86 +191,150 @@ def tracked_ratio(result: dict) -> str:
     """The figure the project tracks: the course by default against the reference, and its goal."""
     summary = result["train"].get("speedup")
     if summary is None:
-        return ("This file predates the tracked ratio (the course as a learner gets it by "
-                "default, against the reference): run `python bench/cpu_speed.py` again.")
+        return (
+            "This file predates the tracked ratio (the course as a learner gets it by "
+            "default, against the reference): run `python bench/cpu_speed.py` again."
+        )
     default = summary["default"]
     asked = default["asked"]
     verdict = {True: "met", False: "**not met**", None: "not measured"}[summary["meets_goal"]]
-    return (f"**Course by default ÷ nanoGPT-style reference: {ratio_text(default['ratio'])}** "
-            f"(training tokens/s at the `{result['run']}` shape, both measured in the same run). "
-            f"By default the course trains here in {default['dtype']}, "
-            f"{'compiled' if default['compile'] else 'not compiled'} (dtype "
-            f"`{asked['dtype']}` and compile `{asked['compile']}`, as `tinylm.train` resolves "
-            f"them on this machine); its warm-up steps, compiling included, took "
-            f"{number(default['warmup_s'], 1)} s. Native bf16 on this CPU: "
-            f"{summary['cpu_bf16'] or 'none'}; the goal on such a CPU is at least "
-            f"{summary['goal']}×: {verdict}.")
+    return (
+        f"**Course by default ÷ nanoGPT-style reference: {ratio_text(default['ratio'])}** "
+        f"(training tokens/s at the `{result['run']}` shape, both measured in the same run). "
+        f"By default the course trains here in {default['dtype']}, "
+        f"{'compiled' if default['compile'] else 'not compiled'} (dtype "
+        f"`{asked['dtype']}` and compile `{asked['compile']}`, as `tinylm.train` resolves "
+        f"them on this machine); its warm-up steps, compiling included, took "
+        f"{number(default['warmup_s'], 1)} s. Native bf16 on this CPU: "
+        f"{summary['cpu_bf16'] or 'none'}; the goal on such a CPU is at least "
+        f"{summary['goal']}×: {verdict}."
+    )
 
 
 def cpu_speed(result: dict) -> str:
     """The cpu profile's training and sampling against the talk-style reference loops."""
     train, sample = result["train"], result["sample"]
-    train_rows = [[r["description"], number(r.get("tokens_per_s")), number(r.get("ms_per_step"), 1),
-                   ratio_text(r.get("ratio_to_reference")), number(r.get("warmup_s"), 1),
-                   r["status"]] for r in train["results"]]
-    sample_rows = [[str(r["batch_size"]), str(r["new_tokens"]), r["description"],
-                    number(r["tokens_per_s"]), ratio_text(r["ratio_to_reference"]),
-                    "yes" if r["identical_to_reference"] else "no"] for r in sample["results"]]
+    train_rows = [
+        [
+            r["description"],
+            number(r.get("tokens_per_s")),
+            number(r.get("ms_per_step"), 1),
+            ratio_text(r.get("ratio_to_reference")),
+            number(r.get("warmup_s"), 1),
+            r["status"],
+        ]
+        for r in train["results"]
+    ]
+    sample_rows = [
+        [
+            str(r["batch_size"]),
+            str(r["new_tokens"]),
+            r["description"],
+            number(r["tokens_per_s"]),
+            ratio_text(r["ratio_to_reference"]),
+            "yes" if r["identical_to_reference"] else "no",
+        ]
+        for r in sample["results"]
+    ]
     profile = f", the {result['profile']} profile's run" if result.get("profile") else ""
-    return (f"Run `{result['run']}`{profile} ({result['parameters'] / 1e6:.2f}M parameters), "
-            f"{result['data']}.\n\n{tracked_ratio(result)}\n\n"
-            f"Training: batch {train['batch_size']} × {train['block_size']}, "
-            f"the {train['statistic']} of {train['rounds']} rounds of "
-            f"{train['steps_per_round']} steps, the ways taking turns; warm-up: the untimed "
-            "first steps, compiling included, the ways built in the table's order in one "
-            "process.\n\n" +
-            table(["training", "tokens/s", "ms/step", "× reference", "warm-up s", "status"],
-                  train_rows) +
-            f"\n\nSampling: {sample['decoding']}, {sample['weights']}, after a "
-            f"{sample['prompt_tokens']}-token prompt.\n\n" +
-            table(["batch", "new tokens", "sampling", "tokens/s", "× reference",
-                   "same tokens as the reference"], sample_rows))
+    return (
+        f"Run `{result['run']}`{profile} ({result['parameters'] / 1e6:.2f}M parameters), "
+        f"{result['data']}.\n\n{tracked_ratio(result)}\n\n"
+        f"Training: batch {train['batch_size']} × {train['block_size']}, "
+        f"the {train['statistic']} of {train['rounds']} rounds of "
+        f"{train['steps_per_round']} steps, the ways taking turns; warm-up: the untimed "
+        "first steps, compiling included, the ways built in the table's order in one "
+        "process.\n\n"
+        + table(
+            ["training", "tokens/s", "ms/step", "× reference", "warm-up s", "status"], train_rows
+        )
+        + f"\n\nSampling: {sample['decoding']}, {sample['weights']}, after a "
+        f"{sample['prompt_tokens']}-token prompt.\n\n"
+        + table(
+            [
+                "batch",
+                "new tokens",
+                "sampling",
+                "tokens/s",
+                "× reference",
+                "same tokens as the reference",
+            ],
+            sample_rows,
+        )
+    )
 
 
 def machine_record(result: dict) -> str:
     """The device, and the precision each run's "auto" settings resolve to on it."""
     info = result["machine"]
-    extras = [f"CUDA {info['cuda']}" if info.get("cuda") else None,
-              f"{info['device_memory_gib']} GiB" if info.get("device_memory_gib") else None]
-    rows = [[f"`{run}`", p["dtype"], "yes" if p["compile"] else "no"]
-            for run, p in result["precision"].items()]
+    extras = [
+        f"CUDA {info['cuda']}" if info.get("cuda") else None,
+        f"{info['device_memory_gib']} GiB" if info.get("device_memory_gib") else None,
+    ]
+    rows = [
+        [f"`{run}`", p["dtype"], "yes" if p["compile"] else "no"]
+        for run, p in result["precision"].items()
+    ]
     note = ", ".join(e for e in extras if e)
-    return ((note + ". " if note else "") + "What `dtype=\"auto\"` and `compile=\"auto\"` "
-            "resolve to for each run here:\n\n" +
-            table(["run", "compute dtype", "compiled"], rows))
+    return (
+        (note + ". " if note else "") + 'What `dtype="auto"` and `compile="auto"` '
+        "resolve to for each run here:\n\n" + table(["run", "compute dtype", "compiled"], rows)
+    )
 
 
 def poems(result: dict) -> str:
     """The poem judge's report on one model's samples (tinylm.poetry.PoemJudge)."""
     row = [f"`{Path(result['model']).parent.name}`", str(result["poems"])]
-    row += [percent(result[key]) for key in ("finished", "regulated", "rhymes", "tone_agreement",
-                                             "copied_verses")]
+    row += [
+        percent(result[key])
+        for key in ("finished", "regulated", "rhymes", "tone_agreement", "copied_verses")
+    ]
     row.append(number(result["val_bits_per_char"], 3))
     sampling = result["sampling"]
-    return (f"Temperature {sampling['temperature']}, top-k {sampling['top_k']}, at most "
-            f"{sampling['max_new_tokens']} tokens a poem, seed {sampling['seed']} "
-            "(`python -m tinylm eval`); rhymes and tone agreement over the regulated poems.\n\n"
-            + table(["run", "poems", "finished", "regulated", "rhymes", "tone agreement",
-                     "copied verses", "val bits/char"], [row]))
+    return (
+        f"Temperature {sampling['temperature']}, top-k {sampling['top_k']}, at most "
+        f"{sampling['max_new_tokens']} tokens a poem, seed {sampling['seed']} "
+        "(`python -m tinylm eval`); rhymes and tone agreement over the regulated poems.\n\n"
+        + table(
+            [
+                "run",
+                "poems",
+                "finished",
+                "regulated",
+                "rhymes",
+                "tone agreement",
+                "copied verses",
+                "val bits/char",
+            ],
+            [row],
+        )
+    )
 
 
 # (title, file pattern, renderer, the device types it is measured on)
 SECTIONS: list[tuple[str, str, Callable[[dict], str], tuple[str, ...]]] = [
-    ("The machine and the precision the runs resolve to", "machine_*.json", machine_record,
-     ("cuda",)),
+    (
+        "The machine and the precision the runs resolve to",
+        "machine_*.json",
+        machine_record,
+        ("cuda",),
+    ),
     ("Data preparation", "bench_data_prep*.json", data_prep, ("cpu",)),
-    ("Training throughput, one optimisation at a time", "bench_train_throughput_*.json",
-     train_throughput, ("cpu", "cuda")),
+    (
+        "Training throughput, one optimisation at a time",
+        "bench_train_throughput_*.json",
+        train_throughput,
+        ("cpu", "cuda"),
+    ),
     ("CPU speed against the talk's plain loops", "bench_cpu_speed_*.json", cpu_speed, ("cpu",)),
     ("Training runs", "runs_*.json", runs, ("cpu", "cuda")),
     ("Poems judged", "eval_*.json", poems, ("cuda",)),
-    ("Generation with and without the KV cache", "bench_generate_*.json", generate,
-     ("cpu", "cuda")),
+    (
+        "Generation with and without the KV cache",
+        "bench_generate_*.json",
+        generate,
+        ("cpu", "cuda"),
+    ),
 ]
 GPU_FIGURES = [
     "the machine record: GPU, torch, CUDA, and the precision `auto` resolves to for the talk's "
@@ -221,13 +344,14 @@ GPU_FIGURES = [
     "the talk's runs end to end, `talk-30m` and `talk-124m` (80.3M GPT-2 tokens each, compile "
     "included), with their curves, final validation losses, tokens/s and MFU "
     "(`bench/record_runs.py`); talk-30m's target is under 2 minutes on one H100-class GPU",
-    "200 poems from each of the two, judged by `tinylm.poetry.PoemJudge` "
-    "(`python -m tinylm eval`)",
+    "200 poems from each of the two, judged by `tinylm.poetry.PoemJudge` (`python -m tinylm eval`)",
     "generation with and without the KV cache (`bench/generate.py`)",
 ]
-NOT_IN_GPU_CHECK = ("Not measured by `bench/gpu_check.sh` either: the gpu profile's notebook runs "
-                    "(`char-gpu`, `mistral-gpu`), and DDP and FSDP on several GPUs (tokens/s "
-                    "as the number of GPUs grows).")
+NOT_IN_GPU_CHECK = (
+    "Not measured by `bench/gpu_check.sh` either: the gpu profile's notebook runs "
+    "(`char-gpu`, `mistral-gpu`), and DDP and FSDP on several GPUs (tokens/s "
+    "as the number of GPUs grows)."
+)
 RECORDING = """## Recording the GPU figures
 
 `bench/gpu_check.sh` records every GPU figure above in one run of at most 10 minutes on one
@@ -259,8 +383,11 @@ def device_type(path: Path, result: dict) -> str:
 
 def source_line(path: Path, result: dict) -> str:
     """The file a table comes from, and where and when it was measured."""
-    where = (machine_line(result["machine"]) if "machine" in result
-             else f"*device `{path.stem.rsplit('_', 1)[-1]}`, as the file's name says*")
+    where = (
+        machine_line(result["machine"])
+        if "machine" in result
+        else f"*device `{path.stem.rsplit('_', 1)[-1]}`, as the file's name says*"
+    )
     return f"[`{path.name}`](../data/reference/{path.name}): {where}"
 
 
@@ -276,10 +403,12 @@ def render() -> str:
         parts.append(f"## {PART_TITLES.get(kind, kind)}\n")
         files = found.get(kind, [])
         if kind == "cuda" and not files:
-            parts.append("No GPU run has been recorded yet: every figure on this page was "
-                         "measured on a CPU. Still to measure on a GPU:\n\n" +
-                         "\n".join(f"- {item}" for item in GPU_FIGURES) +
-                         f"\n\n{NOT_IN_GPU_CHECK} The last section says how to record them.\n")
+            parts.append(
+                "No GPU run has been recorded yet: every figure on this page was "
+                "measured on a CPU. Still to measure on a GPU:\n\n"
+                + "\n".join(f"- {item}" for item in GPU_FIGURES)
+                + f"\n\n{NOT_IN_GPU_CHECK} The last section says how to record them.\n"
+            )
             continue
         for number_, (title, _, render_section, kinds) in enumerate(SECTIONS):
             mine = [(path, result) for n, path, result in files if n == number_]
@@ -287,8 +416,9 @@ def render() -> str:
                 continue
             parts.append(f"### {title}\n")
             if not mine:
-                parts.append("Not recorded on a GPU yet.\n" if kind == "cuda"
-                             else "Not measured yet.\n")
+                parts.append(
+                    "Not recorded on a GPU yet.\n" if kind == "cuda" else "Not measured yet.\n"
+                )
             for path, result in mine:
                 parts.append(f"{source_line(path, result)}\n\n{render_section(result)}\n")
         if kind == "cuda":
@@ -298,10 +428,14 @@ def render() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if docs/benchmarks.md differs from what the JSON gives")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if docs/benchmarks.md differs from what the JSON gives",
+    )
     args = parser.parse_args()
     page = render()
     if args.check:

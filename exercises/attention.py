@@ -26,8 +26,9 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError("not implemented yet: write merge_heads in exercises/attention.py")
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q kᵀ / √hs) v, where each query sees itself and the past only; → (out, weights).
 
     q, k, v: float tensors (..., T, hs), usually (B, nh, T, hs). Query i may attend to keys
@@ -35,7 +36,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     diagonal. out (..., T, hs) = weights @ v. T = 1 is allowed (its one weight is 1).
     """
     raise NotImplementedError(
-        "not implemented yet: write causal_attention in exercises/attention.py")
+        "not implemented yet: write causal_attention in exercises/attention.py"
+    )
 
 
 def self_attention(x: torch.Tensor, attn: CausalSelfAttention) -> torch.Tensor:
@@ -46,5 +48,4 @@ def self_attention(x: torch.Tensor, attn: CausalSelfAttention) -> torch.Tensor:
     dropout and as many key/value heads as query heads. Returns y (B, T, C), what attn(x)[0]
     returns.
     """
-    raise NotImplementedError(
-        "not implemented yet: write self_attention in exercises/attention.py")
+    raise NotImplementedError("not implemented yet: write self_attention in exercises/attention.py")

@@ -22,8 +22,7 @@ def most_frequent_pair(counts: Counter[tuple[int, int]]) -> tuple[int, int] | No
 
     "Lowest" compares pairs as tuples: (97, 98) < (97, 99) < (98, 0). None if counts is empty.
     """
-    raise NotImplementedError(
-        "not implemented yet: write most_frequent_pair in exercises/bpe.py")
+    raise NotImplementedError("not implemented yet: write most_frequent_pair in exercises/bpe.py")
 
 
 def merge(ids: Sequence[int], pair: tuple[int, int], new_id: int) -> list[int]:

@@ -9,9 +9,12 @@ import torch
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add --solutions, to check exercises/solutions/ instead of the learner's files."""
-    parser.addoption("--solutions", action="store_true",
-                     help="check the worked solutions in exercises/solutions/ instead of the "
-                          "files you edit in exercises/")
+    parser.addoption(
+        "--solutions",
+        action="store_true",
+        help="check the worked solutions in exercises/solutions/ instead of the "
+        "files you edit in exercises/",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

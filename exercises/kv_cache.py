@@ -11,8 +11,9 @@ from tinylm.attention import KVCache
 from tinylm.model import GPT
 
 
-def append_kv(cache: KVCache, layer: int, k: torch.Tensor, v: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def append_kv(
+    cache: KVCache, layer: int, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Append this step's keys and values to layer's cache; return all of them (past first).
 
     k, v: (B, nh, t, hs) for t new positions. cache.keys[layer] and cache.values[layer] hold

@@ -7,8 +7,9 @@ The checks compare them with `tinylm.attention.rope_angles`, `rotate_half` and `
 import torch
 
 
-def rope_angles(positions: torch.Tensor, head_size: int, theta: float = 10000.0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_angles(
+    positions: torch.Tensor, head_size: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of RoPE's angles for positions (T,) (integers) → each (T, head_size), float32.
 
     Channel pair i (i = 0 … hs/2 - 1) of a head turns by position · θ^(-2i/hs) radians: fast
@@ -27,8 +28,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError("not implemented yet: write rotate_half in exercises/rope.py")
 
 
-def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_rope(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate every channel pair of q and of k by its angle; → (q, k) in their own dtypes.
 
     q (B, nh, T, hs) and k (B, n_kv, T, hs) (n_kv may be smaller: grouped-query attention);

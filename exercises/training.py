@@ -21,8 +21,13 @@ def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: 
     raise NotImplementedError("not implemented yet: write lr_at in exercises/training.py")
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, grad_clip: float) -> tuple[float, float]:
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    grad_clip: float,
+) -> tuple[float, float]:
     """One optimizer step on the batch x, y (B, T); returns (loss, gradient norm) as floats.
 
     model(x, y) returns (logits, loss), the mean cross-entropy; the model is in training mode.

@@ -12,14 +12,20 @@ def synthetic_corpus(n: int = 60) -> data.Corpus:
     """n fake quatrains from a 12-character alphabet, split 90/10 like the real corpus."""
     rng = np.random.default_rng(0)
     chars = list("春江花月夜风山水云天人归")
-    poems = [Poem(f"题{i}", "某", "，".join("".join(rng.choice(chars, 5)) for _ in range(4)) + "。")
-             for i in range(n)]
+    poems = [
+        Poem(f"题{i}", "某", "，".join("".join(rng.choice(chars, 5)) for _ in range(4)) + "。")
+        for i in range(n)
+    ]
     train, val = data.split_poems(poems, 0.1)
-    return data.Corpus(train, val, data.CleaningReport(poems_in=n, poems_out=n), "random", 0.1,
-                       1337)
+    return data.Corpus(
+        train, val, data.CleaningReport(poems_in=n, poems_out=n), "random", 0.1, 1337
+    )
 
 
 def folder_state(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under folder with its size and modification time: equal if nothing wrote."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

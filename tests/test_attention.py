@@ -69,8 +69,12 @@ def test_unknown_attention_is_rejected():
 
 def test_sdpa_backend_names_a_kernel():
     q = torch.randn(1, 2, 16, 8)
-    assert sdpa_backend(q, q, q) in {"flash_attention", "cudnn_attention",
-                                      "efficient_attention", "math"}
+    assert sdpa_backend(q, q, q) in {
+        "flash_attention",
+        "cudnn_attention",
+        "efficient_attention",
+        "math",
+    }
 
 
 def test_offset_causal_mask_for_cached_keys():

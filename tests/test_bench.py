@@ -24,46 +24,74 @@ def run_bench(script: str, tmp_path: Path, *args: str) -> dict:
     """Run bench/<script> with args, its JSON to tmp_path (and its temporary files); the JSON."""
     out = tmp_path / "result.json"
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, str(BENCH / script), *args, "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     result = json.loads(out.read_text(encoding="utf-8"))
     assert {"benchmark", "machine"} <= set(result)
     assert {"date", "device_name", "torch", "cpu_count", "load_average_1min"} <= set(
-        result["machine"])
+        result["machine"]
+    )
     return result
 
 
 @pytest.mark.slow
 def test_data_prep_runs_on_the_mirror(tmp_path):
     if not os.environ.get(data.MIRROR_ENV):
-        pytest.skip(f"bench/data_prep.py copies the poems from a local mirror: set "
-                    f"{data.MIRROR_ENV} (.ci/run does)")
+        pytest.skip(
+            f"bench/data_prep.py copies the poems from a local mirror: set "
+            f"{data.MIRROR_ENV} (.ci/run does)"
+        )
     result = run_bench("data_prep.py", tmp_path, "--tokenizers", "char")
     assert result["benchmark"] == "data_prep" and result["mirror"]
     assert result["tokenizers"] == ["char"]
     stages = result["seconds"]
-    assert {"fetch + verify (59 files)", "corpus total (load_corpus)",
-            "prepare char (tokenizer + encode + pack)",
-            "cold pipeline, mirror → 1 packed tokenizations"} <= set(stages)
+    assert {
+        "fetch + verify (59 files)",
+        "corpus total (load_corpus)",
+        "prepare char (tokenizer + encode + pack)",
+        "cold pipeline, mirror → 1 packed tokenizations",
+    } <= set(stages)
     assert not any("BPE" in stage for stage in stages)  # trained only when bpe is asked for
     assert not list(tmp_path.glob("tmp*"))  # the throwaway data folder is gone
 
 
 @pytest.mark.slow
 def test_train_throughput_climbs_the_ladder(tmp_path):
-    result = run_bench("train_throughput.py", tmp_path, "--presets", "char-ci",
-                       "--batch-size", "2", "--steps", "1", "--warmup", "1", "--rungs", "4")
+    result = run_bench(
+        "train_throughput.py",
+        tmp_path,
+        "--presets",
+        "char-ci",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--rungs",
+        "4",
+    )
     rows = result["results"]
-    assert [r["rung"] for r in rows] == ["fp32, attention by hand", "+ SDPA", "+ bf16 autocast",
-                                         "+ fused AdamW"]
+    assert [r["rung"] for r in rows] == [
+        "fp32, attention by hand",
+        "+ SDPA",
+        "+ bf16 autocast",
+        "+ fused AdamW",
+    ]
     assert all(r["status"] == "ok" and r["tokens_per_s"] > 0 for r in rows), rows
 
 
 @pytest.mark.slow
 def test_generate_compares_cache_and_no_cache(tmp_path):
-    result = run_bench("generate.py", tmp_path, "--model", "char-ci", "--batch-sizes", "1,2",
-                       "--new-tokens", "8")
+    result = run_bench(
+        "generate.py", tmp_path, "--model", "char-ci", "--batch-sizes", "1,2", "--new-tokens", "8"
+    )
     rows = result["results"]
     assert [r["batch_size"] for r in rows] == [1, 2]
     assert all(r["identical_tokens"] and r["with_cache_tokens_per_s"] > 0 for r in rows)
@@ -73,11 +101,28 @@ def test_generate_compares_cache_and_no_cache(tmp_path):
 @pytest.mark.slow
 def test_cpu_speed_measures_every_way_against_the_reference(tmp_path):
     if not data.is_prepared("char"):
-        pytest.skip("bench/cpu_speed.py trains on the packed character data: run `make data` "
-                    "first (make test does)")
-    result = run_bench("cpu_speed.py", tmp_path, "--run", "char-ci", "--steps", "1",
-                       "--rounds", "1", "--warmup", "1", "--train-variants", "threads1,bf16",
-                       "--batch-sizes", "1,2", "--new-tokens", "4")
+        pytest.skip(
+            "bench/cpu_speed.py trains on the packed character data: run `make data` "
+            "first (make test does)"
+        )
+    result = run_bench(
+        "cpu_speed.py",
+        tmp_path,
+        "--run",
+        "char-ci",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+        "--warmup",
+        "1",
+        "--train-variants",
+        "threads1,bf16",
+        "--batch-sizes",
+        "1,2",
+        "--new-tokens",
+        "4",
+    )
     assert result["benchmark"] == "cpu_speed" and result["run"] == "char-ci"
     train = result["train"]["results"]
     assert [r["variant"] for r in train] == ["reference", "default", "course", "threads1", "bf16"]
@@ -101,16 +146,21 @@ def test_cpu_speed_measures_every_way_against_the_reference(tmp_path):
     assert result["profile"] == "ci"  # char-ci is the ci profile's run
     sample = result["sample"]["results"]
     assert [(r["batch_size"], r["variant"]) for r in sample] == [
-        (b, v) for b in (1, 2) for v in ("reference", "course", "no-cache", "threads1", "bf16")]
-    assert all(r["new_tokens"] == 4 and r["tokens_per_s"] > 0 and "identical_to_reference" in r
-               for r in sample)
+        (b, v) for b in (1, 2) for v in ("reference", "course", "no-cache", "threads1", "bf16")
+    ]
+    assert all(
+        r["new_tokens"] == 4 and r["tokens_per_s"] > 0 and "identical_to_reference" in r
+        for r in sample
+    )
 
 
 @pytest.mark.slow
 def test_pretraining_exercises_trains_both_variants(tmp_path, monkeypatch):
     if not data.is_prepared("char"):
-        pytest.skip("the exercise runs train on the packed character data: run `make data` "
-                    "first (make test does)")
+        pytest.skip(
+            "the exercise runs train on the packed character data: run `make data` "
+            "first (make test does)"
+        )
     monkeypatch.setenv("TINYLM_RUNS_DIR", str(tmp_path / "runs"))
     result = run_bench("pretraining_exercises.py", tmp_path, "--run", "char-ci")
     rows = result["results"]
@@ -119,22 +169,46 @@ def test_pretraining_exercises_trains_both_variants(tmp_path, monkeypatch):
     assert rows["half lr"]["lr"] == RUNS["char-ci"].lr / 2
     assert all(row["final_step"] == RUNS["char-ci"].max_steps for row in rows.values())
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
-        "char-ci", "char-ci-dropout", "char-ci-half-lr"]
+        "char-ci",
+        "char-ci-dropout",
+        "char-ci-half-lr",
+    ]
 
 
 @pytest.mark.slow
 def test_record_runs_reads_a_finished_run(tmp_path):
     if not data.is_prepared("char"):
-        pytest.skip("recording a run needs one trained on the packed character data: run "
-                    "`make data` first (make test does)")
+        pytest.skip(
+            "recording a run needs one trained on the packed character data: run "
+            "`make data` first (make test does)"
+        )
     env = {**os.environ, "TINYLM_RUNS_DIR": str(tmp_path / "runs")}
-    trained = subprocess.run([sys.executable, "-m", "tinylm", "train", "--run", "char-ci",
-                              "max_steps=4", "warmup_steps=1", "eval_interval=2"],
-                             capture_output=True, text=True, env=env, timeout=300)
+    trained = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tinylm",
+            "train",
+            "--run",
+            "char-ci",
+            "max_steps=4",
+            "warmup_steps=1",
+            "eval_interval=2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert trained.returncode == 0, trained.stderr[-4000:]
     out = tmp_path / "runs.json"
-    done = subprocess.run([sys.executable, str(BENCH / "record_runs.py"), "char-ci", "--out",
-                           str(out)], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "record_runs.py"), "char-ci", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     (run,) = json.loads(out.read_text(encoding="utf-8"))["results"]
     assert run["run"] == "char-ci" and run["steps"] == 4
@@ -143,8 +217,12 @@ def test_record_runs_reads_a_finished_run(tmp_path):
 
 @pytest.mark.slow
 def test_benchmarks_page_is_generated_from_the_committed_json():
-    done = subprocess.run([sys.executable, str(BENCH / "report.py"), "--check"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "report.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr + " (run `python bench/report.py` and commit)"
 
 
@@ -176,10 +254,17 @@ def test_benchmarks_page_never_shows_a_cpu_figure_under_a_gpu_title(tmp_path, mo
     generate = json.loads((reference / "bench_generate_cpu.json").read_text(encoding="utf-8"))
     generate["machine"].update(device="cuda:0", device_name="NVIDIA H200")
     (reference / "bench_generate_cuda-nvidia-h200.json").write_text(json.dumps(generate))
-    judged = {"model": "/tmp/runs/talk-30m/model", "poems": 200, "finished": 0.9,
-              "regulated": 0.5, "rhymes": 0.4, "tone_agreement": 0.7, "copied_verses": 0.01,
-              "val_bits_per_char": 9.5, "sampling": {"temperature": 0.8, "top_k": 200,
-                                                     "max_new_tokens": 256, "seed": 0}}
+    judged = {
+        "model": "/tmp/runs/talk-30m/model",
+        "poems": 200,
+        "finished": 0.9,
+        "regulated": 0.5,
+        "rhymes": 0.4,
+        "tone_agreement": 0.7,
+        "copied_verses": 0.01,
+        "val_bits_per_char": 9.5,
+        "sampling": {"temperature": 0.8, "top_k": 200, "max_new_tokens": 256, "seed": 0},
+    }
     (reference / "eval_talk-30m_cuda-nvidia-h200.json").write_text(json.dumps(judged))
     cpu, gpu = gpu_part(report.render())
     assert "No GPU run has been recorded yet" not in gpu
@@ -210,11 +295,23 @@ def test_saved_notebooks_keep_final_bars_and_no_bertviz_scripts(tmp_path, monkey
 
     monkeypatch.syspath_prepend(str(BENCH))
     notebook_times = importlib.import_module("notebook_times")
-    bars = nbformat.v4.new_code_cell("train()", outputs=[nbformat.v4.new_output(
-        "stream", name="stderr", text="run:  0%| 0/3\rrun: 33%| 1/3\rrun: 100%| 3/3\n")])
-    view = nbformat.v4.new_code_cell("head_view(maps, tokens)", metadata={"tags": ["bertviz"]},
-                                     outputs=[nbformat.v4.new_output("display_data", data={
-                                         "text/html": "<script>" + "x" * 1000 + "</script>"})])
+    bars = nbformat.v4.new_code_cell(
+        "train()",
+        outputs=[
+            nbformat.v4.new_output(
+                "stream", name="stderr", text="run:  0%| 0/3\rrun: 33%| 1/3\rrun: 100%| 3/3\n"
+            )
+        ],
+    )
+    view = nbformat.v4.new_code_cell(
+        "head_view(maps, tokens)",
+        metadata={"tags": ["bertviz"]},
+        outputs=[
+            nbformat.v4.new_output(
+                "display_data", data={"text/html": "<script>" + "x" * 1000 + "</script>"}
+            )
+        ],
+    )
     path = tmp_path / "nb.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[bars, view]), path)
     notebook_times.tidy_outputs(path)

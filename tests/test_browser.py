@@ -39,12 +39,20 @@ SETTINGS = ROOT / ".jupyter" / "lab" / "user-settings"  # what `make lab` uses
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-    "--no-first-run", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--window-size=1400,1200",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1200",
     # Nothing but 127.0.0.1: names resolve nowhere, and any other address goes to a dead proxy.
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-    "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
+    "--proxy-server=127.0.0.1:9",
+    "--proxy-bypass-list=127.0.0.1",
 )
 RUN_SECONDS = 240  # one notebook's "run all"; well under 90 s in the ci profile on an idle machine
 # JupyterLab 4.6 asks "Would you like to get notified about official Jupyter news?"
@@ -53,11 +61,14 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not (os.environ.get("TINYLM_BROWSER_TEST") == "1" or os.environ.get("CI")),
-                       reason="browser test is opt-in (minutes): set TINYLM_BROWSER_TEST=1"),
-    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                       reason="needs chromium and chromedriver (Debian: apt-get install chromium "
-                              "chromium-driver)"),
+    pytest.mark.skipif(
+        not (os.environ.get("TINYLM_BROWSER_TEST") == "1" or os.environ.get("CI")),
+        reason="browser test is opt-in (minutes): set TINYLM_BROWSER_TEST=1",
+    ),
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER),
+        reason="needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)",
+    ),
 ]
 
 # The open notebook, from JupyterLab 4's model: code cells not run yet, error outputs, kernel.
@@ -172,14 +183,26 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     for name in ("03_attention.ipynb", "07_sampling.ipynb"):
         copy_without_outputs(name, root)
     port, token, log = free_port(), secrets.token_hex(16), base / "lab.log"
-    env = {**os.environ, "TINYLM_PROFILE": "ci",
-           "JUPYTERLAB_SETTINGS_DIR": str(shutil.copytree(SETTINGS, base / "settings")),
-           "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
-           "JUPYTER_RUNTIME_DIR": str(base / "runtime")}
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-               f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-               *(["--allow-root"] if os.geteuid() == 0 else [])]
+    env = {
+        **os.environ,
+        "TINYLM_PROFILE": "ci",
+        "JUPYTERLAB_SETTINGS_DIR": str(shutil.copytree(SETTINGS, base / "settings")),
+        "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        *(["--allow-root"] if os.geteuid() == 0 else []),
+    ]
     with log.open("w") as out:
         server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -198,8 +221,10 @@ def fontconfig_with_course_font(folder: Path) -> Path:
     font = course_font_path()
     extra = f"<dir>{font.parent}</dir>" if font else ""
     path = folder / "fonts.conf"
-    path.write_text('<?xml version="1.0"?>\n<fontconfig><include ignore_missing="yes">'
-                    f"/etc/fonts/fonts.conf</include>{extra}</fontconfig>\n")
+    path.write_text(
+        '<?xml version="1.0"?>\n<fontconfig><include ignore_missing="yes">'
+        f"/etc/fonts/fonts.conf</include>{extra}</fontconfig>\n"
+    )
     return path
 
 
@@ -238,30 +263,39 @@ def poll(check: Callable[[], Any], timeout: float, what: str) -> Any:
     return result
 
 
-def wait_for(driver: webdriver.Chrome, script: str, *args: Any, timeout: float,
-             what: str) -> Any:
+def wait_for(driver: webdriver.Chrome, script: str, *args: Any, timeout: float, what: str) -> Any:
     """Run script in the page until it returns something truthy; that value."""
     return poll(lambda: driver.execute_script(script, *args), timeout, what)
 
 
 def console(driver: webdriver.Chrome) -> list[str]:
     """The browser console's warnings and errors since the last call."""
-    return [f"{e['level']}: {e['message']}" for e in driver.get_log("browser")
-            if e["level"] in ("WARNING", "SEVERE")]
+    return [
+        f"{e['level']}: {e['message']}"
+        for e in driver.get_log("browser")
+        if e["level"] in ("WARNING", "SEVERE")
+    ]
 
 
 def page_errors(driver: webdriver.Chrome) -> list[str]:
     """Error texts anywhere in the page: JavaScript output errors, tracebacks, the news prompt."""
     text = driver.execute_script("return document.body.textContent")
-    return [s for s in ("Javascript Error", "Traceback (most recent call last)", NEWS_PROMPT)
-            if s in text]
+    return [
+        s
+        for s in ("Javascript Error", "Traceback (most recent call last)", NEWS_PROMPT)
+        if s in text
+    ]
 
 
 def saved_errors(path: Path) -> list[str]:
     """The error outputs of the notebook file as JupyterLab saved it."""
     notebook = nbformat.read(path, as_version=4)
-    return [f"cell {i}: {out.ename}: {out.evalue}" for i, cell in enumerate(notebook.cells)
-            for out in cell.get("outputs", []) if out.output_type == "error"]
+    return [
+        f"cell {i}: {out.ename}: {out.evalue}"
+        for i, cell in enumerate(notebook.cells)
+        for out in cell.get("outputs", [])
+        if out.output_type == "error"
+    ]
 
 
 def run_all(driver: webdriver.Chrome, name: str) -> list[str]:
@@ -269,7 +303,8 @@ def run_all(driver: webdriver.Chrome, name: str) -> list[str]:
     driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     deadline = time.monotonic() + RUN_SECONDS
     while (state := driver.execute_script(RUN_STATE))["kernel"] != "idle" or (
-            state["pending"] and not state["errors"]):
+        state["pending"] and not state["errors"]
+    ):
         assert time.monotonic() < deadline, f"{name} still runs after {RUN_SECONDS} s: {state}"
         time.sleep(1)
     return state["errors"]
@@ -288,8 +323,9 @@ def run_notebook(driver: webdriver.Chrome, lab: Lab, name: str, shots: Path) -> 
         assert driver.execute_async_script(SAVE) is True, "not saved"
     finally:
         driver.save_screenshot(shot := shots / f"{stem}.png")
-    return Ran(name, errors, saved_errors(lab.root / name), page_errors(driver), console(driver),
-               shot)
+    return Ran(
+        name, errors, saved_errors(lab.root / name), page_errors(driver), console(driver), shot
+    )
 
 
 def cell(driver: webdriver.Chrome, *, tag: str | None = None, text: str = "") -> WebElement:
@@ -322,8 +358,12 @@ def sampling(browser: webdriver.Chrome, lab: Lab, shots: Path) -> Ran:
 def test_first_screen_is_calm(browser: webdriver.Chrome, lab: Lab, shots: Path) -> None:
     browser.get(lab.page())
     try:
-        wait_for(browser, "return window.jupyterapp?.shell.currentWidget != null", timeout=90,
-                 what="JupyterLab's launcher")
+        wait_for(
+            browser,
+            "return window.jupyterapp?.shell.currentWidget != null",
+            timeout=90,
+            what="JupyterLab's launcher",
+        )
         time.sleep(5)  # the news question, when it is asked, comes right after start-up
     finally:
         browser.save_screenshot(shot := shots / "first_screen.png")
@@ -340,7 +380,8 @@ def test_attention_runs_without_errors(attention: Ran) -> None:
 def heatmap(driver: webdriver.Chrome, node: WebElement, other_than: str = "") -> str:
     """The source of the image that the interact cell shows, or '' (also if it is other_than)."""
     src = driver.execute_script(  # in one step: a redraw replaces the img element
-        "return arguments[0].querySelector('.widget-output img')?.src || ''", node)
+        "return arguments[0].querySelector('.widget-output img')?.src || ''", node
+    )
     return "" if src == other_than else src
 
 
@@ -354,8 +395,7 @@ def move_right(driver: webdriver.Chrome, slider: WebElement) -> str:
     return poll(lambda: readout.text != "0" and readout.text, 10, "the slider to move")
 
 
-def test_sliders_redraw_the_heatmap(attention: Ran, browser: webdriver.Chrome,
-                                    shots: Path) -> None:
+def test_sliders_redraw_the_heatmap(attention: Ran, browser: webdriver.Chrome, shots: Path) -> None:
     node, shot = cell(browser, text="interact(show_head"), shots / "03_sliders.png"
     try:
         shown = poll(lambda: heatmap(browser, node), 30, "a heatmap under the sliders")
@@ -363,19 +403,26 @@ def test_sliders_redraw_the_heatmap(attention: Ran, browser: webdriver.Chrome,
         assert len(sliders) == 2, f"{len(sliders)} sliders, not layer and head"
         for slider in sliders:
             assert move_right(browser, slider) == "1"
-            shown = poll(partial(heatmap, browser, node, other_than=shown), 30,
-                         "the heatmap to change")
+            shown = poll(
+                partial(heatmap, browser, node, other_than=shown), 30, "the heatmap to change"
+            )
     finally:
         browser.save_screenshot(shot)
     assert not page_errors(browser), f"{page_errors(browser)} after moving the sliders ({shot})"
 
 
-def test_bertviz_draws_its_svg_offline(attention: Ran, browser: webdriver.Chrome,
-                                       shots: Path) -> None:
+def test_bertviz_draws_its_svg_offline(
+    attention: Ran, browser: webdriver.Chrome, shots: Path
+) -> None:
     node, shot = cell(browser, tag="bertviz"), shots / "03_bertviz.png"
     try:
-        marks = wait_for(browser, SVG_MARKS, node, timeout=30, what=f"bertviz's SVG ({shot}; "
-                         f"console: {attention.console})")
+        marks = wait_for(
+            browser,
+            SVG_MARKS,
+            node,
+            timeout=30,
+            what=f"bertviz's SVG ({shot}; console: {attention.console})",
+        )
     finally:
         node.screenshot(str(shot))
     assert marks > 10 and node.find_elements(By.CSS_SELECTOR, "select#layer option"), shot

@@ -60,11 +60,19 @@ def test_warm_prepares_the_data_then_trains_each_run(monkeypatch, capsys):
     assert "char-ci         already trained" in out and "mistral-ci      trained in" in out
 
 
-@pytest.mark.parametrize("argv", [
-    ["sample", "-n", "0"], ["sample", "-n", "-1"], ["sample", "--max-new-tokens", "-3"],
-    ["sample", "--beams", "0"], ["sample", "--top-k", "-2"], ["eval", "--samples", "-1"],
-    ["train", "--steps", "0"], ["sample", "-n", "two"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "-n", "0"],
+        ["sample", "-n", "-1"],
+        ["sample", "--max-new-tokens", "-3"],
+        ["sample", "--beams", "0"],
+        ["sample", "--top-k", "-2"],
+        ["eval", "--samples", "-1"],
+        ["train", "--steps", "0"],
+        ["sample", "-n", "two"],
+    ],
+)
 def test_bad_counts_are_argument_errors(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
@@ -99,8 +107,9 @@ def refuse_writes_under(folder: Path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("existing", [False, True])
-def test_a_read_only_runs_folder_is_one_line_naming_the_variable(tmp_path, monkeypatch, capsys,
-                                                                  existing):
+def test_a_read_only_runs_folder_is_one_line_naming_the_variable(
+    tmp_path, monkeypatch, capsys, existing
+):
     """Issue 14, case 6: mkdir and write_log ended in a PermissionError traceback."""
     runs = tmp_path / "runs"
     monkeypatch.setenv("TINYLM_RUNS_DIR", str(runs))
@@ -115,8 +124,9 @@ def test_a_read_only_runs_folder_is_one_line_naming_the_variable(tmp_path, monke
     assert f"Make {writable} writable, or set TINYLM_RUNS_DIR" in err
 
 
-def test_a_read_only_data_folder_is_one_line_naming_the_variable(synthetic, tmp_path,
-                                                                 monkeypatch, capsys):
+def test_a_read_only_data_folder_is_one_line_naming_the_variable(
+    synthetic, tmp_path, monkeypatch, capsys
+):
     refuse_writes_under(tmp_path, monkeypatch)
     assert cli.main(["data", "--tokenizer", "char"]) == 1
     err = capsys.readouterr().err
@@ -125,6 +135,7 @@ def test_a_read_only_data_folder_is_one_line_naming_the_variable(synthetic, tmp_
 
 def test_other_os_errors_keep_their_message():
     assert cli.os_error_message(FileNotFoundError("model.safetensors is missing")) == (
-        "model.safetensors is missing")
+        "model.safetensors is missing"
+    )
     full = OSError(errno.ENOSPC, "No space left on device", str(data.data_dir() / "x.bin"))
     assert "set TINYLM_DATA_DIR to a folder on another disk" in cli.os_error_message(full)

@@ -13,10 +13,16 @@ from tinylm import data
 from tinylm.data import DataError, Manifest, ManifestFile, Poem
 
 POEMS = [
-    {"title": "静夜思", "author": "李白",
-     "paragraphs": ["床前明月光，疑是地上霜。", "举头望明月，低头思故乡。"]},
-    {"title": "春晓", "author": "孟浩然",
-     "paragraphs": ["春眠不觉晓，处处闻啼鸟。", "夜来风雨声，花落知多少。"]},
+    {
+        "title": "静夜思",
+        "author": "李白",
+        "paragraphs": ["床前明月光，疑是地上霜。", "举头望明月，低头思故乡。"],
+    },
+    {
+        "title": "春晓",
+        "author": "孟浩然",
+        "paragraphs": ["春眠不觉晓，处处闻啼鸟。", "夜来风雨声，花落知多少。"],
+    },
 ]
 
 
@@ -39,8 +45,13 @@ def poem_file(poems: list[dict]) -> bytes:
 
 @pytest.fixture
 def mirror(tmp_path):
-    return make_mirror(tmp_path, {"全唐诗/poet.tang.0.json": poem_file(POEMS),
-                                  "全唐诗/poet.tang.1000.json": poem_file(POEMS[:1])})
+    return make_mirror(
+        tmp_path,
+        {
+            "全唐诗/poet.tang.0.json": poem_file(POEMS),
+            "全唐诗/poet.tang.1000.json": poem_file(POEMS[:1]),
+        },
+    )
 
 
 def test_fetch_copies_and_verifies_from_mirror(tmp_path, mirror):
@@ -129,33 +140,41 @@ def test_clean_removes_notes_and_drops_lost_characters():
     ]
     kept, report = data.clean_poems(poems)
     assert [p.content for p in kept] == [
-        "山高月小，石出天青。", "白日依山尽，黄河入海流。", "白日依山尽，黄河入海流。"]
+        "山高月小，石出天青。",
+        "白日依山尽，黄河入海流。",
+        "白日依山尽，黄河入海流。",
+    ]
     assert kept[0].title == "题二首 一"
     assert (report.notes_removed, report.insertions_unwrapped) == (3, 1)
     assert (report.placeholder_poems, report.empty_poems, report.poems_out) == (2, 1, 3)
     assert report.placeholder_chars == {"□": 2, "{…}": 1}
 
 
-@pytest.mark.parametrize(("raw", "clean"), [
-    ("别苏徯（赴湖南幕）", "别苏徯"),
-    ("晚次（一作「歇」）湘源县", "晚次湘源县"),
-    ("兵要望江南 委任第一（京本作「占委任第一」二十六首） 二", "兵要望江南 委任第一 二"),
-    ("度大臾（庾）岭（其二（伯三六一九））", "度大臾岭"),
-    ("渡江（《十国春秋》三。前四句引", "渡江"),
-    ("咏物[一]十首〖2〗", "咏物十首"),
-    ("郊庙歌辞 祭[太]社乐章", "郊庙歌辞 祭太社乐章"),
-    ("诗三百三首 一三○", "诗三百三首 一三〇"),
-    ("灵隐寺”", "灵隐寺"),
-    (" 题二首\u3000 一 ", "题二首 一"),
-])
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("别苏徯（赴湖南幕）", "别苏徯"),
+        ("晚次（一作「歇」）湘源县", "晚次湘源县"),
+        ("兵要望江南 委任第一（京本作「占委任第一」二十六首） 二", "兵要望江南 委任第一 二"),
+        ("度大臾（庾）岭（其二（伯三六一九））", "度大臾岭"),
+        ("渡江（《十国春秋》三。前四句引", "渡江"),
+        ("咏物[一]十首〖2〗", "咏物十首"),
+        ("郊庙歌辞 祭[太]社乐章", "郊庙歌辞 祭太社乐章"),
+        ("诗三百三首 一三○", "诗三百三首 一三〇"),
+        ("灵隐寺”", "灵隐寺"),
+        (" 题二首\u3000 一 ", "题二首 一"),
+    ],
+)
 def test_clean_title(raw, clean):
     assert data.clean_title(raw) == clean
 
 
 def test_clean_drops_poems_whose_title_lost_characters():
-    poems = [Poem("思君吟寄□□生", "甲", "白日依山尽，黄河入海流。"),
-             Poem("送{巩/言}光大师", "乙", "欲穷千里目，更上一层楼。"),
-             Poem("题（伯三四八○）", "丙", "春眠不觉晓，处处闻啼鸟。")]
+    poems = [
+        Poem("思君吟寄□□生", "甲", "白日依山尽，黄河入海流。"),
+        Poem("送{巩/言}光大师", "乙", "欲穷千里目，更上一层楼。"),
+        Poem("题（伯三四八○）", "丙", "春眠不觉晓，处处闻啼鸟。"),
+    ]
     kept, report = data.clean_poems(poems)
     assert [p.title for p in kept] == ["题"]
     assert (report.placeholder_poems, report.placeholder_titles, report.titles_cleaned) == (2, 2, 1)
@@ -234,8 +253,10 @@ def test_stale_or_half_written_cache_is_rebuilt(tmp_path, monkeypatch):
     assert data.prepare("char", corpus=corpus).meta["inputs_hash"] != "from-an-older-pipeline"
 
 
-@pytest.mark.parametrize(("name", "size"), [("train.bin", 100), ("train.bin", -1),
-                                            ("val.bin", 0), ("tokenizer.json", 50)])
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("train.bin", 100), ("train.bin", -1), ("val.bin", 0), ("tokenizer.json", 50)],
+)
 def test_damaged_packed_files_are_named_and_rebuilt(tmp_path, monkeypatch, name, size):
     """Issue 14, cases 2 and 9: a cut-short file was trained on, or failed without its name."""
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
@@ -246,8 +267,11 @@ def test_damaged_packed_files_are_named_and_rebuilt(tmp_path, monkeypatch, name,
     path.write_bytes(whole[:size])  # -1: one byte short
     assert not data.is_prepared("char")
     for load in (data.load_packed, lambda tokenizer: data.prepare(tokenizer, repair=False)):
-        with pytest.raises(DataError, match=rf"{name} has [\d,]+ bytes where meta.json records "
-                           rf"{len(whole):,}.*`python -m tinylm data --tokenizer char`"):
+        with pytest.raises(
+            DataError,
+            match=rf"{name} has [\d,]+ bytes where meta.json records "
+            rf"{len(whole):,}.*`python -m tinylm data --tokenizer char`",
+        ):
             load("char")
     rebuilt = data.prepare("char", corpus=corpus)  # what `python -m tinylm data` does
     assert path.read_bytes() == whole and rebuilt.meta == packed.meta
@@ -308,8 +332,9 @@ def test_document_windows_start_at_end_of_text():
     docs = [[1, 2, 3], [4, 5, 6, 7, 8], [9, 10], [11, 12, 13, 14]] * 20
     tokens = data.pack(docs, eot, np.dtype(np.uint16))
     sampler = data.BatchSampler(tokens, batch_size=8, block_size=6, seed=0, start_token=eot)
-    resident = data.BatchSampler(tokens, batch_size=8, block_size=6, seed=0, start_token=eot,
-                                 resident=True)
+    resident = data.BatchSampler(
+        tokens, batch_size=8, block_size=6, seed=0, start_token=eot, resident=True
+    )
     for _ in range(5):
         (x, y), (rx, ry) = sampler.sample(), resident.sample()
         assert (x[:, 0] == eot).all()  # position 0 is always where a document starts
@@ -317,10 +342,11 @@ def test_document_windows_start_at_end_of_text():
         assert torch.equal(y[:, :-1], x[:, 1:])
         assert torch.equal(x, rx) and torch.equal(y, ry)
     starts = {int(s) for s in sampler.starts}
-    assert starts == {int(i) for i in np.flatnonzero(tokens[:len(tokens) - 6] == eot)}
+    assert starts == {int(i) for i in np.flatnonzero(tokens[: len(tokens) - 6] == eot)}
 
 
 def test_document_windows_need_a_start_token_with_room_after_it():
     with pytest.raises(ValueError, match="start_token"):
-        data.BatchSampler(np.arange(50, dtype=np.uint16), batch_size=2, block_size=8,
-                          start_token=49)
+        data.BatchSampler(
+            np.arange(50, dtype=np.uint16), batch_size=2, block_size=8, start_token=49
+        )

@@ -25,11 +25,23 @@ def run_exercises(tmp_path: Path, *args: str) -> tuple[int, list[ET.Element], st
     env = {key: value for key, value in os.environ.items() if key != "PYTEST_ADDOPTS"}
     # nbval (the notebooks' plugin, and the --nbval-lax of addopts) is not needed here and
     # costs seconds of imports.
-    command = [sys.executable, "-m", "pytest", "exercises", *args, "-q", "--tb=short",
-               "-p", "no:nbval", "-p", "no:cacheprovider", "-o", "addopts=",
-               f"--junitxml={report}"]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "exercises",
+        *args,
+        "-q",
+        "--tb=short",
+        "-p",
+        "no:nbval",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        f"--junitxml={report}",
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert report.is_file(), f"pytest wrote no report (exit code {result.returncode}):\n{output}"
     return result.returncode, list(ET.parse(report).getroot().iter("testcase")), output
@@ -44,8 +56,13 @@ def edited_stubs() -> list[str]:
     """The committed stubs that differ from git's HEAD (a learner at work); [] without git."""
     paths = [f"exercises/{name}.py" for name in EXERCISES]
     try:
-        done = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=ROOT,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--", *paths],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     if done.returncode != 0:  # not a git checkout (a downloaded archive): nothing to compare
@@ -57,9 +74,11 @@ def edited_stubs() -> list[str]:
 def stubs(tmp_path_factory):
     edited = edited_stubs()
     if edited:
-        pytest.skip(f"you have edited {', '.join(edited)}: the check that every untouched stub "
-                    "fails runs on the stubs as committed (CI runs it); check your own work "
-                    "with `make exercises`")
+        pytest.skip(
+            f"you have edited {', '.join(edited)}: the check that every untouched stub "
+            "fails runs on the stubs as committed (CI runs it); check your own work "
+            "with `make exercises`"
+        )
     return run_exercises(tmp_path_factory.mktemp("stubs"))
 
 
@@ -70,8 +89,9 @@ def case_id(case: ET.Element) -> str:
 
 def outcome(case: ET.Element) -> str:
     """'passed', or the tag of the case's first result element (failure, error, skipped)."""
-    return next((child.tag for child in case
-                 if child.tag in ("failure", "error", "skipped")), "passed")
+    return next(
+        (child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed"
+    )
 
 
 @pytest.mark.slow
@@ -79,11 +99,13 @@ def test_every_solution_passes(solutions):
     code, cases, output = solutions
     modules = {case.get("classname").rsplit(".", 1)[-1] for case in cases}
     assert modules == {f"test_{name}" for name in EXERCISES}, (
-        f"expected checks for every exercise {EXERCISES}, found {sorted(modules)}:\n{output}")
+        f"expected checks for every exercise {EXERCISES}, found {sorted(modules)}:\n{output}"
+    )
     bad = [f"{case_id(case)}: {outcome(case)}" for case in cases if outcome(case) != "passed"]
     listing = "\n".join(bad)
-    assert code == 0 and not bad, f"with --solutions every check must pass:\n{listing}\n" + (
-        output[-4000:])
+    assert code == 0 and not bad, (
+        f"with --solutions every check must pass:\n{listing}\n" + (output[-4000:])
+    )
 
 
 @pytest.mark.slow
@@ -91,7 +113,8 @@ def test_every_stub_fails_with_not_implemented(stubs, solutions):
     code, cases, output = stubs
     assert code == 1, f"pytest on the stubs should exit 1 (tests failed), got {code}:\n{output}"
     assert sorted(map(case_id, cases)) == sorted(map(case_id, solutions[1])), (
-        "the stubs and the solutions must collect the same checks")
+        "the stubs and the solutions must collect the same checks"
+    )
     bad = []
     for case in cases:
         results = [child for child in case if child.tag in ("failure", "error", "skipped")]
@@ -99,14 +122,23 @@ def test_every_stub_fails_with_not_implemented(stubs, solutions):
         match = STUB.fullmatch(message)
         module = case.get("classname").rsplit(".", 1)[-1].removeprefix("test_")
         stub = ROOT / "exercises" / f"{module}.py"
-        if not (len(results) == 1 and results[0].tag == "failure" and match
-                and match.group(2) == module and f"def {match.group(1)}(" in stub.read_text()):
+        if not (
+            len(results) == 1
+            and results[0].tag == "failure"
+            and match
+            and match.group(2) == module
+            and f"def {match.group(1)}(" in stub.read_text()
+        ):
             bad.append(f"{case_id(case)}: {outcome(case)} {message[:200]}")
     assert not bad, (
         "on the untouched stubs every check must fail with the stub's own 'not implemented "
         "yet' (a check that passes on a stub checks nothing; another error means a check or "
-        "a stub is broken).\n" + "\n".join(bad))
+        "a stub is broken).\n" + "\n".join(bad)
+    )
     assert output.count("not implemented yet") >= len(cases), output[-4000:]
-    others = {m for m in re.findall(r"^E +(\w+(?:Error|Exception))\b", output, re.MULTILINE)
-              if m != "NotImplementedError"}
+    others = {
+        m
+        for m in re.findall(r"^E +(\w+(?:Error|Exception))\b", output, re.MULTILINE)
+        if m != "NotImplementedError"
+    }
     assert not others, f"the stubs' run shows other errors {sorted(others)}:\n{output[-4000:]}"

@@ -28,9 +28,12 @@ from tinylm.train import build_model_config, train
 
 GPU = get_profile("gpu")
 GPU_RUNS: dict[str, TrainConfig] = {
-    name: RUNS[name] for name in (GPU.train_run, GPU.mistral_run, *GPU.eval_runs)}
-GPU_RUNS.update((cfg.run_name, cfg) for cfg in (sweep_config(model, steps)
-                                                for model, steps in GPU.scaling_sweep))
+    name: RUNS[name] for name in (GPU.train_run, GPU.mistral_run, *GPU.eval_runs)
+}
+GPU_RUNS.update(
+    (cfg.run_name, cfg)
+    for cfg in (sweep_config(model, steps) for model, steps in GPU.scaling_sweep)
+)
 # 200 fake poems: enough that even the validation split holds more than a 256-token context in
 # every tokenizer (char 627 tokens, bpe 429, gpt2 1,185).
 SYNTHETIC_POEMS = 200
@@ -46,8 +49,9 @@ A10G_USABLE_FRACTION = 0.9
 
 def on_cpu(cfg: TrainConfig) -> TrainConfig:
     """The run on CPU as CUDA would run it: compiled, the corpus resident; 2 rows, 1 eval batch."""
-    return replace(cfg, device="cpu", batch_size=2, eval_batches=1, compile=True,
-                   resident_data=True)
+    return replace(
+        cfg, device="cpu", batch_size=2, eval_batches=1, compile=True, resident_data=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +145,13 @@ GPT2_VOCAB_SIZE = 50_257  # tiktoken's gpt2, known without a download (test_toke
 def test_gpu_run_fits_an_a10g_at_its_batch_size(name):
     """bf16 autocast and flash attention (SDPA on CUDA), as the run trains on the A10G."""
     cfg = GPU_RUNS[name]
-    vocab_size = {"char": runs.CHAR_VOCAB, "bpe": DEFAULT_BPE_VOCAB_SIZE,
-                  "gpt2": GPT2_VOCAB_SIZE}[cfg.tokenizer]  # the real corpus's
+    vocab_size = {"char": runs.CHAR_VOCAB, "bpe": DEFAULT_BPE_VOCAB_SIZE, "gpt2": GPT2_VOCAB_SIZE}[
+        cfg.tokenizer
+    ]  # the real corpus's
     config = build_model_config(cfg, vocab_size)
     memory = training_memory_bytes(config, cfg.batch_size, flash=cfg.attention == "sdpa")
     total = sum(memory.values())
     assert total < A10G_USABLE_FRACTION * A10G_MEMORY_BYTES, (
         f"{name}: about {total / 2**30:.1f} GiB to train at batch {cfg.batch_size} "
-        f"({', '.join(f'{k} {v / 2**30:.1f}' for k, v in memory.items())})")
+        f"({', '.join(f'{k} {v / 2**30:.1f}' for k, v in memory.items())})"
+    )

@@ -39,8 +39,9 @@ def mistral_model(**overrides) -> GPT:
 
 def tokens(batch: int = 3, length: int = TINY.block_size) -> torch.Tensor:
     """Random token ids (batch, length), the same on every call."""
-    return torch.randint(0, TINY.vocab_size, (batch, length),
-                         generator=torch.Generator().manual_seed(1))
+    return torch.randint(
+        0, TINY.vocab_size, (batch, length), generator=torch.Generator().manual_seed(1)
+    )
 
 
 @torch.no_grad()
@@ -79,13 +80,21 @@ def greedy(model: GPT, idx: torch.Tensor, steps: int) -> torch.Tensor:
     return idx
 
 
-@pytest.mark.parametrize("overrides", [{}, TINY_MISTRAL, dict(TINY_MISTRAL, n_kv_head=4)],
-                         ids=["gpt2", "mistral-gqa", "mistral-mha"])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, TINY_MISTRAL, dict(TINY_MISTRAL, n_kv_head=4)],
+    ids=["gpt2", "mistral-gqa", "mistral-mha"],
+)
 def test_generate_matches_our_greedy_loop(overrides):
     model = random_model(**overrides)
     prompt = tokens(batch=2, length=5)
-    generated = to_hf(model).generate(prompt, attention_mask=torch.ones_like(prompt),
-                                      max_new_tokens=8, do_sample=False, pad_token_id=0)
+    generated = to_hf(model).generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=8,
+        do_sample=False,
+        pad_token_id=0,
+    )
     assert torch.equal(generated, greedy(model, prompt, steps=8))
     assert torch.equal(generated, generate(model, prompt, max_new_tokens=8, temperature=0))
 
@@ -114,8 +123,14 @@ def test_save_pretrained_reloads_offline(tmp_path):
 
 
 def test_import_refuses_tanh_gelu():
-    config = GPT2Config(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=2,
-                        activation_function="gelu_new")
+    config = GPT2Config(
+        vocab_size=96,
+        n_positions=32,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        activation_function="gelu_new",
+    )
     with pytest.raises(ValueError, match="gelu_new"):
         from_hf(GPT2LMHeadModel(config))
 
@@ -134,13 +149,21 @@ def test_gpt2_style_options_gpt2_can_express_export():
 @pytest.mark.parametrize("tie_weights", [False, True])
 @pytest.mark.parametrize("n_kv_head", [2, 4])
 def test_mistral_export_gives_the_same_logits(n_kv_head, tie_weights, attention):
-    model = mistral_model(n_kv_head=n_kv_head, tie_weights=tie_weights, attention=attention,
-                          rope_theta=500.0, norm_eps=1e-6)
+    model = mistral_model(
+        n_kv_head=n_kv_head,
+        tie_weights=tie_weights,
+        attention=attention,
+        rope_theta=500.0,
+        norm_eps=1e-6,
+    )
     hf_model = to_hf(model)
     config = hf_model.config
     assert isinstance(hf_model, MistralForCausalLM)
     assert (config.num_key_value_heads, config.head_dim, config.sliding_window) == (
-        n_kv_head, 8, None)
+        n_kv_head,
+        8,
+        None,
+    )
     assert (config.rope_parameters["rope_theta"], config.rms_norm_eps) == (500.0, 1e-6)
     assert config._attn_implementation == ("eager" if attention == "manual" else "sdpa")
     assert (hf_model.lm_head.weight is hf_model.model.embed_tokens.weight) == tie_weights
@@ -150,8 +173,14 @@ def test_mistral_export_gives_the_same_logits(n_kv_head, tie_weights, attention)
 @pytest.mark.parametrize("tie_weights", [False, True])
 @pytest.mark.parametrize("n_kv_head", [2, 4])
 def test_mistral_round_trip_gives_identical_logits(n_kv_head, tie_weights):
-    model = mistral_model(n_kv_head=n_kv_head, tie_weights=tie_weights, attention="manual",
-                          rope_theta=500.0, norm_eps=1e-6, dropout=0.1)
+    model = mistral_model(
+        n_kv_head=n_kv_head,
+        tie_weights=tie_weights,
+        attention="manual",
+        rope_theta=500.0,
+        norm_eps=1e-6,
+        dropout=0.1,
+    )
     back = from_hf(to_hf(model))
     assert back.config == model.config
     assert (back.lm_head.weight is back.transformer.wte.weight) == tie_weights
@@ -181,13 +210,18 @@ def test_mistral_ci_preset_exports():
     assert max_diff(model, hf_model, tokens(batch=1, length=16)) <= TOLERANCE
 
 
-@pytest.mark.parametrize(("overrides", "needed"), [
-    (dict(position="rope"), ["position='learned'", "norm='rmsnorm'", "mlp='swiglu'"]),
-    (dict(TINY_MISTRAL, norm="layernorm"), ["norm='rmsnorm' (now 'layernorm')"]),
-    (dict(TINY_MISTRAL, bias=True), ["bias=False (now True)"]),
-    (dict(norm="rmsnorm", n_kv_head=1), ["norm='layernorm'", "n_kv_head=None (now 1",
-                                         "position='rope'"]),
-])
+@pytest.mark.parametrize(
+    ("overrides", "needed"),
+    [
+        (dict(position="rope"), ["position='learned'", "norm='rmsnorm'", "mlp='swiglu'"]),
+        (dict(TINY_MISTRAL, norm="layernorm"), ["norm='rmsnorm' (now 'layernorm')"]),
+        (dict(TINY_MISTRAL, bias=True), ["bias=False (now True)"]),
+        (
+            dict(norm="rmsnorm", n_kv_head=1),
+            ["norm='layernorm'", "n_kv_head=None (now 1", "position='rope'"],
+        ),
+    ],
+)
 def test_export_refuses_mixes_no_transformers_class_fits(overrides, needed):
     with pytest.raises(ValueError, match="fits no transformers class") as error:
         to_hf(GPT(replace(TINY, **overrides)))
@@ -197,19 +231,29 @@ def test_export_refuses_mixes_no_transformers_class_fits(overrides, needed):
 
 def tiny_mistral_config(**overrides) -> MistralConfig:
     """A MistralConfig of TINY_MISTRAL's shape, with fields overridden."""
-    values = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-                  sliding_window=None)
+    values = dict(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        sliding_window=None,
+    )
     return MistralConfig(**{**values, **overrides})
 
 
-@pytest.mark.parametrize(("overrides", "problem"), [
-    (dict(sliding_window=16), "sliding_window=16"),
-    (dict(hidden_act="gelu"), "hidden_act='gelu'"),
-    (dict(rope_parameters={"rope_type": "linear", "factor": 2.0}), "rope_type"),
-    (dict(head_dim=16), "head_dim=16"),
-    (dict(attention_bias=True), "attention_bias=True"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        (dict(sliding_window=16), "sliding_window=16"),
+        (dict(hidden_act="gelu"), "hidden_act='gelu'"),
+        (dict(rope_parameters={"rope_type": "linear", "factor": 2.0}), "rope_type"),
+        (dict(head_dim=16), "head_dim=16"),
+        (dict(attention_bias=True), "attention_bias=True"),
+    ],
+)
 def test_mistral_import_refuses_what_we_cannot_reproduce(overrides, problem):
     with pytest.raises(ValueError, match="cannot be imported exactly") as error:
         from_hf(MistralForCausalLM(tiny_mistral_config(**overrides)))

@@ -20,16 +20,31 @@ from tinylm.lock import FolderLocked, folder_lock
 from tinylm.runs import TrainConfig
 
 # A run of a few seconds, so that a second process starts while the first still trains.
-SLOW = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=4, max_steps=400,
-                   warmup_steps=2, lr=3e-3, min_lr=3e-4, dropout=0.0, eval_interval=100,
-                   eval_batches=1, log_interval=20, block_size=32, dtype="float32")
+SLOW = TrainConfig(
+    "char-ci",
+    model="char-ci",
+    tokenizer="char",
+    batch_size=4,
+    max_steps=400,
+    warmup_steps=2,
+    lr=3e-3,
+    min_lr=3e-4,
+    dropout=0.0,
+    eval_interval=100,
+    eval_batches=1,
+    log_interval=20,
+    block_size=32,
+    dtype="float32",
+)
 
 
 def trainer_script(cfg: TrainConfig) -> str:
     """Code that trains cfg with pretrained.trained (as notebooks do), single-threaded."""
-    return (f"import torch\nfrom tinylm import pretrained\n"
-            f"from tinylm.runs import TrainConfig\ntorch.set_num_threads(1)\n"
-            f"pretrained.trained({cfg!r}, progress=False)\n")
+    return (
+        f"import torch\nfrom tinylm import pretrained\n"
+        f"from tinylm.runs import TrainConfig\ntorch.set_num_threads(1)\n"
+        f"pretrained.trained({cfg!r}, progress=False)\n"
+    )
 
 
 @pytest.fixture
@@ -40,14 +55,16 @@ def slow_run(workspace) -> TrainConfig:
 
 def start(code: str) -> subprocess.Popen:
     """A Python child process running code, with this process's environment."""
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     """`python -m tinylm ARGS` in a child process; its exit code and output."""
-    return subprocess.run([sys.executable, "-m", "tinylm", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tinylm", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def wait_for_lock(folder: Path, process: subprocess.Popen, timeout_s: float = 120) -> None:
@@ -121,9 +138,11 @@ def test_trained_waits_for_another_process_then_loads(slow_run, monkeypatch):
 
 
 def test_a_locked_folder_refuses_in_process_callers_too(slow_run):
-    holder = start(f"import time\nfrom tinylm.lock import folder_lock\n"
-                   f"with folder_lock({str(slow_run.out_dir)!r}):\n"
-                   f"    time.sleep(600)\n")
+    holder = start(
+        f"import time\nfrom tinylm.lock import folder_lock\n"
+        f"with folder_lock({str(slow_run.out_dir)!r}):\n"
+        f"    time.sleep(600)\n"
+    )
     try:
         wait_for_lock(slow_run.out_dir, holder)
         with pytest.raises(FolderLocked, match=f"process {holder.pid} .*run_name"):

@@ -34,14 +34,14 @@ MODERN = dict(MISTRAL, intermediate_size=48, n_kv_head=1)
 FAMILIES = pytest.mark.parametrize("family", [{}, MODERN], ids=["gpt2", "mistral"])
 
 
-@pytest.mark.parametrize(("name", "millions"), [("30m", 29.94), ("124m", 123.59),
-                                                ("757m", 756.82)])
+@pytest.mark.parametrize(("name", "millions"), [("30m", 29.94), ("124m", 123.59), ("757m", 756.82)])
 def test_preset_parameter_counts_match_the_talk(name, millions):
     assert round(count_parameters(PRESETS[name]) / 1e6, 2) == millions
 
 
-@pytest.mark.parametrize(("name", "millions"), [("mymistral-0.4b", 401.12),
-                                                ("mymistral-1b", 904.43)])
+@pytest.mark.parametrize(
+    ("name", "millions"), [("mymistral-0.4b", 401.12), ("mymistral-1b", 904.43)]
+)
 def test_mymistral_presets_match_the_talk(name, millions):
     # The talk's "MyMistral-1B (904M)" leaves out the input embedding, as we do when untied.
     assert round(count_parameters(PRESETS[name]) / 1e6, 2) == millions
@@ -53,10 +53,17 @@ def test_mymistral_presets_match_the_talk(name, millions):
 @pytest.mark.parametrize("mlp", MLPS)
 @pytest.mark.parametrize(("n_kv_head", "tie_weights"), [(None, True), (1, False)])
 @pytest.mark.parametrize("bias", [False, True])
-def test_formula_counts_what_the_module_holds(bias, norm, position, mlp, n_kv_head,
-                                              tie_weights):
-    config = replace(TINY, bias=bias, norm=norm, position=position, mlp=mlp,
-                     n_kv_head=n_kv_head, tie_weights=tie_weights, intermediate_size=48)
+def test_formula_counts_what_the_module_holds(bias, norm, position, mlp, n_kv_head, tie_weights):
+    config = replace(
+        TINY,
+        bias=bias,
+        norm=norm,
+        position=position,
+        mlp=mlp,
+        n_kv_head=n_kv_head,
+        tie_weights=tie_weights,
+        intermediate_size=48,
+    )
     model = GPT(config)
     assert model.num_parameters() == count_parameters(config)
     assert model.num_parameters(non_embedding=False) == count_parameters(config, False)
@@ -108,8 +115,16 @@ def test_config_errors_name_the_field():
 
 
 def test_old_config_files_load_with_gpt2_defaults():
-    old = {"vocab_size": 64, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32,
-           "dropout": 0.0, "bias": False, "attention": "sdpa"}  # saved before the options
+    old = {
+        "vocab_size": 64,
+        "block_size": 16,
+        "n_layer": 2,
+        "n_head": 2,
+        "n_embd": 32,
+        "dropout": 0.0,
+        "bias": False,
+        "attention": "sdpa",
+    }  # saved before the options
     assert GPTConfig.from_dict(old) == TINY
 
 
@@ -181,8 +196,7 @@ def test_load_errors_name_the_file_or_field(tmp_path):
 
 def test_training_memory_components():
     memory = training_memory_bytes(PRESETS["124m"], batch_size=64)
-    assert memory["weights + grads + AdamW (fp32)"] == 16 * count_parameters(PRESETS["124m"],
-                                                                             False)
+    assert memory["weights + grads + AdamW (fp32)"] == 16 * count_parameters(PRESETS["124m"], False)
     # bf16 logits 2 + saved fp32 log-probabilities 4 + log-softmax's gradient in and out 4 + 4
     assert memory["logits (bf16, loss in fp32, grads)"] == 14 * 64 * 256 * 50304
     without_flash = training_memory_bytes(PRESETS["124m"], 64, flash=False)
@@ -193,13 +207,22 @@ def test_training_memory_components():
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
 def test_kv_cache_gives_the_same_logits_as_the_full_sequence(attention, family):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=100, block_size=32, n_layer=2, n_head=2, n_embd=32,
-                          attention=attention, **family)).eval()
+    model = GPT(
+        GPTConfig(
+            vocab_size=100,
+            block_size=32,
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            attention=attention,
+            **family,
+        )
+    ).eval()
     idx = torch.randint(0, 100, (3, 20))
     full, _ = model(idx)
     cache = model.new_cache()
     chunks = [model(idx[:, :8], cache=cache)[0], model(idx[:, 8:12], cache=cache)[0]]
-    chunks += [model(idx[:, i:i + 1], cache=cache)[0] for i in range(12, 20)]
+    chunks += [model(idx[:, i : i + 1], cache=cache)[0] for i in range(12, 20)]
     assert cache.seq_len == 20
     assert torch.allclose(torch.cat(chunks, dim=1), full, atol=1e-5)
     with pytest.raises(ValueError, match="crop it to the last 32"):
@@ -207,8 +230,9 @@ def test_kv_cache_gives_the_same_logits_as_the_full_sequence(attention, family):
 
 
 def test_grouped_query_cache_stores_only_the_key_value_heads():
-    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=4, n_embd=32,
-                          n_kv_head=2)).eval()
+    model = GPT(
+        GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=4, n_embd=32, n_kv_head=2)
+    ).eval()
     cache = model.new_cache()
     model(torch.randint(0, 50, (3, 5)), cache=cache)
     assert cache.keys[0].shape == cache.values[0].shape == (3, 2, 5, 8)  # (B, n_kv, T, hs)
@@ -227,8 +251,17 @@ def test_cache_select_keeps_and_reorders_rows():
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
 def test_packed_documents_are_seen_as_if_alone(attention, family):
     torch.manual_seed(1)
-    model = GPT(GPTConfig(vocab_size=100, block_size=32, n_layer=2, n_head=2, n_embd=32,
-                          attention=attention, **family)).eval()
+    model = GPT(
+        GPTConfig(
+            vocab_size=100,
+            block_size=32,
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            attention=attention,
+            **family,
+        )
+    ).eval()
     first, second = torch.randint(0, 100, (1, 7)), torch.randint(0, 100, (1, 13))
     doc_ids = torch.tensor([[0] * 7 + [1] * 13])
     packed, _ = model(torch.cat((first, second), dim=1), doc_ids=doc_ids)

@@ -9,17 +9,26 @@ from tinylm.data import Poem
 from tinylm.poetry import classify_form, verses
 
 
-@pytest.mark.parametrize(("content", "form"), [
-    ("床前明月光，疑是地上霜。\n举头望明月，低头思故乡。", "五绝"),
-    ("朝辞白帝彩云间，千里江陵一日还。\n两岸猿声啼不住，轻舟已过万重山。", "七绝"),
-    ("国破山河在，城春草木深。\n感时花溅泪，恨别鸟惊心。\n"
-     "烽火连三月，家书抵万金。\n白头搔更短，浑欲不胜簪。", "五律"),
-    ("风急天高猿啸哀，渚清沙白鸟飞回。\n无边落木萧萧下，不尽长江滚滚来。\n"
-     "万里悲秋常作客，百年多病独登台。\n艰难苦恨繁霜鬓，潦倒新停浊酒杯。", "七律"),
-    ("床前明月光，疑是地上霜。\n举头望明月，低头思故乡啊。", "其他"),  # a verse of six
-    ("床前明月光，疑是地上霜。", "其他"),  # two verses only
-    ("四言四句，四言四句。\n四言四句，四言四句。", "其他"),
-])
+@pytest.mark.parametrize(
+    ("content", "form"),
+    [
+        ("床前明月光，疑是地上霜。\n举头望明月，低头思故乡。", "五绝"),
+        ("朝辞白帝彩云间，千里江陵一日还。\n两岸猿声啼不住，轻舟已过万重山。", "七绝"),
+        (
+            "国破山河在，城春草木深。\n感时花溅泪，恨别鸟惊心。\n"
+            "烽火连三月，家书抵万金。\n白头搔更短，浑欲不胜簪。",
+            "五律",
+        ),
+        (
+            "风急天高猿啸哀，渚清沙白鸟飞回。\n无边落木萧萧下，不尽长江滚滚来。\n"
+            "万里悲秋常作客，百年多病独登台。\n艰难苦恨繁霜鬓，潦倒新停浊酒杯。",
+            "七律",
+        ),
+        ("床前明月光，疑是地上霜。\n举头望明月，低头思故乡啊。", "其他"),  # a verse of six
+        ("床前明月光，疑是地上霜。", "其他"),  # two verses only
+        ("四言四句，四言四句。\n四言四句，四言四句。", "其他"),
+    ],
+)
 def test_classify_form(content, form):
     assert classify_form(content) == form
 
@@ -31,10 +40,12 @@ def test_verses_split_at_punctuation_and_newlines():
 
 JINGYESI = "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。"
 # A hand-made 平仄 table for the characters used below (their usual Tang tones).
-TONES = poetry.ToneTable({
-    **dict.fromkeys("床前明光疑霜头低思乡", "平"),
-    **dict.fromkeys("月是地上举望", "仄"),
-})
+TONES = poetry.ToneTable(
+    {
+        **dict.fromkeys("床前明光疑霜头低思乡", "平"),
+        **dict.fromkeys("月是地上举望", "仄"),
+    }
+)
 
 
 def test_uniform_verses():
@@ -115,8 +126,7 @@ def test_judge_model_on_a_tiny_model():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=1, n_embd=8)).eval()
     judge = poetry.PoemJudge(TONES, poetry.CopyDetector([JINGYESI]))
-    report, documents = poetry.judge_model(model, tokenizer, judge, samples=4,
-                                           max_new_tokens=20)
+    report, documents = poetry.judge_model(model, tokenizer, judge, samples=4, max_new_tokens=20)
     assert len(documents) == 4 and report["poems"] == 4
     assert 0.0 <= report["ended_with_eot"] <= 1.0
 
@@ -131,8 +141,9 @@ def test_judge_model_samples_with_top_p():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=1, n_embd=8)).eval()
     judge = poetry.PoemJudge(TONES, poetry.CopyDetector([JINGYESI]))
-    report, documents = poetry.judge_model(model, tokenizer, judge, samples=3, top_k=None,
-                                           top_p=1e-6, max_new_tokens=12)
+    report, documents = poetry.judge_model(
+        model, tokenizer, judge, samples=3, top_k=None, top_p=1e-6, max_new_tokens=12
+    )
     assert report["sampling"]["top_p"] == 1e-6 and report["sampling"]["top_k"] is None
     assert len(set(documents)) == 1  # a nucleus of one token: every row writes the same text
 
@@ -143,7 +154,7 @@ def test_tone_checks_with_the_poems_own_labels():
     kept, checked = poetry.tone_checks(poem, table)
     assert poetry.tone_checks(poem, table, labels=poem) == (kept, checked)
     rhyme_end = poem.index("。") - 1  # the 2nd verse ends on 仄: read it 平 in this poem
-    own = poem[:rhyme_end] + "平" + poem[rhyme_end + 1:]
+    own = poem[:rhyme_end] + "平" + poem[rhyme_end + 1 :]
     assert poetry.tone_checks(poem, table, labels=own)[0] > kept
     unknown = "".join("○" if c in "平仄" else c for c in poem)
     assert poetry.tone_checks(poem, table, labels=unknown) == (0, 0)

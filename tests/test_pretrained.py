@@ -10,9 +10,21 @@ from tinylm import pretrained, runs
 from tinylm.profiles import get_profile
 from tinylm.runs import TrainConfig
 
-TINY = TrainConfig("tiny", model="char-ci", tokenizer="char", batch_size=4, max_steps=6,
-                   warmup_steps=2, lr=3e-3, min_lr=3e-4, dropout=0.0, eval_interval=3,
-                   eval_batches=1, log_interval=3, block_size=32)
+TINY = TrainConfig(
+    "tiny",
+    model="char-ci",
+    tokenizer="char",
+    batch_size=4,
+    max_steps=6,
+    warmup_steps=2,
+    lr=3e-3,
+    min_lr=3e-4,
+    dropout=0.0,
+    eval_interval=3,
+    eval_batches=1,
+    log_interval=3,
+    block_size=32,
+)
 
 
 def test_get_trains_the_profiles_run_once_then_loads_it(workspace, one_thread):

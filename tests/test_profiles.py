@@ -45,9 +45,12 @@ def cpu_flags(monkeypatch):
 
 
 def test_cpu_bf16_support_reads_the_cpu_flags(cpu_flags):
-    for flags, support in [({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, "AMX"),
-                           ({"avx512f", "avx512_bf16"}, "AVX-512 BF16"),
-                           ({"avx2", "fma"}, None), (set(), None)]:
+    for flags, support in [
+        ({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, "AMX"),
+        ({"avx512f", "avx512_bf16"}, "AVX-512 BF16"),
+        ({"avx2", "fma"}, None),
+        (set(), None),
+    ]:
         cpu_flags(flags)
         assert profiles.cpu_bf16_support() == support
 
@@ -75,18 +78,26 @@ def test_cpu_bf16_support_asks_torch_off_linux(cpu_flags, monkeypatch):
 def test_environment_report_says_precision_and_compile(cpu_flags, monkeypatch):
     cpu_flags({"avx512_bf16", "amx_bf16"})
     assert profiles.training_setup("cpu") == {
-        "cpu bf16": "AMX", "precision": "bf16 autocast (CPU has AMX)",
-        "compile": "runs of 1M+ tokens only (shorter ones would not earn back the compile time)"}
+        "cpu bf16": "AMX",
+        "precision": "bf16 autocast (CPU has AMX)",
+        "compile": "runs of 1M+ tokens only (shorter ones would not earn back the compile time)",
+    }
     cpu_flags({"avx2"})
     assert profiles.training_setup("cpu") == {
-        "cpu bf16": "none", "precision": "fp32 (no native bf16 on this CPU)",
-        "compile": "no (it would not speed training up here)"}
-    monkeypatch.setattr(profiles.torch.cuda, "is_bf16_supported",
-                        lambda including_emulation=True: including_emulation)  # a T4
+        "cpu bf16": "none",
+        "precision": "fp32 (no native bf16 on this CPU)",
+        "compile": "no (it would not speed training up here)",
+    }
+    monkeypatch.setattr(
+        profiles.torch.cuda,
+        "is_bf16_supported",
+        lambda including_emulation=True: including_emulation,
+    )  # a T4
     setup = profiles.training_setup("cuda")
     assert setup["precision"] == "fp16 autocast + gradient scaler (GPU without native bf16)"
     assert setup["compile"] == "yes, every run"
-    monkeypatch.setattr(profiles.torch.cuda, "is_bf16_supported",
-                        lambda including_emulation=True: True)  # an A10G
+    monkeypatch.setattr(
+        profiles.torch.cuda, "is_bf16_supported", lambda including_emulation=True: True
+    )  # an A10G
     assert profiles.training_setup("cuda")["precision"] == "bf16 autocast (GPU has native bf16)"
     assert {"cpu bf16", "precision", "compile"} <= set(profiles.describe_environment())

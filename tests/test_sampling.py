@@ -34,16 +34,18 @@ class Markov(torch.nn.Module):
     def __init__(self, table: torch.Tensor, block_size: int) -> None:
         super().__init__()
         self.table = table  # (V, V) logits of the next token after each token
-        self.config = GPTConfig(vocab_size=table.size(0), block_size=block_size, n_layer=1,
-                                n_head=1, n_embd=8)
+        self.config = GPTConfig(
+            vocab_size=table.size(0), block_size=block_size, n_layer=1, n_head=1, n_embd=8
+        )
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # so the model has a device
         self.calls: list[int] = []  # how many tokens each forward call was given
 
     def new_cache(self) -> KVCache:
         return KVCache(1)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None,
-                last_only: bool = False) -> tuple[torch.Tensor, None]:
+    def forward(
+        self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
+    ) -> tuple[torch.Tensor, None]:
         past = 0 if cache is None else cache.seq_len
         assert past + idx.size(1) <= self.config.block_size, "generate must crop the context"
         if cache is not None:  # remember the positions, as a real cache would
@@ -104,8 +106,10 @@ def test_top_p_keeps_the_smallest_nucleus_reaching_p():
     assert top_p_mask(logits, 0.01).tolist() == [True, False, False, False]  # top always kept
     assert top_p_mask(logits, 1.0).all()
     rows = torch.stack([logits, logits.flip(0)])  # (2, 4): works per row, in any token order
-    assert top_p_mask(rows, 0.8).tolist() == [[True, True, False, False],
-                                              [False, False, True, True]]
+    assert top_p_mask(rows, 0.8).tolist() == [
+        [True, True, False, False],
+        [False, False, True, True],
+    ]
     assert torch.allclose(top_p_filter(logits, 0.8).softmax(-1), torch.tensor([5, 3, 0, 0]) / 8)
 
 
@@ -129,8 +133,11 @@ def test_greedy_is_deterministic_and_equals_top_k_1_and_tiny_temperature(model):
     idx = torch.randint(64, (2, 4))
     greedy = generate(model, idx, 10, temperature=0)
     assert torch.equal(greedy, generate(model, idx, 10, temperature=0))
-    for kwargs in [dict(temperature=1.0, top_k=1), dict(temperature=1e-4),
-                   dict(temperature=1.0, top_p=1e-3)]:
+    for kwargs in [
+        dict(temperature=1.0, top_k=1),
+        dict(temperature=1e-4),
+        dict(temperature=1.0, top_p=1e-3),
+    ]:
         sampled = generate(model, idx, 10, generator=torch.Generator().manual_seed(1), **kwargs)
         assert torch.equal(greedy, sampled), kwargs
 
@@ -138,12 +145,30 @@ def test_greedy_is_deterministic_and_equals_top_k_1_and_tiny_temperature(model):
 def test_sampling_follows_the_generator_and_restores_train_mode(model):
     idx = torch.zeros(4, 1, dtype=torch.long)
     model.train()
-    a = generate(model, idx, 12, generator=torch.Generator().manual_seed(7), top_p=0.9,
-                 repetition_penalty=1.3)
-    b = generate(model, idx, 12, generator=torch.Generator().manual_seed(7), top_p=0.9,
-                 repetition_penalty=1.3)
-    c = generate(model, idx, 12, generator=torch.Generator().manual_seed(8), top_p=0.9,
-                 repetition_penalty=1.3)
+    a = generate(
+        model,
+        idx,
+        12,
+        generator=torch.Generator().manual_seed(7),
+        top_p=0.9,
+        repetition_penalty=1.3,
+    )
+    b = generate(
+        model,
+        idx,
+        12,
+        generator=torch.Generator().manual_seed(7),
+        top_p=0.9,
+        repetition_penalty=1.3,
+    )
+    c = generate(
+        model,
+        idx,
+        12,
+        generator=torch.Generator().manual_seed(8),
+        top_p=0.9,
+        repetition_penalty=1.3,
+    )
     assert torch.equal(a, b) and not torch.equal(a, c) and model.training
 
 
@@ -154,14 +179,23 @@ def test_kv_cache_gives_the_same_tokens_past_block_size(model):
     seed = torch.Generator().manual_seed(3)
     sampled = generate(model, idx, 40, generator=seed, top_k=20)
     seed = torch.Generator().manual_seed(3)
-    assert torch.equal(sampled, generate(model, idx, 40, generator=seed, top_k=20,
-                                         use_cache=False))
+    assert torch.equal(sampled, generate(model, idx, 40, generator=seed, top_k=20, use_cache=False))
 
 
 def test_kv_cache_with_rope_and_grouped_query_attention_gives_the_same_tokens():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32,
-                          intermediate_size=48, n_kv_head=2, **MISTRAL))
+    model = GPT(
+        GPTConfig(
+            vocab_size=64,
+            block_size=16,
+            n_layer=2,
+            n_head=4,
+            n_embd=32,
+            intermediate_size=48,
+            n_kv_head=2,
+            **MISTRAL,
+        )
+    )
     idx = torch.randint(64, (3, 5))
     cached = generate(model, idx, 40, temperature=0)  # 45 tokens > block_size 16
     assert torch.equal(cached, generate(model, idx, 40, temperature=0, use_cache=False))
@@ -180,18 +214,26 @@ def test_kv_cache_prefills_once_then_feeds_one_token_until_block_size():
 
 def test_rows_stop_at_end_of_text_and_crop_to_block_size():
     for use_cache in (True, False):
-        out = generate(counter(), torch.tensor([[3], [5]]), max_new_tokens=20, temperature=0,
-                       eot_id=7, use_cache=use_cache)
+        out = generate(
+            counter(),
+            torch.tensor([[3], [5]]),
+            max_new_tokens=20,
+            temperature=0,
+            eot_id=7,
+            use_cache=use_cache,
+        )
         assert out.tolist() == [[3, 4, 5, 6, 7], [5, 6, 7, 7, 7]]  # stops once every row ended
-        long = generate(counter(), torch.tensor([[0]]), max_new_tokens=20, temperature=0,
-                        use_cache=use_cache)
+        long = generate(
+            counter(), torch.tensor([[0]]), max_new_tokens=20, temperature=0, use_cache=use_cache
+        )
         assert long.shape == (1, 21) and long[0, -1].item() == 20 % 8
 
 
 def test_beam_width_1_is_greedy(model):
     idx = torch.randint(64, (2, 4))
-    assert torch.equal(beam_search(model, idx, 20, num_beams=1),
-                       generate(model, idx, 20, temperature=0))
+    assert torch.equal(
+        beam_search(model, idx, 20, num_beams=1), generate(model, idx, 20, temperature=0)
+    )
     start = torch.tensor([[1]])
     greedy = generate(fork(), start, 10, temperature=0, eot_id=0)
     assert greedy.tolist() == [[1, 2, 4, 0]]
@@ -202,8 +244,9 @@ def test_beam_search_finds_the_likelier_text_and_pads_with_end_of_text():
     start = torch.tensor([[1], [2]])
     out = beam_search(fork(), start, 10, num_beams=2, length_penalty=0.0, eot_id=0)
     assert out.tolist() == [[1, 3, 0], [2, 4, 0]]  # 0.36 beats greedy's 0.204
-    same = beam_search(fork(), start, 10, num_beams=2, eot_id=0, use_cache=False,
-                       length_penalty=0.0)
+    same = beam_search(
+        fork(), start, 10, num_beams=2, eot_id=0, use_cache=False, length_penalty=0.0
+    )
     assert torch.equal(out, same)
 
 
@@ -214,17 +257,24 @@ def test_length_penalty_favours_longer_texts():
     model = Markov(probs.log(), block_size=16)
     start = torch.tensor([[1]])
     assert beam_search(model, start, 10, 2, length_penalty=0.0, eot_id=0).tolist() == [[1, 0]]
-    assert beam_search(model, start, 10, 2, length_penalty=1.0,
-                       eot_id=0).tolist() == [[1, 2, 3, 4, 0]]
+    assert beam_search(model, start, 10, 2, length_penalty=1.0, eot_id=0).tolist() == [
+        [1, 2, 3, 4, 0]
+    ]
 
 
 def test_beam_search_matches_transformers(model):
     hf = pytest.importorskip("tinylm.hf")
     idx = torch.randint(64, (2, 4))
     ours = beam_search(model, idx, 8, num_beams=3)
-    theirs = hf.to_hf(model).generate(idx, attention_mask=torch.ones_like(idx), num_beams=3,
-                                      max_new_tokens=8, do_sample=False, pad_token_id=0,
-                                      eos_token_id=None)
+    theirs = hf.to_hf(model).generate(
+        idx,
+        attention_mask=torch.ones_like(idx),
+        num_beams=3,
+        max_new_tokens=8,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+    )
     assert torch.equal(ours, theirs)
 
 
@@ -274,10 +324,10 @@ def test_sample_poems_with_a_real_model_is_seeded(model):
     poems = sample_poems(model, tokenizer, ["一丁", "七"], n=3, max_new_tokens=10, seed=3)
     assert len(poems) == 6 and all(p.startswith("一丁") for p in poems[:3])
     assert "<|endoftext|>" not in "".join(poems)
-    assert poems == sample_poems(model, tokenizer, ["一丁", "七"], n=3, max_new_tokens=10,
-                                 seed=3)
-    nucleus = sample_poems(model, tokenizer, n=2, max_new_tokens=10, top_p=0.9,
-                           repetition_penalty=1.2)
+    assert poems == sample_poems(model, tokenizer, ["一丁", "七"], n=3, max_new_tokens=10, seed=3)
+    nucleus = sample_poems(
+        model, tokenizer, n=2, max_new_tokens=10, top_p=0.9, repetition_penalty=1.2
+    )
     assert len(nucleus) == 2
 
 

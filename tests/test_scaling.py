@@ -37,11 +37,11 @@ def test_law_optimum_minimises_the_law_on_the_budget():
     for factor in (0.8, 1.25):
         assert scaling.CHINCHILLA(n * factor, d / factor) > best
     a = 0.28 / (0.34 + 0.28)  # N grows as C^a
-    assert scaling.law_optimum(scaling.CHINCHILLA, 2 * compute)[0] / n == pytest.approx(2 ** a)
+    assert scaling.law_optimum(scaling.CHINCHILLA, 2 * compute)[0] / n == pytest.approx(2**a)
 
 
 def test_chinchilla_law_value():
-    expected = 1.69 + 406.4 / 70e9 ** 0.34 + 410.7 / 1.4e12 ** 0.28
+    expected = 1.69 + 406.4 / 70e9**0.34 + 410.7 / 1.4e12**0.28
     assert scaling.CHINCHILLA(70e9, 1.4e12) == pytest.approx(expected)
     assert scaling.CHINCHILLA(70e9, 1.4e12) == pytest.approx(1.937, abs=1e-3)
     assert scaling.CHINCHILLA(np.array([1e9, 1e10]), 1e11).shape == (2,)
@@ -76,7 +76,7 @@ def test_effective_tokens_of_repeated_data():
 
 def test_fit_recovers_a_noiseless_law():
     n = np.logspace(5, 9, 8)
-    fit = scaling.fit_power_law(1.8 + 300 * n ** -0.3, n, n_boot=20)
+    fit = scaling.fit_power_law(1.8 + 300 * n**-0.3, n, n_boot=20)
     assert (fit.law.E, fit.law.A[0], fit.law.alpha[0]) == pytest.approx((1.8, 300, 0.3), rel=1e-6)
     assert fit.rms_log_error < 1e-9
     n2, d2 = (g.ravel() for g in np.meshgrid(np.logspace(6, 10, 4), np.logspace(8, 12, 4)))
@@ -87,19 +87,19 @@ def test_fit_recovers_a_noiseless_law():
 
 def test_fitted_exponents_stay_positive():
     n = np.logspace(5, 8, 8)
-    fit = scaling.fit_power_law(2.0 + 1e-3 * n ** 0.2, n, n_boot=50)  # loss rising with N
+    fit = scaling.fit_power_law(2.0 + 1e-3 * n**0.2, n, n_boot=50)  # loss rising with N
     assert min(s.alpha[0] for s in (fit.law, *fit.samples)) >= scaling.MIN_EXPONENT
 
 
 def test_fit_of_noisy_points_brackets_the_truth():
     rng = np.random.default_rng(0)
     n = np.logspace(5, 8, 12)
-    loss = (2.0 + 50 * n ** -0.25) * np.exp(rng.normal(0, 0.01, n.size))  # 1 % noise
+    loss = (2.0 + 50 * n**-0.25) * np.exp(rng.normal(0, 0.01, n.size))  # 1 % noise
     fit = scaling.fit_power_law(loss, n, n_boot=200, seed=1)
     low, high = fit.parameter_intervals(level=0.95)["alpha1"]
     assert low < 0.25 < high
     low, high = fit.interval(1e7)
-    assert low < 2.0 + 50 * 1e7 ** -0.25 < high
+    assert low < 2.0 + 50 * 1e7**-0.25 < high
     assert fit.interval(np.array([1e6, 1e7]))[0].shape == (2,)
 
 

@@ -16,11 +16,16 @@ from tinylm.tokenizers import (
     load_tokenizer,
 )
 
-TALK_DIALOG = [{"role": "system", "content": "system1"}, {"role": "user", "content": "user1"},
-               {"role": "assistant", "content": "assistant1"},
-               {"role": "user", "content": "user1"}]
-POEM = [{"role": "user", "content": "以《春》为题，写一首五言绝句。"},
-        {"role": "assistant", "content": "春江花月夜，风山水云天。"}]
+TALK_DIALOG = [
+    {"role": "system", "content": "system1"},
+    {"role": "user", "content": "user1"},
+    {"role": "assistant", "content": "assistant1"},
+    {"role": "user", "content": "user1"},
+]
+POEM = [
+    {"role": "user", "content": "以《春》为题，写一首五言绝句。"},
+    {"role": "assistant", "content": "春江花月夜，风山水云天。"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +41,28 @@ def char_tok(corpus):
 
 def test_llama2_layout_is_the_talks():
     text = sft.render(TALK_DIALOG, "llama2").replace("</s>", "eos").replace("<s>", "bos")
-    assert text == ("bos[INST] <<SYS>>\nsystem1\n<</SYS>>\n\nuser1 [/INST] assistant1eos"
-                    "bos[INST] user1 [/INST] ")
+    assert text == (
+        "bos[INST] <<SYS>>\nsystem1\n<</SYS>>\n\nuser1 [/INST] assistant1eos"
+        "bos[INST] user1 [/INST] "
+    )
 
 
 def test_chatml_layout_with_generation_prompt():
     assert sft.render(TALK_DIALOG[:2], "chatml", add_generation_prompt=True) == (
         "<|im_start|>system\nsystem1<|im_end|>\n<|im_start|>user\nuser1<|im_end|>\n"
-        "<|im_start|>assistant\n")
+        "<|im_start|>assistant\n"
+    )
 
 
-@pytest.mark.parametrize("messages", [
-    [{"role": "assistant", "content": "a"}],
-    [{"role": "user", "content": "u"}, {"role": "user", "content": "u"}],
-    [{"role": "bot", "content": "b"}],
-    [],
-])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "assistant", "content": "a"}],
+        [{"role": "user", "content": "u"}, {"role": "user", "content": "u"}],
+        [{"role": "bot", "content": "b"}],
+        [],
+    ],
+)
 def test_bad_conversations_are_rejected(messages):
     with pytest.raises(ValueError, match="role"):
         sft.render(messages)
@@ -68,8 +79,9 @@ def test_only_the_answer_and_its_end_token_count(template, end, corpus):
     tok = sft.add_chat_tokens(base, template, [sft.render(POEM, template)])
     example = sft.encode_chat(POEM, tok, template)
     assert tok.decode(example.ids) == sft.render(POEM, template)
-    counted = [i for i, label in zip(example.ids, example.labels, strict=True)
-               if label != sft.IGNORE_INDEX]
+    counted = [
+        i for i, label in zip(example.ids, example.labels, strict=True) if label != sft.IGNORE_INDEX
+    ]
     assert tok.decode(counted) == POEM[1]["content"] + end
     assert example.unmasked().labels == example.ids
 
@@ -179,8 +191,9 @@ def test_encode_instructions_drops_what_does_not_fit(corpus, char_tok):
 
 def test_finetune_lowers_the_answer_loss_and_answers(corpus, char_tok):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=64, block_size=64, n_layer=2, n_head=2, n_embd=32,
-                          dropout=0.0))
+    model = GPT(
+        GPTConfig(vocab_size=64, block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    )
     sft.check_vocabulary(model, char_tok)
     instructions = sft.poem_instructions(corpus.train)
     examples = sft.encode_instructions(instructions, char_tok, max_tokens=65)

@@ -231,8 +231,11 @@ def test_tokens_per_char_counts_the_encoding_of_every_text(char_tok, bpe_tok, te
 @pytest.mark.parametrize("bad", [-1, "vocab_size"])
 def test_decode_rejects_ids_outside_the_vocabulary(tok, bad):
     bad = tok.vocab_size if bad == "vocab_size" else bad
-    with pytest.raises(ValueError, match=rf"token id {bad} is not in .* range 0 … "
-                                         rf"{tok.vocab_size - 1}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"token id {bad} is not in .* range 0 … "
+        rf"{tok.vocab_size - 1}",
+    ):
         tok.decode([tok.eot_id, bad])
 
 
@@ -241,6 +244,9 @@ def test_a_damaged_tokenizer_file_is_named(tmp_path):
     path = tmp_path / "tokenizer.json"
     CharTokenizer.from_texts(["春江花月夜"]).save(path)
     path.write_text(path.read_text(encoding="utf-8")[:20], encoding="utf-8")
-    with pytest.raises(ValueError, match=rf"{path} is not a tokenizer file written by "
-                       r"Tokenizer.save: damaged, cut short or another file \(JSONDecodeError"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{path} is not a tokenizer file written by "
+        r"Tokenizer.save: damaged, cut short or another file \(JSONDecodeError",
+    ):
         load_tokenizer(path)

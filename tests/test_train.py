@@ -22,9 +22,22 @@ from tinylm.runs import RUNS, TrainConfig
 from tinylm.train import TrainingDiverged, lr_at, train
 
 # dtype float32, not "auto": the same numbers on every CPU, with native bf16 (AMX) or without.
-TINY = TrainConfig("tiny", model="char-ci", tokenizer="char", batch_size=4, max_steps=20,
-                   warmup_steps=4, lr=3e-3, min_lr=3e-4, dropout=0.1, eval_interval=5,
-                   eval_batches=2, log_interval=1, block_size=32, dtype="float32")
+TINY = TrainConfig(
+    "tiny",
+    model="char-ci",
+    tokenizer="char",
+    batch_size=4,
+    max_steps=20,
+    warmup_steps=4,
+    lr=3e-3,
+    min_lr=3e-4,
+    dropout=0.1,
+    eval_interval=5,
+    eval_batches=2,
+    log_interval=1,
+    block_size=32,
+    dtype="float32",
+)
 
 
 @pytest.fixture
@@ -48,8 +61,11 @@ def test_lr_warms_up_then_decays_to_min_lr():
 
 
 def test_config_errors_name_the_field():
-    with pytest.raises(ValueError, match=r"TrainConfig.dtype .*'auto', 'float32', 'bfloat16', "
-                       "'float16'"):
+    with pytest.raises(
+        ValueError,
+        match=r"TrainConfig.dtype .*'auto', 'float32', 'bfloat16', "
+        "'float16'",
+    ):
         replace(TINY, dtype="fp8")
     with pytest.raises(ValueError, match="TrainConfig.model"):
         replace(TINY, model="7b")
@@ -67,8 +83,11 @@ def test_config_errors_name_the_field():
             replace(TINY, lr=bad)
     with pytest.raises(ValueError, match="TrainConfig.dropout must be a finite number"):
         replace(TINY, dropout=-math.inf)
-    with pytest.raises(ValueError, match=r"TrainConfig.parallel must be one of \['ddp', 'fsdp'\], "
-                       "got 'zero'"):
+    with pytest.raises(
+        ValueError,
+        match=r"TrainConfig.parallel must be one of \['ddp', 'fsdp'\], "
+        "got 'zero'",
+    ):
         replace(TINY, parallel="zero")
 
 
@@ -78,26 +97,44 @@ def test_runs_match_the_talk():
         tokens = cfg.batch_size * 256 * cfg.max_steps
         assert cfg.tokenizer == "gpt2" and cfg.block_size is None and 79e6 < tokens < 81e6
         assert (cfg.lr, cfg.min_lr, cfg.betas, cfg.dropout, cfg.weight_decay) == (
-            1e-3, 1e-4, (0.9, 0.99), 0.2, 0.1)
+            1e-3,
+            1e-4,
+            (0.9, 0.99),
+            0.2,
+            0.1,
+        )
     assert all(cfg.run_name == name for name, cfg in RUNS.items())
 
 
 def test_mistral_twins_train_with_the_same_flops():
     for size in ("ci", "cpu", "gpu"):
         reference, twin = RUNS[f"char-{size}"], RUNS[f"mistral-{size}"]
-        assert replace(twin, run_name=reference.run_name, model=reference.model,
-                       max_steps=reference.max_steps) == reference  # nothing else differs
-        flops = [flops_per_token(preset(cfg.model, vocab_size=runs.CHAR_VOCAB)) *
-                 cfg.max_steps for cfg in (reference, twin)]
+        assert (
+            replace(
+                twin,
+                run_name=reference.run_name,
+                model=reference.model,
+                max_steps=reference.max_steps,
+            )
+            == reference
+        )  # nothing else differs
+        flops = [
+            flops_per_token(preset(cfg.model, vocab_size=runs.CHAR_VOCAB)) * cfg.max_steps
+            for cfg in (reference, twin)
+        ]
         assert abs(flops[1] / flops[0] - 1) < 0.01
         assert preset(twin.model).position == "rope" and preset(twin.model).mlp == "swiglu"
 
 
 def test_peak_flops_by_device_name(monkeypatch):
     assert hardware.peak_flops("cpu") is None and hardware.mfu(100, 1e3, None) is None
-    for name, peak in [("NVIDIA A10G", 125e12), ("NVIDIA A100-SXM4-80GB", 312e12),
-                       ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
-                       ("Tesla T4", None)]:
+    for name, peak in [
+        ("NVIDIA A10G", 125e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("Tesla T4", None),
+    ]:
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device, n=name: n)
         assert hardware.peak_flops(torch.device("cuda")) == peak
 
@@ -109,8 +146,15 @@ def test_timed_steps_counts_the_tokens_it_trains_on():
     sampler = train_mod.BatchSampler(np.arange(1000) % 64, 2, 8, "cpu")
     before = model.transformer.h[0].mlp.c_fc.weight.clone()
     optimizer = train_mod.build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    timing = train_mod.timed_steps(model, optimizer, sampler, train_mod.nullcontext(), steps=2,
-                                   warmup=1, grad_accum=cfg.grad_accum)
+    timing = train_mod.timed_steps(
+        model,
+        optimizer,
+        sampler,
+        train_mod.nullcontext(),
+        steps=2,
+        warmup=1,
+        grad_accum=cfg.grad_accum,
+    )
     assert set(timing) == {"tokens_per_s", "ms_per_step", "warmup_s", "loss"}
     tokens = 2 * 3 * 2 * 8  # steps x micro-batches x rows x positions
     assert timing["tokens_per_s"] == pytest.approx(tokens / (2 * timing["ms_per_step"] / 1e3))
@@ -120,15 +164,19 @@ def test_timed_steps_counts_the_tokens_it_trains_on():
 def test_auto_precision_takes_native_bf16_else_fp16_on_gpus_else_fp32(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     resolve = hardware.resolve_precision
-    for support, precision in [("AMX", "bfloat16"), ("AVX-512 BF16", "bfloat16"),
-                               (None, "float32")]:
+    for support, precision in [
+        ("AMX", "bfloat16"),
+        ("AVX-512 BF16", "bfloat16"),
+        (None, "float32"),
+    ]:
         monkeypatch.setattr(hardware, "cpu_bf16_support", lambda s=support: s)
         assert resolve(cpu, "auto") == precision
         assert hardware.use_bf16(cpu, "auto") == (precision == "bfloat16")
     assert resolve(torch.device("mps"), "auto") == "float32"
     # CUDA: a T4 or V100 only emulates bf16, so is_bf16_supported() says True there too
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True:
-                        including_emulation)  # a T4
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+    )  # a T4
     assert resolve(cuda, "auto") == "float16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert resolve(cuda, "auto") == "bfloat16"  # an A10G
@@ -165,16 +213,30 @@ def test_a_scaled_step_reports_the_true_norm_and_skips_overflows():
         model = GPT(preset("char-ci", vocab_size=64, block_size=8))
         sampler = train_mod.BatchSampler(np.arange(1000) % 64, 2, 8, "cpu", seed=0)
         optimizer = train_mod.build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        norms = [train_mod.train_step(model, optimizer, sampler, train_mod.nullcontext(),
-                                      grad_clip=cfg.grad_clip, scaler=scaler)[1]
-                 for _ in range(2)]
+        norms = [
+            train_mod.train_step(
+                model,
+                optimizer,
+                sampler,
+                train_mod.nullcontext(),
+                grad_clip=cfg.grad_clip,
+                scaler=scaler,
+            )[1]
+            for _ in range(2)
+        ]
         runs.append((norms, params(model)))
     assert torch.equal(torch.stack(runs[0][0]), torch.stack(runs[1][0]))
     assert all(torch.equal(value, runs[1][1][key]) for key, value in runs[0][1].items())
     overflowing = torch.amp.GradScaler("cpu", init_scale=2.0**127)
     before = params(model)
-    _, norm = train_mod.train_step(model, optimizer, sampler, train_mod.nullcontext(),
-                                   grad_clip=cfg.grad_clip, scaler=overflowing)
+    _, norm = train_mod.train_step(
+        model,
+        optimizer,
+        sampler,
+        train_mod.nullcontext(),
+        grad_clip=cfg.grad_clip,
+        scaler=overflowing,
+    )
     assert norm.item() == 0 and overflowing.get_scale() == 2.0**126
     assert all(torch.equal(value, params(model)[key]) for key, value in before.items())
 
@@ -210,9 +272,16 @@ def test_train_writes_log_checkpoint_and_model(tiny):
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
     assert records[-1]["tokens"] == 20 * 4 * 32 and records[-1]["mfu"] is None
     assert {p.name for p in (out / "checkpoint").iterdir()} == {
-        "config.json", "model.safetensors", "trainer_state.pt"}
+        "config.json",
+        "model.safetensors",
+        "trainer_state.pt",
+    }
     assert {p.name for p in (out / "model").iterdir()} == {
-        "config.json", "model.safetensors", "tokenizer.json", "train_config.json"}
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "train_config.json",
+    }
     assert not result.model.training
 
 
@@ -249,8 +318,11 @@ def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(tiny, monkeypatc
     The scale doubles every 3 steps here (2,000 by default), so a resumed run that restarted
     the scaler would scale, and round the fp16 gradients, differently from the straight run.
     """
-    monkeypatch.setattr(train_mod, "grad_scaler", lambda device, dtype: torch.amp.GradScaler(
-        device.type, growth_interval=3))
+    monkeypatch.setattr(
+        train_mod,
+        "grad_scaler",
+        lambda device, dtype: torch.amp.GradScaler(device.type, growth_interval=3),
+    )
     fp16 = replace(tiny, dtype="float16", max_steps=10)
     straight = train(replace(fp16, run_name="straight"), progress=False)
     train(fp16, progress=False, max_steps=5)
@@ -258,8 +330,9 @@ def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(tiny, monkeypatc
     assert scaler["scale"] == 2.0**17 and scaler["_growth_tracker"] == 2  # grew once, at step 3
     resumed = train(fp16, progress=False)
     drop = ("elapsed_s", "tokens_per_s")  # clocks differ
-    assert ([{k: v for k, v in r.items() if k not in drop} for r in resumed.history]
-            == [{k: v for k, v in r.items() if k not in drop} for r in straight.history])
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == [
+        {k: v for k, v in r.items() if k not in drop} for r in straight.history
+    ]
     for key, value in params(straight.model).items():
         assert torch.equal(value, params(resumed.model)[key]), key
     evals = [r["val_loss"] for r in straight.history if r["val_loss"] is not None]
@@ -322,32 +395,44 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny, monkeypatch)
 def test_a_config_other_than_the_saved_one_is_refused(tiny):
     """Issue 14, case 3: a checkpoint past the asked-for max_steps was returned as that run."""
     finished = train(replace(tiny, max_steps=10), progress=False)
-    for changed in (replace(tiny, max_steps=8), replace(tiny, max_steps=12),
-                    replace(tiny, max_steps=10, lr=1e-3)):
-        with pytest.raises(ValueError, match=r"trained with another config \((max_steps 10 → "
-                           r"\d+|lr 0.003 → 0.001)\).*new run_name.*--no-resume"):
+    for changed in (
+        replace(tiny, max_steps=8),
+        replace(tiny, max_steps=12),
+        replace(tiny, max_steps=10, lr=1e-3),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=r"trained with another config \((max_steps 10 → "
+            r"\d+|lr 0.003 → 0.001)\).*new run_name.*--no-resume",
+        ):
             train(changed, progress=False)
     again = train(replace(tiny, max_steps=10, parallel="fsdp"), progress=False)  # layout only
     assert again.history == finished.history
     for name in ("checkpoint", "checkpoint.old"):  # no checkpoint: the final model's config
         shutil.rmtree(tiny.out_dir / name)
-    with pytest.raises(ValueError, match=r"tiny/model: it was trained with another config "
-                       r"\(max_steps"):
+    with pytest.raises(
+        ValueError,
+        match=r"tiny/model: it was trained with another config "
+        r"\(max_steps",
+    ):
         train(replace(tiny, max_steps=12), progress=False)
     assert (tiny.out_dir / "model").is_dir()  # nothing was deleted
-    assert train(replace(tiny, max_steps=12), resume=False, progress=False).history[-1][
-        "step"] == 12
+    assert (
+        train(replace(tiny, max_steps=12), resume=False, progress=False).history[-1]["step"] == 12
+    )
 
 
 def test_stopping_past_max_steps_names_the_numbers(tiny):
-    with pytest.raises(ValueError, match="cannot stop at step 30: run tiny has max_steps 20, so "
-                       "stop at a step from 1 to 20"):
+    with pytest.raises(
+        ValueError,
+        match="cannot stop at step 30: run tiny has max_steps 20, so stop at a step from 1 to 20",
+    ):
         train(tiny, progress=False, max_steps=30)
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:
     """Cut a file short, as a full disk or a killed copy would."""
-    path.write_bytes(path.read_bytes()[:int(path.stat().st_size * keep)])
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
 
 
 @pytest.mark.parametrize("name", [run_files.STATE_FILE, "model.safetensors", "config.json"])
@@ -357,20 +442,27 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tiny, name):
     straight = train(replace(cfg, run_name="straight"), progress=False)
     train(cfg, progress=False, max_steps=10)  # checkpoint/ at step 10, checkpoint.old/ at 5
     truncate(cfg.out_dir / "checkpoint" / name)
-    with pytest.warns(UserWarning, match=rf"checkpoint/{name} is damaged.*checkpoint.old "
-                      r"\(step 5\)"):
+    with pytest.warns(
+        UserWarning,
+        match=rf"checkpoint/{name} is damaged.*checkpoint.old "
+        r"\(step 5\)",
+    ):
         resumed = train(cfg, progress=False)
     assert [r["step"] for r in resumed.history] == list(range(21))  # steps 6-10 trained again
-    assert ([r["train_loss"] for r in resumed.history]
-            == [r["train_loss"] for r in straight.history])  # and exactly as before
+    assert [r["train_loss"] for r in resumed.history] == [
+        r["train_loss"] for r in straight.history
+    ]  # and exactly as before
 
 
 def test_no_readable_checkpoint_says_to_start_over(tiny):
     train(tiny, progress=False, max_steps=10)
     for name in ("checkpoint", "checkpoint.old"):
         truncate(tiny.out_dir / name / run_files.STATE_FILE, keep=0.0)
-    with pytest.raises(ValueError, match=r"checkpoint/trainer_state.pt is damaged.*"
-                       r"checkpoint.old/trainer_state.pt is damaged.*--no-resume"):
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint/trainer_state.pt is damaged.*"
+        r"checkpoint.old/trainer_state.pt is damaged.*--no-resume",
+    ):
         train(tiny, progress=False)
     assert train(tiny, resume=False, progress=False, max_steps=5).history[-1]["step"] == 5
 
@@ -403,21 +495,30 @@ def test_damaged_packed_data_stops_training_with_the_fix(tiny):
     """Issue 14, case 2: a truncated train.bin was trained on without a word."""
     path = data.packed_dir("char") / "train.bin"
     truncate(path)
-    with pytest.raises(data.DataError, match="train.bin has .* bytes where meta.json records .*"
-                       "python -m tinylm data --tokenizer char"):
+    with pytest.raises(
+        data.DataError,
+        match="train.bin has .* bytes where meta.json records .*"
+        "python -m tinylm data --tokenizer char",
+    ):
         train(tiny, progress=False)
 
 
-def torchrun_worker(rank: int, world_size: int, ports: list[int],
-                    runs: list[tuple[TrainConfig, int | None]], out: Path) -> None:
+def torchrun_worker(
+    rank: int,
+    world_size: int,
+    ports: list[int],
+    runs: list[tuple[TrainConfig, int | None]],
+    out: Path,
+) -> None:
     """One torchrun-like process: the environment torchrun would set, then train each
     (config, max_steps) in turn, saving the returned model's tensors as <run_name>-rank<r>.pt.
 
     Each call of train joins and leaves its own process group; each gets a fresh port, as a
     group set up again on the same port can meet the last group's leftovers and hang.
     """
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1")
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1"
+    )
     torch.set_num_threads(1)
     for (cfg, max_steps), port in zip(runs, ports, strict=True):
         os.environ["MASTER_PORT"] = str(port)
@@ -425,8 +526,9 @@ def torchrun_worker(rank: int, world_size: int, ports: list[int],
         torch.save(params(result.model), out / f"{cfg.run_name}-rank{rank}.pt")
 
 
-def spawn_ranks(runs: list[tuple[TrainConfig, int | None]], out: Path, world_size: int = 2
-                ) -> dict[str, list[dict[str, torch.Tensor]]]:
+def spawn_ranks(
+    runs: list[tuple[TrainConfig, int | None]], out: Path, world_size: int = 2
+) -> dict[str, list[dict[str, torch.Tensor]]]:
     """Run torchrun_worker in world_size processes (gloo on CPU); each run's tensors by rank."""
     with ExitStack() as stack:  # distinct free ports: all held open until all are chosen
         sockets = [stack.enter_context(socket.socket()) for _ in runs]
@@ -434,8 +536,10 @@ def spawn_ranks(runs: list[tuple[TrainConfig, int | None]], out: Path, world_siz
             s.bind(("127.0.0.1", 0))
         ports = [s.getsockname()[1] for s in sockets]
     mp.spawn(torchrun_worker, args=(world_size, ports, runs, out), nprocs=world_size)
-    return {cfg.run_name: [torch.load(out / f"{cfg.run_name}-rank{r}.pt")
-                           for r in range(world_size)] for cfg, _ in runs}
+    return {
+        cfg.run_name: [torch.load(out / f"{cfg.run_name}-rank{r}.pt") for r in range(world_size)]
+        for cfg, _ in runs
+    }
 
 
 @pytest.mark.slow
@@ -465,23 +569,24 @@ def test_fsdp_on_two_cpu_processes_trains_like_ddp(tiny, tmp_path):
     losses and norms were seen to agree within 1e-7; we allow 1e-5 (relative).
     grad_accum=2 and clipping (norms > grad_clip) are exercised on the way.
     """
-    ddp = replace(tiny, run_name="ddp", max_steps=6, eval_interval=3, grad_accum=2,
-                  grad_clip=0.5)
+    ddp = replace(tiny, run_name="ddp", max_steps=6, eval_interval=3, grad_accum=2, grad_clip=0.5)
     fsdp = replace(ddp, run_name="fsdp", parallel="fsdp")
     bf16 = replace(fsdp, run_name="fsdp-bf16", dtype="bfloat16", max_steps=2, warmup_steps=1)
     ranks = spawn_ranks([(ddp, None), (fsdp, None), (bf16, None)], tmp_path)
     for key, value in ranks["fsdp"][0].items():  # every rank returns the whole model
         assert torch.equal(value, ranks["fsdp"][1][key]), key
     for folder in ("checkpoint", "model"):  # rank 0 wrote the same files, with whole tensors
-        assert ({p.name for p in (fsdp.out_dir / folder).iterdir()}
-                == {p.name for p in (ddp.out_dir / folder).iterdir()})
+        assert {p.name for p in (fsdp.out_dir / folder).iterdir()} == {
+            p.name for p in (ddp.out_dir / folder).iterdir()
+        }
     model = GPT.from_pretrained(fsdp.out_dir / "model")
     reference = params(GPT.from_pretrained(ddp.out_dir / "model"))
     for key, value in params(model).items():
         assert value.shape == reference[key].shape, key
         torch.testing.assert_close(value, reference[key], rtol=1e-5, atol=1e-6)
-    states = [run_files.load_trainer_state(run.out_dir / "checkpoint")["optimizer"]
-              for run in (ddp, fsdp)]
+    states = [
+        run_files.load_trainer_state(run.out_dir / "checkpoint")["optimizer"] for run in (ddp, fsdp)
+    ]
     assert states[0]["param_groups"] == states[1]["param_groups"]
     torch.testing.assert_close(states[1]["state"], states[0]["state"], rtol=1e-5, atol=1e-6)
     logs = [run_files.read_log(run.out_dir) for run in (ddp, fsdp)]
@@ -508,43 +613,76 @@ def test_fsdp_resume_gives_the_same_run(tiny, tmp_path):
     The checkpoint's files are those DDP writes, so a DDP run can also go on under FSDP:
     equal to the straight run up to the last bits of the gradient norm (see the test above).
     """
-    straight = replace(tiny, run_name="straight", parallel="fsdp", max_steps=6,
-                       eval_interval=3, grad_accum=2)
+    straight = replace(
+        tiny, run_name="straight", parallel="fsdp", max_steps=6, eval_interval=3, grad_accum=2
+    )
     halves = replace(straight, run_name="halves")
     switched = replace(straight, run_name="switched")
-    ranks = spawn_ranks([(straight, None), (halves, 3), (halves, None),
-                         (replace(switched, parallel="ddp"), 3), (switched, None)], tmp_path)
+    ranks = spawn_ranks(
+        [
+            (straight, None),
+            (halves, 3),
+            (halves, None),
+            (replace(switched, parallel="ddp"), 3),
+            (switched, None),
+        ],
+        tmp_path,
+    )
     for key, value in ranks["straight"][0].items():
         assert torch.equal(value, ranks["halves"][0][key]), key
         assert torch.equal(value, ranks["halves"][1][key]), key
         torch.testing.assert_close(ranks["switched"][1][key], value, rtol=1e-5, atol=1e-6)
     logs = [run_files.read_log(run.out_dir) for run in (straight, halves, switched)]
     drop = ("elapsed_s", "tokens_per_s")  # clocks differ
-    assert ([{k: v for k, v in r.items() if k not in drop} for r in logs[1]]
-            == [{k: v for k, v in r.items() if k not in drop} for r in logs[0]])
+    assert [{k: v for k, v in r.items() if k not in drop} for r in logs[1]] == [
+        {k: v for k, v in r.items() if k not in drop} for r in logs[0]
+    ]
     for key in ("train_loss", "val_loss"):
         values = [[r[key] for r in log if r[key] is not None] for log in (logs[0], logs[2])]
         assert len(values[1]) >= 3 and values[1] == pytest.approx(values[0], rel=1e-5), key
 
 
 def test_cli_overrides_are_literals_or_strings():
-    assert cli.parse_overrides(["lr=3e-4", "dtype=bfloat16", "block_size=None",
-                                "betas=(0.9, 0.95)", "compile=True", "parallel=fsdp"]) == {
-        "lr": 3e-4, "dtype": "bfloat16", "block_size": None, "betas": (0.9, 0.95),
-        "compile": True, "parallel": "fsdp"}
+    assert cli.parse_overrides(
+        [
+            "lr=3e-4",
+            "dtype=bfloat16",
+            "block_size=None",
+            "betas=(0.9, 0.95)",
+            "compile=True",
+            "parallel=fsdp",
+        ]
+    ) == {
+        "lr": 3e-4,
+        "dtype": "bfloat16",
+        "block_size": None,
+        "betas": (0.9, 0.95),
+        "compile": True,
+        "parallel": "fsdp",
+    }
     with pytest.raises(ValueError, match="learning_rate=1.*max_steps"):
         cli.parse_overrides(["learning_rate=1"])
 
 
 def test_cli_train_then_sample(tiny, capsys):
-    args = ["batch_size=4", "block_size=32", "max_steps=4", "warmup_steps=1", "eval_interval=2",
-            "eval_batches=1"]
+    args = [
+        "batch_size=4",
+        "block_size=32",
+        "max_steps=4",
+        "warmup_steps=1",
+        "eval_interval=2",
+        "eval_batches=1",
+    ]
     assert cli.main(["train", "--run", "char-ci", "--steps", "2", *args]) == 0
     assert cli.main(["train", "--run", "char-ci", *args]) == 0
     out = capsys.readouterr().out
     assert "step 4" in out and "val loss" in out and "poems it wrote" in out
-    assert cli.main(["sample", "--run", "char-ci", "-n", "2", "--prompt", "春江",
-                     "--max-new-tokens", "8"]) == 0
+    assert (
+        cli.main(
+            ["sample", "--run", "char-ci", "-n", "2", "--prompt", "春江", "--max-new-tokens", "8"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("春江") and out.count("春江") >= 2
 
@@ -553,10 +691,19 @@ def test_cli_eval_writes_a_json_report(tiny, capsys, monkeypatch, tmp_path):
     corpus = synthetic_corpus()
     monkeypatch.setattr(data, "load_corpus", lambda: corpus)
     tones = poetry.ToneTable(dict.fromkeys("春江花月夜风", "平") | dict.fromkeys("山水云天", "仄"))
-    monkeypatch.setattr(poetry.PoemJudge, "from_training", classmethod(
-        lambda cls, poems: cls(tones, poetry.CopyDetector([p.content for p in poems]))))
-    args = ["batch_size=4", "block_size=32", "max_steps=4", "warmup_steps=1", "eval_interval=2",
-            "eval_batches=1"]
+    monkeypatch.setattr(
+        poetry.PoemJudge,
+        "from_training",
+        classmethod(lambda cls, poems: cls(tones, poetry.CopyDetector([p.content for p in poems]))),
+    )
+    args = [
+        "batch_size=4",
+        "block_size=32",
+        "max_steps=4",
+        "warmup_steps=1",
+        "eval_interval=2",
+        "eval_batches=1",
+    ]
     assert cli.main(["train", "--run", "char-ci", *args]) == 0
     out = tmp_path / "eval.json"
     assert cli.main(["eval", "--run", "char-ci", "--samples", "3", "--out", str(out)]) == 0

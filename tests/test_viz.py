@@ -13,9 +13,18 @@ def machine(device: str, name: str, date: str) -> dict:
 
 
 def run(name: str, val_loss: float) -> dict:
-    return {"run": name, "tokenizer": "gpt2", "val_loss": val_loss, "tokens": 300,
-            "curve": {"step": [0, 1, 2], "tokens": [0, 100, 300], "val_loss": [9.0, 5.0, val_loss],
-                      "eval_train_loss": [9.0, 5.0, val_loss]}}
+    return {
+        "run": name,
+        "tokenizer": "gpt2",
+        "val_loss": val_loss,
+        "tokens": 300,
+        "curve": {
+            "step": [0, 1, 2],
+            "tokens": [0, 100, 300],
+            "val_loss": [9.0, 5.0, val_loss],
+            "eval_train_loss": [9.0, 5.0, val_loss],
+        },
+    }
 
 
 def write(folder, name: str, content: dict) -> None:
@@ -25,16 +34,43 @@ def write(folder, name: str, content: dict) -> None:
 @pytest.fixture
 def reference(tmp_path):
     """A data/reference folder with a CPU record, two GPU records and a mislabelled file."""
-    write(tmp_path, "runs_cpu.json", {"benchmark": "runs", "machine": machine(
-        "cpu", "AMD EPYC", "2026-01-01T00:00:00+00:00"), "results": [run("char-cpu", 4.9)]})
-    write(tmp_path, "runs_cuda-nvidia-a10g.json", {"benchmark": "runs", "machine": machine(
-        "cuda", "NVIDIA A10G", "2026-01-02T00:00:00+00:00"), "results": [run("talk-30m", 3.1),
-                                                                          run("talk-124m", 2.9)]})
-    write(tmp_path, "runs_cuda-nvidia-h100.json", {"benchmark": "runs", "machine": machine(
-        "cuda:0", "NVIDIA H100", "2026-01-03T00:00:00+00:00"), "results": [run("talk-30m", 3.0)]})
+    write(
+        tmp_path,
+        "runs_cpu.json",
+        {
+            "benchmark": "runs",
+            "machine": machine("cpu", "AMD EPYC", "2026-01-01T00:00:00+00:00"),
+            "results": [run("char-cpu", 4.9)],
+        },
+    )
+    write(
+        tmp_path,
+        "runs_cuda-nvidia-a10g.json",
+        {
+            "benchmark": "runs",
+            "machine": machine("cuda", "NVIDIA A10G", "2026-01-02T00:00:00+00:00"),
+            "results": [run("talk-30m", 3.1), run("talk-124m", 2.9)],
+        },
+    )
+    write(
+        tmp_path,
+        "runs_cuda-nvidia-h100.json",
+        {
+            "benchmark": "runs",
+            "machine": machine("cuda:0", "NVIDIA H100", "2026-01-03T00:00:00+00:00"),
+            "results": [run("talk-30m", 3.0)],
+        },
+    )
     # named like a GPU file but recorded on a CPU: the machine record wins
-    write(tmp_path, "runs_cuda-oops.json", {"benchmark": "runs", "machine": machine(
-        "cpu", "AMD EPYC", "2026-01-04T00:00:00+00:00"), "results": [run("talk-30m", 7.0)]})
+    write(
+        tmp_path,
+        "runs_cuda-oops.json",
+        {
+            "benchmark": "runs",
+            "machine": machine("cpu", "AMD EPYC", "2026-01-04T00:00:00+00:00"),
+            "results": [run("talk-30m", 7.0)],
+        },
+    )
     # a poem report has no machine record: its name's device slug decides
     write(tmp_path, "eval_talk-30m_cuda-nvidia-h100.json", {"finished": 0.9})
     write(tmp_path, "eval_char-cpu_cpu.json", {"finished": 0.8})
@@ -57,10 +93,12 @@ def test_cpu_runs_and_other_files(reference):
     assert set(cpu) == {"char-cpu", "talk-30m"}
     assert cpu["talk-30m"]["file"] == "runs_cuda-oops.json"  # a CPU run, whatever its name
     assert list(viz.reference_files("eval", "cuda", reference)) == [
-        "eval_talk-30m_cuda-nvidia-h100.json"]
+        "eval_talk-30m_cuda-nvidia-h100.json"
+    ]
     assert list(viz.reference_files("eval", "cpu", reference)) == ["eval_char-cpu_cpu.json"]
     assert list(viz.reference_files("scaling_sweep", "cpu", reference)) == [
-        "scaling_sweep_cpu.json"]
+        "scaling_sweep_cpu.json"
+    ]
     assert viz.reference_runs("mps", reference) == {}
 
 

@@ -27,8 +27,9 @@ if TYPE_CHECKING:  # model.py imports this module; the config is only read here
 ATTENTION_IMPLEMENTATIONS = ("manual", "sdpa")
 
 
-def causal_mask(t: int, device: torch.device | str | None = None,
-                keys: int | None = None) -> torch.Tensor:
+def causal_mask(
+    t: int, device: torch.device | str | None = None, keys: int | None = None
+) -> torch.Tensor:
     """(T, keys) boolean mask, True where query i may look at key j.
 
     Without a cache keys == T and the rule is j <= i. With a KV cache the T queries are the
@@ -65,8 +66,9 @@ class KVCache:
         """How many positions are cached (0 before the prefill)."""
         return 0 if self.keys[0] is None else self.keys[0].size(2)
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this step's k, v (B, nh, t, hs) to the layer's; return all of them."""
         if self.keys[layer] is not None:
             k = torch.cat((self.keys[layer], k), dim=2)  # (B, nh, T_past + t, hs)
@@ -80,9 +82,14 @@ class KVCache:
         self.values = [None if v is None else v[rows] for v in self.values]
 
 
-def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      dropout_p: float = 0.0, causal: bool = True,
-                      mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_by_hand(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout_p: float = 0.0,
+    causal: bool = True,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q kᵀ / √d, masked) v, step by step; returns (output, weights).
 
     q: (..., T, hs), k and v: (..., S, hs) with S >= T (S > T when earlier keys are cached),
@@ -101,16 +108,18 @@ def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return weights @ v, weights  # (..., T, hs): a weighted average of the values
 
 
-def rope_angles(positions: torch.Tensor, head_size: int, theta: float = 10000.0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_angles(
+    positions: torch.Tensor, head_size: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of RoPE's angles for positions (T,) or (B, T) → each (T, hs) or (B, 1, T, hs).
 
     Channel pair i of a head turns by position · θ^(-2i/hs) radians: fast for the first pairs,
     slow for the last. The angles are laid out in two halves, [a_0 … a_{hs/2-1}, a_0 …], to go
     with `rotate_half` (the layout of Llama and Mistral in transformers).
     """
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, device=positions.device).float()
-                               / head_size)  # (hs/2,)
+    inv_freq = 1.0 / theta ** (
+        torch.arange(0, head_size, 2, device=positions.device).float() / head_size
+    )  # (hs/2,)
     angles = positions.float()[..., None] * inv_freq  # (..., T, hs/2)
     angles = torch.cat((angles, angles), dim=-1)  # (..., T, hs)
     if angles.dim() == 3:
@@ -152,8 +161,12 @@ def sdpa_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
     PyTorch tries FlashAttention, then cuDNN, then memory-efficient attention, then the plain
     math implementation; we try them in that order and report the first that accepts the call.
     """
-    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION,
-             SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    order = [
+        SDPBackend.FLASH_ATTENTION,
+        SDPBackend.CUDNN_ATTENTION,
+        SDPBackend.EFFICIENT_ATTENTION,
+        SDPBackend.MATH,
+    ]
     for backend in order:
         try:
             with sdpa_kernel(backend), torch.no_grad():
@@ -185,10 +198,14 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(n_embd, n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False,
-                mask: torch.Tensor | None = None, cache: KVCache | None = None,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        return_weights: bool = False,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, C) → (y (B, T, C), weights (B, nh, T, S) or None).
 
         mask (B, 1, T, T), True = may attend, replaces the causal mask (packed documents).
@@ -211,8 +228,9 @@ class CausalSelfAttention(nn.Module):
         if self.attention == "manual" or return_weights:
             y, weights = attention_by_hand(q, k, v, dropout_p, causal=s == t, mask=mask)
         else:  # one new token (t == 1) may see every cached key: no mask at all
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                               is_causal=mask is None and s == t)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None and s == t
+            )
             weights = None
         y = self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
         return y, weights

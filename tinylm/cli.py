@@ -29,6 +29,7 @@ from tinylm.train import TrainingDiverged, TrainResult, train
 
 def int_at_least(low: int):
     """An argparse type: an integer ≥ low, or an error that states the valid range."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -37,6 +38,7 @@ def int_at_least(low: int):
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is too small: use an integer ≥ {low}")
         return value
+
     parse.__name__ = f"integer ≥ {low}"  # what argparse names in its messages
     return parse
 
@@ -85,10 +87,14 @@ def format_density(packed: dict[str, data.PackedData]) -> str:
         f"  {'tokenizer':<30}{'vocab':>9}{'tokens/char':>13}  source",
     ]
     for name, p in packed.items():
-        label = {"char": "characters (ours)", "bpe": "byte-level BPE (ours)",
-                 "gpt2": "GPT-2 (tiktoken gpt2)"}[name]
-        lines.append(f"  {label:<30}{p.meta['vocab_size']:>9,}{tokens_per_char(p):>13.2f}"
-                     "  measured here")
+        label = {
+            "char": "characters (ours)",
+            "bpe": "byte-level BPE (ours)",
+            "gpt2": "GPT-2 (tiktoken gpt2)",
+        }[name]
+        lines.append(
+            f"  {label:<30}{p.meta['vocab_size']:>9,}{tokens_per_char(p):>13.2f}  measured here"
+        )
     for name, vocab, ratio in REPORTED_DENSITY:
         lines.append(f"  {name:<30}{vocab:>9,}{ratio:>13.2f}  reported in the talk")
     return "\n".join(lines)
@@ -112,10 +118,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print()
     print(format_density(packed))
     example = packed["char"].tokenizer
-    print(f"\nA training example ends with the end-of-text token "
-          f"{example.decode([example.eot_id])!r}.")
-    print(f"\nThe '{profile.name}' profile's model: run {profile.train_run}, trained once and then "
-          f"loaded from {RUNS[profile.train_run].out_dir}.")
+    print(
+        f"\nA training example ends with the end-of-text token "
+        f"{example.decode([example.eot_id])!r}."
+    )
+    print(
+        f"\nThe '{profile.name}' profile's model: run {profile.train_run}, trained once and then "
+        f"loaded from {RUNS[profile.train_run].out_dir}."
+    )
     model, tokenizer = pretrained.get(profile=profile.name)
     print("\nThree poems it wrote:\n")
     print("\n\n".join(sample_poems(model, tokenizer, n=3)))
@@ -129,8 +139,10 @@ def parse_overrides(pairs: Sequence[str]) -> dict:
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or key not in valid:
-            raise ValueError(f"cannot use {pair!r} as an override: write key=value with a key "
-                             f"of TrainConfig: {', '.join(valid)}")
+            raise ValueError(
+                f"cannot use {pair!r} as an override: write key=value with a key "
+                f"of TrainConfig: {', '.join(valid)}"
+            )
         try:
             overrides[key] = ast.literal_eval(text)  # 3e-4, 64, None, True, (0.9, 0.95)
         except (ValueError, SyntaxError):
@@ -142,24 +154,33 @@ def format_result(result: TrainResult, seconds: float) -> str:
     """The last losses of a run and where its files are."""
     last = result.history[-1] if result.history else {}
     evals = [r for r in result.history if r["val_loss"] is not None]
-    lines = [f"  step {last.get('step', '?')} in {seconds / 60:.1f} min "
-             f"(this call; {last.get('elapsed_s', 0) / 60:.1f} min in all)"]
+    lines = [
+        f"  step {last.get('step', '?')} in {seconds / 60:.1f} min "
+        f"(this call; {last.get('elapsed_s', 0) / 60:.1f} min in all)"
+    ]
     if evals:
-        lines.append(f"  train loss {evals[-1]['eval_train_loss']:.3f}, val loss "
-                     f"{evals[-1]['val_loss']:.3f} (nats per token, fixed eval batches)")
-    lines.append(f"  log {result.out_dir / 'log.jsonl'}; checkpoint {result.out_dir / 'checkpoint'}"
-                 f"; final model {result.out_dir / 'model'}")
+        lines.append(
+            f"  train loss {evals[-1]['eval_train_loss']:.3f}, val loss "
+            f"{evals[-1]['val_loss']:.3f} (nats per token, fixed eval batches)"
+        )
+    lines.append(
+        f"  log {result.out_dir / 'log.jsonl'}; checkpoint {result.out_dir / 'checkpoint'}"
+        f"; final model {result.out_dir / 'model'}"
+    )
     return "\n".join(lines)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a run of tinylm.runs.RUNS (the profile's by default), resuming if it can."""
-    cfg: TrainConfig = replace(RUNS[args.run or get_profile().train_run],
-                               **parse_overrides(args.overrides))
+    cfg: TrainConfig = replace(
+        RUNS[args.run or get_profile().train_run], **parse_overrides(args.overrides)
+    )
     done = not args.no_resume and is_finished(cfg)
-    print(f"run {cfg.run_name}: model {cfg.model}, tokenizer {cfg.tokenizer}, batch "
-          f"{cfg.batch_size} x {cfg.grad_accum}, {cfg.max_steps} steps"
-          + (" (already finished: loading it)" if done else ""))
+    print(
+        f"run {cfg.run_name}: model {cfg.model}, tokenizer {cfg.tokenizer}, batch "
+        f"{cfg.batch_size} x {cfg.grad_accum}, {cfg.max_steps} steps"
+        + (" (already finished: loading it)" if done else "")
+    )
     start = time.perf_counter()
     result = train(cfg, resume=not args.no_resume, max_steps=args.steps)
     print(format_result(result, time.perf_counter() - start))
@@ -171,18 +192,24 @@ def cmd_warm(args: argparse.Namespace) -> None:
     """Prepare the data and train every run the profile's notebooks use, before a workshop."""
     profile = get_profile(args.profile)
     runs = pretrained.profile_runs(profile.name)
-    print(f"profile {profile.name}: preparing the data, then {len(runs)} runs "
-          f"({', '.join(cfg.run_name for cfg in runs)})")
+    print(
+        f"profile {profile.name}: preparing the data, then {len(runs)} runs "
+        f"({', '.join(cfg.run_name for cfg in runs)})"
+    )
     data.prepare_all(TOKENIZER_NAMES)
     start = time.perf_counter()
     for cfg in runs:
         done = is_finished(cfg)
         run_start = time.perf_counter()
         pretrained.trained(cfg)
-        print(f"  {cfg.run_name:<16}" + ("already trained" if done else
-                                          f"trained in {time.perf_counter() - run_start:.0f} s"))
-    print(f"every notebook of the {profile.name} profile now loads its models instead of "
-          f"training them ({time.perf_counter() - start:.0f} s)")
+        print(
+            f"  {cfg.run_name:<16}"
+            + ("already trained" if done else f"trained in {time.perf_counter() - run_start:.0f} s")
+        )
+    print(
+        f"every notebook of the {profile.name} profile now loads its models instead of "
+        f"training them ({time.perf_counter() - start:.0f} s)"
+    )
 
 
 def model_directory(run: str | None, folder: str | None) -> Path:
@@ -193,8 +220,10 @@ def model_directory(run: str | None, folder: str | None) -> Path:
     run = run or get_profile().train_run
     directory = RUNS[run].out_dir / "model"
     if not directory.is_dir():
-        raise ValueError(f"run {run} has no final model in {directory} yet: train it first "
-                         f"with `python -m tinylm train --run {run}`")
+        raise ValueError(
+            f"run {run} has no final model in {directory} yet: train it first "
+            f"with `python -m tinylm train --run {run}`"
+        )
     return directory
 
 
@@ -207,10 +236,11 @@ def load_cli_model(run: str | None, folder: str | None) -> tuple[Path, GPT, Toke
         if folder:
             raise
         run = run or get_profile().train_run
-        raise ValueError(f"{error}. Write the final model again from the run's checkpoint with "
-                         f"`python -m tinylm train --run {run}`, or retrain the run from "
-                         f"scratch with `python -m tinylm train --run {run} --no-resume`."
-                         ) from None
+        raise ValueError(
+            f"{error}. Write the final model again from the run's checkpoint with "
+            f"`python -m tinylm train --run {run}`, or retrain the run from "
+            f"scratch with `python -m tinylm train --run {run} --no-resume`."
+        ) from None
     return directory, model.to(best_device()), tokenizer
 
 
@@ -220,9 +250,18 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.beams > 1:
         poems = beam_poems(model, tokenizer, args.prompt, args.max_new_tokens, args.beams)
     else:
-        poems = sample_poems(model, tokenizer, args.prompt, args.n, args.max_new_tokens,
-                             args.temperature, args.top_k or None, args.seed, top_p=args.top_p,
-                             repetition_penalty=args.repetition_penalty)
+        poems = sample_poems(
+            model,
+            tokenizer,
+            args.prompt,
+            args.n,
+            args.max_new_tokens,
+            args.temperature,
+            args.top_k or None,
+            args.seed,
+            top_p=args.top_p,
+            repetition_penalty=args.repetition_penalty,
+        )
     print("\n\n".join(poems))
 
 
@@ -231,17 +270,32 @@ def cmd_eval(args: argparse.Namespace) -> None:
     directory, model, tokenizer = load_cli_model(args.run, args.checkpoint)
     packed = data.prepare(tokenizer.name, bpe_vocab_size=tokenizer.vocab_size)
     judge = poetry.PoemJudge.from_training(data.load_corpus().train)
-    report, documents = poetry.judge_model(model, tokenizer, judge, args.samples,
-                                           args.temperature, args.top_k or None, seed=args.seed)
-    report = {"model": str(directory), "tokenizer": tokenizer.name,
-              "parameters": model.num_parameters(),
-              "val_bits_per_char": poetry.validation_bits_per_character(model, packed),
-              **report, "examples": documents[:5]}
-    out = Path(args.out) if args.out else (
-        directory.parent if directory.name == "model" else directory) / "eval.json"
+    report, documents = poetry.judge_model(
+        model, tokenizer, judge, args.samples, args.temperature, args.top_k or None, seed=args.seed
+    )
+    report = {
+        "model": str(directory),
+        "tokenizer": tokenizer.name,
+        "parameters": model.num_parameters(),
+        "val_bits_per_char": poetry.validation_bits_per_character(model, packed),
+        **report,
+        "examples": documents[:5],
+    }
+    out = (
+        Path(args.out)
+        if args.out
+        else (directory.parent if directory.name == "model" else directory) / "eval.json"
+    )
     data.write_json(report, out)
-    for key in ("val_bits_per_char", "finished", "regulated", "rhymes", "tone_agreement",
-                "copied_verses", "longest_copied_mean"):
+    for key in (
+        "val_bits_per_char",
+        "finished",
+        "regulated",
+        "rhymes",
+        "tone_agreement",
+        "copied_verses",
+        "longest_copied_mean",
+    ):
         value = report[key]
         print(f"{key:<22}{'-' if value is None else f'{value:.3f}'}")
     print(f"report written to {out}")
@@ -249,34 +303,54 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     """``python -m tinylm eval [--run NAME | --checkpoint DIR] [--samples N] [--out FILE]``."""
-    p = sub.add_parser("eval", help="judge a model's poems (form, rhyme, 平仄, copying) and "
-                       "its bits per character; write a JSON report")
+    p = sub.add_parser(
+        "eval",
+        help="judge a model's poems (form, rhyme, 平仄, copying) and "
+        "its bits per character; write a JSON report",
+    )
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--run", choices=sorted(RUNS), help="this run's final model "
-                        "(default: the profile's run)")
+    source.add_argument(
+        "--run", choices=sorted(RUNS), help="this run's final model (default: the profile's run)"
+    )
     source.add_argument("--checkpoint", help="a model folder, or a run folder holding model/")
-    p.add_argument("--samples", type=int_at_least(1), default=200, help="poems to write (default: "
-                   "%(default)s)")
+    p.add_argument(
+        "--samples", type=int_at_least(1), default=200, help="poems to write (default: %(default)s)"
+    )
     p.add_argument("--temperature", type=float, default=0.8, help="(default: %(default)s)")
-    p.add_argument("--top-k", type=int_at_least(0), default=200,
-                   help="0 = all (default: %(default)s)")
+    p.add_argument(
+        "--top-k", type=int_at_least(0), default=200, help="0 = all (default: %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    p.add_argument("--out", help="where to write the JSON report (default: eval.json in the "
-                   "run folder)")
+    p.add_argument(
+        "--out", help="where to write the JSON report (default: eval.json in the run folder)"
+    )
     p.set_defaults(func=cmd_eval)
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     """``python -m tinylm train [--run NAME] [--steps N] [--no-resume] [key=value ...]``."""
     p = sub.add_parser("train", help="train a run (the profile's by default), resuming if it can")
-    p.add_argument("--run", choices=sorted(RUNS), help="a run of tinylm.runs.RUNS (default: "
-                   "the profile's: char-ci, char-cpu or char-gpu)")
-    p.add_argument("--steps", type=int_at_least(1), help="stop after this step (the schedule "
-                   "still spans max_steps); run again to resume")
-    p.add_argument("--no-resume", action="store_true", help="start over, deleting the run's "
-                   "checkpoint, log and model")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="TrainConfig fields to change, e.g. lr=3e-4 max_steps=100 dtype=bfloat16")
+    p.add_argument(
+        "--run",
+        choices=sorted(RUNS),
+        help="a run of tinylm.runs.RUNS (default: the profile's: char-ci, char-cpu or char-gpu)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int_at_least(1),
+        help="stop after this step (the schedule still spans max_steps); run again to resume",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over, deleting the run's checkpoint, log and model",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="TrainConfig fields to change, e.g. lr=3e-4 max_steps=100 dtype=bfloat16",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -284,27 +358,54 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
     """``python -m tinylm sample [--run NAME | --model DIR] [--prompt TEXT] [--top-p P] …``."""
     p = sub.add_parser("sample", help="write poems with a trained model")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--run", choices=sorted(RUNS), help="use this run's final model "
-                        "(default: the profile's run)")
-    source.add_argument("--model", help="a model folder (config.json, model.safetensors, "
-                        "tokenizer.json)")
-    p.add_argument("--prompt", action="append", help="start of a poem, e.g. a title; repeat "
-                   "for several (default: poems from scratch)")
-    p.add_argument("-n", type=int_at_least(1), default=5,
-                   help="poems per prompt (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.8,
-                   help="0 = greedy (default: %(default)s)")
-    p.add_argument("--top-k", type=int_at_least(0), default=200, help="sample among the k most "
-                   "likely tokens; 0 = all (default: %(default)s)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling: sample among the most "
-                   "likely tokens holding this much probability, e.g. 0.9 (default: off)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 makes tokens "
-                   "already written less likely (default: %(default)s = off)")
-    p.add_argument("--beams", type=int_at_least(1), default=1, help="> 1: beam search with this "
-                   "many beams, one poem per prompt; -n, temperature, top-k/p are then unused "
-                   "(default: %(default)s = sampling)")
-    p.add_argument("--max-new-tokens", type=int_at_least(1), default=200,
-                   help="(default: %(default)s)")
+    source.add_argument(
+        "--run",
+        choices=sorted(RUNS),
+        help="use this run's final model (default: the profile's run)",
+    )
+    source.add_argument(
+        "--model", help="a model folder (config.json, model.safetensors, tokenizer.json)"
+    )
+    p.add_argument(
+        "--prompt",
+        action="append",
+        help="start of a poem, e.g. a title; repeat for several (default: poems from scratch)",
+    )
+    p.add_argument(
+        "-n", type=int_at_least(1), default=5, help="poems per prompt (default: %(default)s)"
+    )
+    p.add_argument(
+        "--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)"
+    )
+    p.add_argument(
+        "--top-k",
+        type=int_at_least(0),
+        default=200,
+        help="sample among the k most likely tokens; 0 = all (default: %(default)s)",
+    )
+    p.add_argument(
+        "--top-p",
+        type=float,
+        help="nucleus sampling: sample among the most "
+        "likely tokens holding this much probability, e.g. 0.9 (default: off)",
+    )
+    p.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        help="> 1 makes tokens already written less likely (default: %(default)s = off)",
+    )
+    p.add_argument(
+        "--beams",
+        type=int_at_least(1),
+        default=1,
+        help="> 1: beam search with this "
+        "many beams, one poem per prompt; -n, temperature, top-k/p are then unused "
+        "(default: %(default)s = sampling)",
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int_at_least(1), default=200, help="(default: %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=1337, help="(default: %(default)s)")
     p.set_defaults(func=cmd_sample)
 
@@ -323,8 +424,9 @@ def os_error_message(error: OSError) -> str:
             continue
         if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             existing = next(p for p in (folder, *folder.parents) if p.exists())
-            return (f"{line}. Make {existing} writable, or set {variable} to a folder you can "
-                    "write to.")
+            return (
+                f"{line}. Make {existing} writable, or set {variable} to a folder you can write to."
+            )
         if error.errno == errno.ENOSPC:
             return f"{line}. Free some space, or set {variable} to a folder on another disk."
     return line
@@ -336,19 +438,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_data = sub.add_parser("data", help="fetch, verify, clean and pack the corpus")
     p_data.add_argument("--tokenizer", choices=(*TOKENIZER_NAMES, "all"), default="all")
-    p_data.add_argument("--split", choices=data.SPLIT_METHODS, default="random",
-                        help="random (seeded) or the talk's 'last 10%%' of the file order")
-    p_data.add_argument("--bpe-vocab", type=int, default=data.DEFAULT_BPE_VOCAB,
-                        help="vocabulary size of the byte-level BPE (default: %(default)s)")
+    p_data.add_argument(
+        "--split",
+        choices=data.SPLIT_METHODS,
+        default="random",
+        help="random (seeded) or the talk's 'last 10%%' of the file order",
+    )
+    p_data.add_argument(
+        "--bpe-vocab",
+        type=int,
+        default=data.DEFAULT_BPE_VOCAB,
+        help="vocabulary size of the byte-level BPE (default: %(default)s)",
+    )
     p_data.add_argument("--force", action="store_true", help="rebuild even if up to date")
     p_data.set_defaults(func=cmd_data)
-    p_demo = sub.add_parser("demo", help="prepare everything, train the profile's model, "
-                            "print what the course built")
+    p_demo = sub.add_parser(
+        "demo", help="prepare everything, train the profile's model, print what the course built"
+    )
     p_demo.set_defaults(func=cmd_demo)
-    p_warm = sub.add_parser("warm", help="prepare the data and train every run the profile's "
-                            "notebooks use (before a workshop)")
-    p_warm.add_argument("--profile", choices=sorted(PROFILES),
-                        help="ci, cpu or gpu (default: TINYLM_PROFILE, else by the hardware)")
+    p_warm = sub.add_parser(
+        "warm",
+        help="prepare the data and train every run the profile's notebooks use (before a workshop)",
+    )
+    p_warm.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="ci, cpu or gpu (default: TINYLM_PROFILE, else by the hardware)",
+    )
     p_warm.set_defaults(func=cmd_warm)
     add_train_parser(sub)
     add_sample_parser(sub)
@@ -359,9 +475,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"error: {os_error_message(error)}", file=sys.stderr)
         return 1
-    except (data.DataError, TokenizerUnavailable, ValueError, TrainingDiverged,
-            FolderLocked) as error:
+    except (
+        data.DataError,
+        TokenizerUnavailable,
+        ValueError,
+        TrainingDiverged,
+        FolderLocked,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
-

@@ -113,8 +113,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(group: str = "tang", dest: Path | None = None, mirror: Path | str | None = None,
-          progress: bool = True, manifest: Manifest | None = None) -> Path:
+def fetch(
+    group: str = "tang",
+    dest: Path | None = None,
+    mirror: Path | str | None = None,
+    progress: bool = True,
+    manifest: Manifest | None = None,
+) -> Path:
     """Download (or copy from a mirror) and verify every file of a group; return the raw folder.
 
     Files already present with the right checksum are skipped. Each file is written to a
@@ -125,8 +130,7 @@ def fetch(group: str = "tang", dest: Path | None = None, mirror: Path | str | No
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     source_root = _mirror_root(Path(mirror), manifest) if mirror else None
     files = manifest.group(group)
-    for file in progress_bar(files, desc=f"fetch {group}", unit="file",
-                             disable=not progress):
+    for file in progress_bar(files, desc=f"fetch {group}", unit="file", disable=not progress):
         target = dest / file.path
         if target.exists() and sha256_file(target) == file.sha256:
             continue
@@ -228,8 +232,9 @@ def load_poems(root: Path | None = None, manifest: Manifest | None = None) -> li
     return poems
 
 
-def load_strains(root: Path | None = None, manifest: Manifest | None = None
-                 ) -> list[tuple[str, str]]:
+def load_strains(
+    root: Path | None = None, manifest: Manifest | None = None
+) -> list[tuple[str, str]]:
     """(line, 平仄 labels) pairs, aligned character by character, in simplified characters.
 
     The ``strains`` files label each character of a poem 平 (level), 仄 (oblique) or ○
@@ -246,25 +251,31 @@ def load_strains(root: Path | None = None, manifest: Manifest | None = None
     pairs = []
     for file in manifest.group("strains"):
         for record in _read_json(root / file.path):
-            for text, labels in zip(lines.get(record["id"], []), record["strains"],
-                                    strict=False):
+            for text, labels in zip(lines.get(record["id"], []), record["strains"], strict=False):
                 if len(text) == len(labels):
                     pairs.append((text, labels))
     simplified = _t2s("\x00".join(text for text, _ in pairs)).split("\x00")
-    return [(text, labels) for text, (_, labels) in zip(simplified, pairs, strict=True)
-            if len(text) == len(labels)]
+    return [
+        (text, labels)
+        for text, (_, labels) in zip(simplified, pairs, strict=True)
+        if len(text) == len(labels)
+    ]
 
 
 def _read_json(path: Path) -> list[dict]:
     """A JSON file of the dataset, with a missing or broken file explained."""
     if not path.is_file():
-        raise DataError(f"{path} is missing. Fetch the data first: `python -m tinylm data` (or "
-                        "`tinylm.data.fetch(group)` from Python).")
+        raise DataError(
+            f"{path} is missing. Fetch the data first: `python -m tinylm data` (or "
+            "`tinylm.data.fetch(group)` from Python)."
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path} is not a valid JSON file ({type(error).__name__}: {error}). "
-                        "Delete it and fetch again: `python -m tinylm data`.") from error
+        raise DataError(
+            f"{path} is not a valid JSON file ({type(error).__name__}: {error}). "
+            "Delete it and fetch again: `python -m tinylm data`."
+        ) from error
 
 
 def to_simplified(poems: Sequence[Poem]) -> list[Poem]:
@@ -272,7 +283,7 @@ def to_simplified(poems: Sequence[Poem]) -> list[Poem]:
     sep = "\x00"  # one OpenCC call over the whole corpus is much faster than 170k small ones
     fields = [s for p in poems for s in (p.title, p.author, p.content)]
     converted = _t2s(sep.join(fields)).split(sep)
-    return [Poem(*converted[i:i + 3]) for i in range(0, len(converted), 3)]
+    return [Poem(*converted[i : i + 3]) for i in range(0, len(converted), 3)]
 
 
 def _t2s(text: str) -> str:
@@ -348,8 +359,9 @@ def clean_poems(poems: Sequence[Poem]) -> tuple[list[Poem], CleaningReport]:
         if lost or lost_in_title:
             report.placeholder_poems += 1
             report.placeholder_titles += not lost
-            report.placeholder_chars.update(c if len(c) == 1 else "{…}"
-                                            for c in lost + lost_in_title)
+            report.placeholder_chars.update(
+                c if len(c) == 1 else "{…}" for c in lost + lost_in_title
+            )
             continue
         if not content:
             report.empty_poems += 1
@@ -383,8 +395,9 @@ def deduplicate(poems: Sequence[Poem]) -> tuple[list[Poem], int]:
 SPLIT_METHODS = ("random", "last")
 
 
-def split_poems(poems: Sequence[Poem], val_fraction: float = 0.1, method: str = "random",
-                seed: int = 1337) -> tuple[list[Poem], list[Poem]]:
+def split_poems(
+    poems: Sequence[Poem], val_fraction: float = 0.1, method: str = "random", seed: int = 1337
+) -> tuple[list[Poem], list[Poem]]:
     """Split by poem: a seeded random split, or the talk's "last 10 %" of the file order."""
     if method not in SPLIT_METHODS:
         raise ValueError(f"Unknown split method {method!r}; choose one of {SPLIT_METHODS}.")
@@ -446,7 +459,7 @@ def pack(token_lists: Iterable[Sequence[int]], eot_id: int, dtype: np.dtype) -> 
     out = np.empty(sum(len(d) + 1 for d in docs), dtype=dtype)
     pos = 0
     for doc in docs:
-        out[pos:pos + len(doc)] = doc
+        out[pos : pos + len(doc)] = doc
         out[pos + len(doc)] = eot_id
         pos += len(doc) + 1
     return out
@@ -477,21 +490,24 @@ class PackedData:
     meta: dict
 
 
-def packed_name(tokenizer: str, split: str = "random", bpe_vocab_size: int = DEFAULT_BPE_VOCAB
-                ) -> str:
+def packed_name(
+    tokenizer: str, split: str = "random", bpe_vocab_size: int = DEFAULT_BPE_VOCAB
+) -> str:
     """Folder name of a prepared tokenization, e.g. ``char``, ``bpe8192``, ``gpt2-last``."""
     name = f"bpe{bpe_vocab_size}" if tokenizer == "bpe" else tokenizer
     return name if split == "random" else f"{name}-{split}"
 
 
-def packed_dir(tokenizer: str, split: str = "random", bpe_vocab_size: int = DEFAULT_BPE_VOCAB
-               ) -> Path:
+def packed_dir(
+    tokenizer: str, split: str = "random", bpe_vocab_size: int = DEFAULT_BPE_VOCAB
+) -> Path:
     """Folder holding train.bin, val.bin, tokenizer.json and meta.json of one tokenization."""
     return data_dir() / "processed" / packed_name(tokenizer, split, bpe_vocab_size)
 
 
-def inputs_hash(tokenizer: str, split: str, val_fraction: float, seed: int,
-                bpe_vocab_size: int) -> str:
+def inputs_hash(
+    tokenizer: str, split: str, val_fraction: float, seed: int, bpe_vocab_size: int
+) -> str:
     """Hash of everything a packed tokenization depends on, so a stale cache is rebuilt."""
     manifest = load_manifest()
     key = {
@@ -506,9 +522,16 @@ def inputs_hash(tokenizer: str, split: str, val_fraction: float, seed: int,
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare(tokenizer: str = "char", split: str = "random", val_fraction: float = 0.1,
-            seed: int = 1337, bpe_vocab_size: int = DEFAULT_BPE_VOCAB, force: bool = False,
-            corpus: Corpus | None = None, repair: bool = True) -> PackedData:
+def prepare(
+    tokenizer: str = "char",
+    split: str = "random",
+    val_fraction: float = 0.1,
+    seed: int = 1337,
+    bpe_vocab_size: int = DEFAULT_BPE_VOCAB,
+    force: bool = False,
+    corpus: Corpus | None = None,
+    repair: bool = True,
+) -> PackedData:
     """Encode the corpus with one tokenizer and pack it into train.bin / val.bin (cached).
 
     The result is reused only when ``meta.json`` carries the same inputs hash and every file
@@ -526,7 +549,10 @@ def prepare(tokenizer: str = "char", split: str = "random", val_fraction: float 
         if not repair:
             raise DataError(_rebuild_hint(damage, tokenizer, split, bpe_vocab_size))
     if corpus is None or (corpus.split, corpus.val_fraction, corpus.seed) != (
-            split, val_fraction, seed):
+        split,
+        val_fraction,
+        seed,
+    ):
         corpus = load_corpus(split, val_fraction, seed)
     train_texts = [p.text for p in corpus.train]
     val_texts = [p.text for p in corpus.val]
@@ -612,8 +638,13 @@ def _rebuild_hint(damage: str, tokenizer: str, split: str, bpe_vocab_size: int) 
     return f"The prepared data is damaged: {damage}. Rebuild it with `{command}`."
 
 
-def is_prepared(tokenizer: str, split: str = "random", val_fraction: float = 0.1,
-                seed: int = 1337, bpe_vocab_size: int = DEFAULT_BPE_VOCAB) -> bool:
+def is_prepared(
+    tokenizer: str,
+    split: str = "random",
+    val_fraction: float = 0.1,
+    seed: int = 1337,
+    bpe_vocab_size: int = DEFAULT_BPE_VOCAB,
+) -> bool:
     """True when meta.json matches the current inputs hash and every packed file is intact."""
     folder = packed_dir(tokenizer, split, bpe_vocab_size)
     digest = inputs_hash(tokenizer, split, val_fraction, seed, bpe_vocab_size)
@@ -621,23 +652,29 @@ def is_prepared(tokenizer: str, split: str = "random", val_fraction: float = 0.1
     return meta is not None and packed_damage(folder, meta) is None
 
 
-def prepare_all(tokenizers: Sequence[str], split: str = "random",
-                bpe_vocab_size: int = DEFAULT_BPE_VOCAB, force: bool = False
-                ) -> dict[str, PackedData]:
+def prepare_all(
+    tokenizers: Sequence[str],
+    split: str = "random",
+    bpe_vocab_size: int = DEFAULT_BPE_VOCAB,
+    force: bool = False,
+) -> dict[str, PackedData]:
     """Prepare several tokenizations, loading and cleaning the corpus at most once."""
     corpus = None
     packed = {}
     for name in tokenizers:
-        if corpus is None and (force or not is_prepared(name, split,
-                                                        bpe_vocab_size=bpe_vocab_size)):
+        if corpus is None and (
+            force or not is_prepared(name, split, bpe_vocab_size=bpe_vocab_size)
+        ):
             corpus = load_corpus(split)
-        packed[name] = prepare(name, split, bpe_vocab_size=bpe_vocab_size, force=force,
-                               corpus=corpus)
+        packed[name] = prepare(
+            name, split, bpe_vocab_size=bpe_vocab_size, force=force, corpus=corpus
+        )
     return packed
 
 
-def load_packed(tokenizer: str = "char", split: str = "random",
-                bpe_vocab_size: int = DEFAULT_BPE_VOCAB) -> PackedData:
+def load_packed(
+    tokenizer: str = "char", split: str = "random", bpe_vocab_size: int = DEFAULT_BPE_VOCAB
+) -> PackedData:
     """Open a prepared tokenization as read-only memmaps (prepare it first)."""
     folder = packed_dir(tokenizer, split, bpe_vocab_size)
     meta_path = folder / "meta.json"
@@ -649,8 +686,9 @@ def load_packed(tokenizer: str = "char", split: str = "random",
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except ValueError as error:
-        raise DataError(_rebuild_hint(f"{meta_path} is unreadable ({error})", tokenizer, split,
-                                      bpe_vocab_size)) from None
+        raise DataError(
+            _rebuild_hint(f"{meta_path} is unreadable ({error})", tokenizer, split, bpe_vocab_size)
+        ) from None
     damage = packed_damage(folder, meta)
     if damage is not None:
         raise DataError(_rebuild_hint(damage, tokenizer, split, bpe_vocab_size))
@@ -687,9 +725,16 @@ class BatchSampler:
     positions where it will write it, instead of at every shift a random crop gives.
     """
 
-    def __init__(self, data: np.ndarray, batch_size: int, block_size: int,
-                 device: str | torch.device = "cpu", seed: int = 0,
-                 resident: bool = False, start_token: int | None = None) -> None:
+    def __init__(
+        self,
+        data: np.ndarray,
+        batch_size: int,
+        block_size: int,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        resident: bool = False,
+        start_token: int | None = None,
+    ) -> None:
         if len(data) <= block_size:
             raise ValueError(
                 f"The token array has {len(data)} tokens, too few for block_size={block_size}; "
@@ -702,10 +747,12 @@ class BatchSampler:
         self.generator = torch.Generator().manual_seed(seed)
         self.starts = None  # where windows may start, when start_token is set
         if start_token is not None:
-            starts = np.flatnonzero(np.asarray(data[:len(data) - block_size]) == start_token)
+            starts = np.flatnonzero(np.asarray(data[: len(data) - block_size]) == start_token)
             if len(starts) == 0:
-                raise ValueError(f"No token {start_token} (start_token) is followed by "
-                                 f"{block_size} more tokens: nowhere to start a window.")
+                raise ValueError(
+                    f"No token {start_token} (start_token) is followed by "
+                    f"{block_size} more tokens: nowhere to start a window."
+                )
             self.starts = torch.from_numpy(starts.astype(np.int64))  # (n_starts,)
         self.tokens = None  # the token array on the device, when resident
         if resident:  # int32: indexable on every device, half the memory of int64
@@ -721,11 +768,13 @@ class BatchSampler:
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw one batch: x and y of shape (B, T), int64, on the sampler's device."""
         if self.starts is None:
-            starts = torch.randint(len(self.data) - self.block_size, (self.batch_size,),
-                                   generator=self.generator)  # (B,), on the host
+            starts = torch.randint(
+                len(self.data) - self.block_size, (self.batch_size,), generator=self.generator
+            )  # (B,), on the host
         else:
-            starts = self.starts[torch.randint(len(self.starts), (self.batch_size,),
-                                               generator=self.generator)]  # (B,)
+            starts = self.starts[
+                torch.randint(len(self.starts), (self.batch_size,), generator=self.generator)
+            ]  # (B,)
         if self.tokens is not None:
             starts = starts.to(self.device, non_blocking=True)
             chunk = self.tokens[starts[:, None] + self.window].long()  # (B, T+1), on the device
@@ -734,9 +783,12 @@ class BatchSampler:
             return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
         window = np.arange(self.block_size + 1)
         chunk = torch.from_numpy(
-            self.data[starts.numpy()[:, None] + window].astype(np.int64))  # (B, T+1)
+            self.data[starts.numpy()[:, None] + window].astype(np.int64)
+        )  # (B, T+1)
         x, y = chunk[:, :-1], chunk[:, 1:]  # (B, T) each; y[t] is the token after x[t]
         if self.device.type == "cuda":
-            return (x.pin_memory().to(self.device, non_blocking=True),
-                    y.pin_memory().to(self.device, non_blocking=True))
+            return (
+                x.pin_memory().to(self.device, non_blocking=True),
+                y.pin_memory().to(self.device, non_blocking=True),
+            )
         return x.contiguous(), y.contiguous()

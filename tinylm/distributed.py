@@ -45,8 +45,9 @@ def setup_distributed(device_type: str) -> tuple[Distributed, bool]:
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return Distributed(), False
-    place = Distributed(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)),
-                        int(os.environ["WORLD_SIZE"]))
+    place = Distributed(
+        int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"])
+    )
     if dist.is_initialized():
         return place, False
     if device_type == "cuda":
@@ -85,8 +86,11 @@ def shard_model(model: GPT, device: torch.device, bf16: bool) -> GPT:
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     # bf16: gather the weights and compute in bf16, average the gradients in fp32; AdamW still
     # updates fp32 weights. The autocast context stays on, keeping norms and softmax in fp32.
-    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-              if bf16 else MixedPrecisionPolicy())
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if bf16
+        else MixedPrecisionPolicy()
+    )
     for block in model.transformer.h:  # one all-gather per block: few blocks are whole at once
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)  # the root: wte (= lm_head if tied), wpe, ln_f
@@ -95,8 +99,10 @@ def shard_model(model: GPT, device: torch.device, bf16: bool) -> GPT:
 
 def gather_full_model(model: GPT) -> GPT:
     """A plain GPT with the whole weights of a sharded one, on every rank (a collective)."""
-    state = {name: (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).detach()
-             for name, tensor in [*model.named_parameters(), *model.named_buffers()]}
+    state = {
+        name: (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).detach()
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+    }
     with torch.device("meta"):  # no memory, no random init: the gathered tensors are assigned
         plain = GPT(model.config)
     if model.config.tie_weights:  # named_parameters lists the shared matrix once, as wte
@@ -112,8 +118,10 @@ def gather_optimizer_state(optimizer: torch.optim.Optimizer, main: bool) -> dict
     state = optimizer.state_dict()  # {"state": {index: {"step", "exp_avg", ...}}, "param_groups"}
     full: dict[int, dict] = {}
     for index, values in state["state"].items():  # the same order on every rank
-        whole = {key: value.full_tensor() if isinstance(value, DTensor) else value
-                 for key, value in values.items()}
+        whole = {
+            key: value.full_tensor() if isinstance(value, DTensor) else value
+            for key, value in values.items()
+        }
         if main:  # to the CPU one tensor at a time: the device never holds all of them
             full[index] = {key: value.cpu() for key, value in whole.items()}
     return {**state, "state": full} if main else None
@@ -126,10 +134,13 @@ def shard_optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict
     for index, values in state["state"].items():
         param = params[index]
         sharded[index] = {
-            key: distribute_tensor(value.to(param.device), param.device_mesh, param.placements,
-                                   src_data_rank=None)  # every rank read the whole file
-            if isinstance(param, DTensor) and value.shape == param.shape else value  # not step
-            for key, value in values.items()}
+            key: distribute_tensor(
+                value.to(param.device), param.device_mesh, param.placements, src_data_rank=None
+            )  # every rank read the whole file
+            if isinstance(param, DTensor) and value.shape == param.shape
+            else value  # not step
+            for key, value in values.items()
+        }
     return {**state, "state": sharded}
 
 

@@ -31,17 +31,26 @@ from transformers import (
 from tinylm.model import GPT, GPTConfig
 
 # Parameter-name endings of GPT-2's Conv1D weights: transposed relative to our nn.Linear.
-_CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
-                   "mlp.c_proj.weight")
+_CONV1D_WEIGHTS = (
+    "attn.c_attn.weight",
+    "attn.c_proj.weight",
+    "mlp.c_fc.weight",
+    "mlp.c_proj.weight",
+)
 
 # The options that make our GPT a GPT-2 or a Mistral (plus, for GPT-2, no grouped-query heads).
 _GPT2_STYLE = {"norm": "layernorm", "position": "learned", "mlp": "gelu"}
 _MISTRAL_STYLE = {"norm": "rmsnorm", "position": "rope", "mlp": "swiglu", "bias": False}
 
 # Our name → MistralForCausalLM's, per block, for every weight but the fused c_attn.
-_MISTRAL_BLOCK_NAMES = (("ln_1", "input_layernorm"), ("attn.c_proj", "self_attn.o_proj"),
-                        ("ln_2", "post_attention_layernorm"), ("mlp.c_gate", "mlp.gate_proj"),
-                        ("mlp.c_fc", "mlp.up_proj"), ("mlp.c_proj", "mlp.down_proj"))
+_MISTRAL_BLOCK_NAMES = (
+    ("ln_1", "input_layernorm"),
+    ("attn.c_proj", "self_attn.o_proj"),
+    ("ln_2", "post_attention_layernorm"),
+    ("mlp.c_gate", "mlp.gate_proj"),
+    ("mlp.c_fc", "mlp.up_proj"),
+    ("mlp.c_proj", "mlp.down_proj"),
+)
 
 
 def _convert(name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -61,16 +70,20 @@ def _our_attention(config: PreTrainedConfig) -> str:
 
 def _style_mismatches(config: GPTConfig, style: dict[str, object]) -> list[str]:
     """The settings `style` needs that config lacks, each as "field=needed (now current)"."""
-    return [f"{key}={value!r} (now {getattr(config, key)!r})" for key, value in style.items()
-            if getattr(config, key) != value]
+    return [
+        f"{key}={value!r} (now {getattr(config, key)!r})"
+        for key, value in style.items()
+        if getattr(config, key) != value
+    ]
 
 
 def _gpt2_mismatches(config: GPTConfig) -> list[str]:
     """What config would need to change to become a GPT2LMHeadModel."""
     problems = _style_mismatches(config, _GPT2_STYLE)
     if config.kv_heads != config.n_head:
-        problems.append(f"n_kv_head=None (now {config.n_kv_head}: GPT-2 has no grouped-query "
-                        "attention)")
+        problems.append(
+            f"n_kv_head=None (now {config.n_kv_head}: GPT-2 has no grouped-query attention)"
+        )
     return problems
 
 
@@ -91,9 +104,10 @@ def to_hf(model: GPT, eot_id: int | None = None) -> GPT2LMHeadModel | MistralFor
     elif not as_mistral:
         hf_model = _to_mistral(model, eot_id)
     else:
-        raise ValueError("this GPT fits no transformers class: to export it as GPT2LMHeadModel "
-                         "set " + ", ".join(as_gpt2) + "; as MistralForCausalLM set "
-                         + ", ".join(as_mistral))
+        raise ValueError(
+            "this GPT fits no transformers class: to export it as GPT2LMHeadModel "
+            "set " + ", ".join(as_gpt2) + "; as MistralForCausalLM set " + ", ".join(as_mistral)
+        )
     return hf_model.eval()
 
 
@@ -131,17 +145,25 @@ def _to_gpt2(model: GPT, eot_id: int | None) -> GPT2LMHeadModel:
 
 def _mistral_names(n_layer: int) -> list[tuple[str, str]]:
     """(our name, MistralForCausalLM's name) of every weight except the fused c_attn."""
-    names = [("transformer.wte", "model.embed_tokens"), ("transformer.ln_f", "model.norm"),
-             ("lm_head", "lm_head")]  # a tied lm_head is in both state dicts, as the embedding
-    names += [(f"transformer.h.{i}.{ours}", f"model.layers.{i}.{theirs}")
-              for i in range(n_layer) for ours, theirs in _MISTRAL_BLOCK_NAMES]
+    names = [
+        ("transformer.wte", "model.embed_tokens"),
+        ("transformer.ln_f", "model.norm"),
+        ("lm_head", "lm_head"),
+    ]  # a tied lm_head is in both state dicts, as the embedding
+    names += [
+        (f"transformer.h.{i}.{ours}", f"model.layers.{i}.{theirs}")
+        for i in range(n_layer)
+        for ours, theirs in _MISTRAL_BLOCK_NAMES
+    ]
     return [(f"{ours}.weight", f"{theirs}.weight") for ours, theirs in names]
 
 
 def _qkv_names(layer: int) -> tuple[str, list[str]]:
     """Our fused c_attn weight's name in a block, and the names of Mistral's q, k, v parts."""
-    return (f"transformer.h.{layer}.attn.c_attn.weight",
-            [f"model.layers.{layer}.self_attn.{part}_proj.weight" for part in "qkv"])
+    return (
+        f"transformer.h.{layer}.attn.c_attn.weight",
+        [f"model.layers.{layer}.self_attn.{part}_proj.weight" for part in "qkv"],
+    )
 
 
 def _to_mistral(model: GPT, eot_id: int | None) -> MistralForCausalLM:
@@ -174,8 +196,7 @@ def _to_mistral(model: GPT, eot_id: int | None) -> MistralForCausalLM:
     for layer in range(ours.n_layer):
         fused, parts = _qkv_names(layer)
         # (C + 2 kv_dim, C) → q (C, C), k (kv_dim, C), v (kv_dim, C): rows are output channels
-        hf_state.update(zip(parts, state[fused].split([ours.n_embd, kv_dim, kv_dim]),
-                            strict=True))
+        hf_state.update(zip(parts, state[fused].split([ours.n_embd, kv_dim, kv_dim]), strict=True))
     hf_model.load_state_dict(hf_state)
     return hf_model
 
@@ -193,8 +214,10 @@ def from_hf(hf_model: GPT2LMHeadModel | MistralForCausalLM) -> GPT:
     elif isinstance(hf_model, MistralForCausalLM):
         model = _from_mistral(hf_model)
     else:
-        raise TypeError(f"from_hf imports a GPT2LMHeadModel or a MistralForCausalLM, got "
-                        f"{type(hf_model).__name__}")
+        raise TypeError(
+            f"from_hf imports a GPT2LMHeadModel or a MistralForCausalLM, got "
+            f"{type(hf_model).__name__}"
+        )
     return model.eval()
 
 
@@ -206,8 +229,11 @@ def _gpt2_incompatibilities(config: GPT2Config) -> list[str]:
         "scale_attn_by_inverse_layer_idx": False,
         "add_cross_attention": False,
     }
-    problems = [f"{key}={getattr(config, key)!r} (our GPT needs {value!r})"
-                for key, value in expected.items() if getattr(config, key) != value]
+    problems = [
+        f"{key}={getattr(config, key)!r} (our GPT needs {value!r})"
+        for key, value in expected.items()
+        if getattr(config, key) != value
+    ]
     dropouts = {config.resid_pdrop, config.embd_pdrop, config.attn_pdrop}
     if len(dropouts) > 1:
         problems.append(f"resid/embd/attn_pdrop differ {sorted(dropouts)} (our GPT has one)")
@@ -227,13 +253,21 @@ def _from_gpt2(hf_model: GPT2LMHeadModel) -> GPT:
         raise ValueError("this GPT-2 cannot be imported exactly: " + "; ".join(problems))
     state = hf_model.state_dict()
     bias = any(bool(tensor.any()) for name, tensor in state.items() if name.endswith(".bias"))
-    model = GPT(GPTConfig(vocab_size=config.vocab_size, block_size=config.n_positions,
-                          n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
-                          dropout=float(config.resid_pdrop), bias=bias,
-                          attention=_our_attention(config),
-                          norm_eps=float(config.layer_norm_epsilon),
-                          intermediate_size=config.n_inner,
-                          tie_weights=config.tie_word_embeddings))
+    model = GPT(
+        GPTConfig(
+            vocab_size=config.vocab_size,
+            block_size=config.n_positions,
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            n_embd=config.n_embd,
+            dropout=float(config.resid_pdrop),
+            bias=bias,
+            attention=_our_attention(config),
+            norm_eps=float(config.layer_norm_epsilon),
+            intermediate_size=config.n_inner,
+            tie_weights=config.tie_word_embeddings,
+        )
+    )
     weight = hf_model.transformer.wte.weight
     model.to(device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
@@ -249,21 +283,28 @@ def _mistral_incompatibilities(config: MistralConfig) -> list[str]:
         problems.append(f"hidden_act={config.hidden_act!r} (our SwiGLU needs 'silu')")
     window = config.sliding_window
     if window is not None and window < config.max_position_embeddings:
-        problems.append(f"sliding_window={window} is shorter than max_position_embeddings="
-                        f"{config.max_position_embeddings} (our GPT attends to the whole "
-                        "context: needs None)")
+        problems.append(
+            f"sliding_window={window} is shorter than max_position_embeddings="
+            f"{config.max_position_embeddings} (our GPT attends to the whole "
+            "context: needs None)"
+        )
     rope = config.rope_parameters or {}
     if rope.get("rope_type") != "default":
-        problems.append(f"rope_parameters={rope!r} (our GPT needs rope_type 'default': plain "
-                        "RoPE, no scaling)")
+        problems.append(
+            f"rope_parameters={rope!r} (our GPT needs rope_type 'default': plain RoPE, no scaling)"
+        )
     head_size = config.hidden_size // config.num_attention_heads
     if config.head_dim != head_size:
-        problems.append(f"head_dim={config.head_dim} (our GPT needs hidden_size / "
-                        f"num_attention_heads = {head_size})")
+        problems.append(
+            f"head_dim={config.head_dim} (our GPT needs hidden_size / "
+            f"num_attention_heads = {head_size})"
+        )
     for flag in ("attention_bias", "mlp_bias"):
         if getattr(config, flag, False):  # not a MistralConfig field, but config.json may set it
-            problems.append(f"{flag}=True (MistralForCausalLM has no biases and drops the "
-                            "checkpoint's, and our Mistral style has none either)")
+            problems.append(
+                f"{flag}=True (MistralForCausalLM has no biases and drops the "
+                "checkpoint's, and our Mistral style has none either)"
+            )
     return problems
 
 
@@ -277,16 +318,23 @@ def _from_mistral(hf_model: MistralForCausalLM) -> GPT:
     problems = _mistral_incompatibilities(config)
     if problems:
         raise ValueError("this Mistral cannot be imported exactly: " + "; ".join(problems))
-    model = GPT(GPTConfig(vocab_size=config.vocab_size,
-                          block_size=config.max_position_embeddings,
-                          n_layer=config.num_hidden_layers, n_head=config.num_attention_heads,
-                          n_embd=config.hidden_size, dropout=float(config.attention_dropout),
-                          attention=_our_attention(config),
-                          norm_eps=float(config.rms_norm_eps),
-                          rope_theta=float(config.rope_parameters["rope_theta"]),
-                          intermediate_size=config.intermediate_size,
-                          n_kv_head=config.num_key_value_heads,
-                          tie_weights=config.tie_word_embeddings, **_MISTRAL_STYLE))
+    model = GPT(
+        GPTConfig(
+            vocab_size=config.vocab_size,
+            block_size=config.max_position_embeddings,
+            n_layer=config.num_hidden_layers,
+            n_head=config.num_attention_heads,
+            n_embd=config.hidden_size,
+            dropout=float(config.attention_dropout),
+            attention=_our_attention(config),
+            norm_eps=float(config.rms_norm_eps),
+            rope_theta=float(config.rope_parameters["rope_theta"]),
+            intermediate_size=config.intermediate_size,
+            n_kv_head=config.num_key_value_heads,
+            tie_weights=config.tie_word_embeddings,
+            **_MISTRAL_STYLE,
+        )
+    )
     weight = hf_model.model.embed_tokens.weight
     model.to(device=weight.device, dtype=weight.dtype)
     hf_state = hf_model.state_dict()

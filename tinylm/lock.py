@@ -44,8 +44,9 @@ def holder(folder: Path) -> dict:
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike, wait: bool = False, poll_s: float = 1.0
-                ) -> Iterator[None]:
+def folder_lock(
+    folder: str | os.PathLike, wait: bool = False, poll_s: float = 1.0
+) -> Iterator[None]:
     """Hold the folder's lock (creating the folder) for the block; nesting in one process is fine.
 
     If another process holds it: raise FolderLocked naming that process, or with wait=True
@@ -81,8 +82,12 @@ def _acquire(path: Path) -> int | None:
         if _is_still(path, fd):
             break
         os.close(fd)  # its holder deleted the file while we waited for it: take the new one
-    me = {"pid": os.getpid(), "host": socket.gethostname(),
-          "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(sys.argv),
+    }
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(me).encode())
     return fd
@@ -99,8 +104,9 @@ def _is_still(path: Path, fd: int) -> bool:
 def _wait(folder: Path, poll_s: float) -> int:
     """Poll until the lock is free, showing how long this has waited; return the lock's fd."""
     who = holder(folder)
-    bar = progress_bar(desc=f"waiting for process {who.get('pid', '?')} to finish with "
-                            f"{folder.name}", unit="s")
+    bar = progress_bar(
+        desc=f"waiting for process {who.get('pid', '?')} to finish with {folder.name}", unit="s"
+    )
     try:
         while (fd := _acquire(folder / LOCK_FILE)) is None:
             time.sleep(poll_s)
@@ -120,7 +126,13 @@ def _locked_message(folder: Path) -> str:
     """Which process holds the folder, and what to do about it."""
     who = holder(folder)
     pid = who.get("pid", "?")
-    what = (f"process {pid} on {who.get('host', '?')} (since {who.get('since', '?')}: "
-            f"{who.get('command', '?')})" if who else "another process")
-    return (f"{folder} is in use by {what}. Two runs in one folder would overwrite each other: "
-            f"wait for it to finish, stop it (kill {pid}), or use another run_name.")
+    what = (
+        f"process {pid} on {who.get('host', '?')} (since {who.get('since', '?')}: "
+        f"{who.get('command', '?')})"
+        if who
+        else "another process"
+    )
+    return (
+        f"{folder} is in use by {what}. Two runs in one folder would overwrite each other: "
+        f"wait for it to finish, stop it (kill {pid}), or use another run_name."
+    )

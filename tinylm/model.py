@@ -72,25 +72,38 @@ class GPTConfig:
             if getattr(self, name) is not None:
                 _check_positive(self, name)
         if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by "
-                             f"n_head ({self.n_head}): each head gets n_embd / n_head channels")
+            raise ValueError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by "
+                f"n_head ({self.n_head}): each head gets n_embd / n_head channels"
+            )
         if self.n_head % self.kv_heads:
-            raise ValueError(f"GPTConfig.n_head ({self.n_head}) must be a multiple of n_kv_head "
-                             f"({self.n_kv_head}): each key/value head serves a whole group of "
-                             "query heads")
+            raise ValueError(
+                f"GPTConfig.n_head ({self.n_head}) must be a multiple of n_kv_head "
+                f"({self.n_kv_head}): each key/value head serves a whole group of "
+                "query heads"
+            )
         if self.position == "rope" and self.head_size % 2:
-            raise ValueError(f"GPTConfig: RoPE rotates channel pairs, so the head size "
-                             f"n_embd / n_head must be even, got {self.head_size}")
+            raise ValueError(
+                f"GPTConfig: RoPE rotates channel pairs, so the head size "
+                f"n_embd / n_head must be even, got {self.head_size}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
-        for name, valid in (("attention", ATTENTION_IMPLEMENTATIONS), ("norm", NORMS),
-                            ("position", POSITIONS), ("mlp", MLPS)):
+        for name, valid in (
+            ("attention", ATTENTION_IMPLEMENTATIONS),
+            ("norm", NORMS),
+            ("position", POSITIONS),
+            ("mlp", MLPS),
+        ):
             if getattr(self, name) not in valid:
-                raise ValueError(f"GPTConfig.{name} must be one of {valid}, "
-                                 f"got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"GPTConfig.{name} must be one of {valid}, got {getattr(self, name)!r}"
+                )
         if not self.norm_eps > 0 or not self.rope_theta > 0:
-            raise ValueError(f"GPTConfig.norm_eps and rope_theta must be positive, got "
-                             f"{self.norm_eps} and {self.rope_theta}")
+            raise ValueError(
+                f"GPTConfig.norm_eps and rope_theta must be positive, got "
+                f"{self.norm_eps} and {self.rope_theta}"
+            )
 
     @property
     def head_size(self) -> int:
@@ -113,8 +126,7 @@ class GPTConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown GPTConfig field(s) {unknown}; known fields: "
-                             f"{sorted(known)}")
+            raise ValueError(f"unknown GPTConfig field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**values)
 
 
@@ -125,8 +137,9 @@ def _check_positive(config: GPTConfig, name: str) -> None:
 
 
 # Mistral-7B's choices (mistralai/Mistral-7B-v0.1 config.json), for the "mistral" presets.
-MISTRAL = dict(norm="rmsnorm", position="rope", rope_theta=10000.0, mlp="swiglu",
-               tie_weights=False, bias=False)
+MISTRAL = dict(
+    norm="rmsnorm", position="rope", rope_theta=10000.0, mlp="swiglu", tie_weights=False, bias=False
+)
 
 # The talk's nanoGPT models (GPT-2 tokenizer, context 256, no biases), and small
 # character-level models for laptops and CI (their vocab_size is set from the tokenizer).
@@ -146,19 +159,38 @@ PRESETS: dict[str, GPTConfig] = {
     # 32,000-token vocabulary. MLP width 4,096 makes the 0.4B model, Mistral-7B's 14,336 the
     # "904M" one (the talk's count leaves out the input embedding, as num_parameters does).
     # The context of 256 is the course's choice, as for the nanoGPT runs.
-    "mymistral-0.4b": GPTConfig(vocab_size=32000, n_layer=8, n_head=8, n_embd=2048,
-                                intermediate_size=4096, **MISTRAL),
-    "mymistral-1b": GPTConfig(vocab_size=32000, n_layer=8, n_head=8, n_embd=2048,
-                              intermediate_size=14336, **MISTRAL),
+    "mymistral-0.4b": GPTConfig(
+        vocab_size=32000, n_layer=8, n_head=8, n_embd=2048, intermediate_size=4096, **MISTRAL
+    ),
+    "mymistral-1b": GPTConfig(
+        vocab_size=32000, n_layer=8, n_head=8, n_embd=2048, intermediate_size=14336, **MISTRAL
+    ),
     # Mistral-style twins of the course's GPT-2-style models: same depth, width and context;
     # the SwiGLU width 8/3 · n_embd (rounded up to 16) keeps the MLP's parameters, and half as
     # many key/value heads as query heads (grouped-query attention, as Mistral-7B has 8 for 32).
-    "mistral-ci": GPTConfig(vocab_size=8768, block_size=64, n_layer=2, n_head=2, n_embd=64,
-                            intermediate_size=176, n_kv_head=1, **MISTRAL),
-    "mistral-cpu": GPTConfig(vocab_size=8768, block_size=128, n_layer=4, n_head=4, n_embd=256,
-                             intermediate_size=688, n_kv_head=2, **MISTRAL),
-    "mistral-30m": GPTConfig(n_layer=6, n_head=6, n_embd=384, intermediate_size=1024,
-                             n_kv_head=3, **MISTRAL),
+    "mistral-ci": GPTConfig(
+        vocab_size=8768,
+        block_size=64,
+        n_layer=2,
+        n_head=2,
+        n_embd=64,
+        intermediate_size=176,
+        n_kv_head=1,
+        **MISTRAL,
+    ),
+    "mistral-cpu": GPTConfig(
+        vocab_size=8768,
+        block_size=128,
+        n_layer=4,
+        n_head=4,
+        n_embd=256,
+        intermediate_size=688,
+        n_kv_head=2,
+        **MISTRAL,
+    ),
+    "mistral-30m": GPTConfig(
+        n_layer=6, n_head=6, n_embd=384, intermediate_size=1024, n_kv_head=3, **MISTRAL
+    ),
 }
 
 
@@ -251,10 +283,14 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False,
-                mask: torch.Tensor | None = None, cache: KVCache | None = None,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        return_weights: bool = False,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attended, weights = self.attn(self.ln_1(x), return_weights, mask, cache, rope)
         x = x + attended  # (B, T, C) residual stream
         x = x + self.mlp(self.ln_2(x))
@@ -273,12 +309,14 @@ class GPT(nn.Module):
         layers = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embeddings
         if config.position == "learned":
             layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # position embeddings
-        self.transformer = nn.ModuleDict(dict(
-            **layers,
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList(Block(config, layer) for layer in range(config.n_layer)),
-            ln_f=make_norm(config),
-        ))
+        self.transformer = nn.ModuleDict(
+            dict(
+                **layers,
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config, layer) for layer in range(config.n_layer)),
+                ln_f=make_norm(config),
+            )
+        )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
             self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix, 2 uses
@@ -296,9 +334,16 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                return_weights: bool = False, *, doc_ids: torch.Tensor | None = None,
-                cache: KVCache | None = None, last_only: bool = False) -> tuple:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        return_weights: bool = False,
+        *,
+        doc_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> tuple:
         """idx (B, T) → (logits (B, T, V), mean cross-entropy vs targets (B, T), or None).
 
         Targets equal to -100 are ignored in the loss (fine-tuning, notebook 06).
@@ -312,9 +357,11 @@ class GPT(nn.Module):
         b, t = idx.shape
         past = 0 if cache is None else cache.seq_len
         if past + t > self.config.block_size:
-            raise ValueError(f"sequence of {past + t} tokens is longer than the context "
-                             f"(block_size={self.config.block_size}); crop it to the last "
-                             f"{self.config.block_size} tokens")
+            raise ValueError(
+                f"sequence of {past + t} tokens is longer than the context "
+                f"(block_size={self.config.block_size}); crop it to the last "
+                f"{self.config.block_size} tokens"
+            )
         if doc_ids is not None:
             pos, mask = positions_in_documents(doc_ids), document_mask(doc_ids)  # (B, T), mask
         else:
@@ -336,8 +383,9 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1),
-                                   ignore_index=-100)
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-100
+            )
         return (logits, loss, maps) if return_weights else (logits, loss)
 
     def new_cache(self) -> KVCache:
@@ -368,8 +416,11 @@ class GPT(nn.Module):
         """Write config.json and model.safetensors (each to a temporary name, then renamed)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()
-                 if not (self.config.tie_weights and k == "lm_head.weight")}  # tied: once
+        state = {
+            k: v.detach().contiguous()
+            for k, v in self.state_dict().items()
+            if not (self.config.tie_weights and k == "lm_head.weight")
+        }  # tied: once
         partial = directory / (WEIGHTS_FILE + ".part")
         save_file(state, str(partial), metadata={"format": "pt"})
         partial.replace(directory / WEIGHTS_FILE)
@@ -385,21 +436,27 @@ class GPT(nn.Module):
             if not (directory / name).is_file():
                 raise FileNotFoundError(
                     f"{directory / name} is missing: not a model saved with save_pretrained "
-                    f"(it needs {CONFIG_FILE} and {WEIGHTS_FILE}).")
+                    f"(it needs {CONFIG_FILE} and {WEIGHTS_FILE})."
+                )
         try:
             values = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
         except ValueError as error:
-            raise ValueError(f"{directory / CONFIG_FILE} is damaged or incomplete ({error})"
-                             ) from None
+            raise ValueError(
+                f"{directory / CONFIG_FILE} is damaged or incomplete ({error})"
+            ) from None
         config = replace(GPTConfig.from_dict(values), **overrides)
         model = cls(config)
         try:
             state = load_file(str(directory / WEIGHTS_FILE))
         except SafetensorError as error:
-            raise ValueError(f"{directory / WEIGHTS_FILE} is damaged or incomplete ({error})"
-                             ) from None
-        expected = {k: v for k, v in model.state_dict().items()
-                    if not (config.tie_weights and k == "lm_head.weight")}
+            raise ValueError(
+                f"{directory / WEIGHTS_FILE} is damaged or incomplete ({error})"
+            ) from None
+        expected = {
+            k: v
+            for k, v in model.state_dict().items()
+            if not (config.tie_weights and k == "lm_head.weight")
+        }
         _check_state(state, expected, directory / WEIGHTS_FILE)
         model.load_state_dict(state, strict=False)  # a tied lm_head.weight comes with wte
         return model
@@ -415,20 +472,25 @@ def positions_in_documents(doc_ids: torch.Tensor) -> torch.Tensor:
     return index - first
 
 
-def _check_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
-                 path: Path) -> None:
+def _check_state(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path
+) -> None:
     """Raise an error naming the first tensor that is missing, unexpected or of another shape."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{path} does not fit this model: missing tensors {missing[:5]}, "
-                         f"unexpected tensors {unexpected[:5]} (was it saved by another "
-                         "model or config?)")
+        raise ValueError(
+            f"{path} does not fit this model: missing tensors {missing[:5]}, "
+            f"unexpected tensors {unexpected[:5]} (was it saved by another "
+            "model or config?)"
+        )
     for key, tensor in expected.items():
         if state[key].shape != tensor.shape:
-            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, but "
-                             f"config.json implies {tuple(tensor.shape)}; the weights and the "
-                             "config come from different models")
+            raise ValueError(
+                f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, but "
+                f"config.json implies {tuple(tensor.shape)}; the weights and the "
+                "config come from different models"
+            )
 
 
 def count_parameters(config: GPTConfig, non_embedding: bool = True) -> int:

@@ -182,8 +182,9 @@ def tone_checks(content: str, table: ToneTable, labels: str | None = None) -> tu
     if classify_form(content) not in FORMS:
         return 0, 0
     if labels is not None and len(labels) != len(content):
-        raise ValueError(f"labels must align with the poem: {len(labels)} labels for "
-                         f"{len(content)} characters.")
+        raise ValueError(
+            f"labels must align with the poem: {len(labels)} labels for {len(content)} characters."
+        )
     spans = list(_VERSE.finditer(content))  # the verses and where each starts in content
     lines = [m.group() for m in spans]
     keys = (1, 3) if len(lines[0]) == 5 else (1, 3, 5)  # 0-based: the 2nd, 4th (and 6th)
@@ -256,7 +257,7 @@ class CopyDetector:
                 # A text with no copied n-gram has no copied (n+1)-gram either: drop it.
                 alive = [i for i in text_hash if longest[i] == n and len(texts[i]) > n]
                 position = position[position + n < len(self.codes)]
-                corpus_hash = corpus_hash[:len(position)]
+                corpus_hash = corpus_hash[: len(position)]
                 # Extend every hash by one character: h(s + c) = h(s) · base + c.
                 corpus_hash = corpus_hash * _HASH_BASE + self.codes[position + n]
                 text_hash = {i: text_hash[i][:-1] * _HASH_BASE + texts[i][n:] for i in alive}
@@ -295,8 +296,9 @@ class PoemJudge:
     def from_training(cls, training_poems: Sequence[Poem]) -> PoemJudge:
         """Tones from the dataset's strains labels; copies checked against training_poems."""
         fetch("strains", progress=False)
-        return cls(ToneTable.learn(load_strains()), CopyDetector([p.content for p in
-                                                                  training_poems]))
+        return cls(
+            ToneTable.learn(load_strains()), CopyDetector([p.content for p in training_poems])
+        )
 
     def report(self, contents: Sequence[str], finished: Sequence[bool] | None = None) -> dict:
         """Every metric over the finished poems (a poem cut by the token limit does not count).
@@ -334,9 +336,18 @@ def _share(part: int, whole: int) -> float | None:
 # --------------------------------------------------------------------------- a model's poems
 
 
-def write_poems(model: GPT, tokenizer: Tokenizer, n: int, temperature: float = 0.8,
-                top_k: int | None = 200, max_new_tokens: int = 256, seed: int = 0,
-                batch_size: int = 50, *, top_p: float | None = None) -> list[tuple[str, bool]]:
+def write_poems(
+    model: GPT,
+    tokenizer: Tokenizer,
+    n: int,
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+    batch_size: int = 50,
+    *,
+    top_p: float | None = None,
+) -> list[tuple[str, bool]]:
     """n documents written from end-of-text, each with whether it reached end-of-text itself."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -344,40 +355,65 @@ def write_poems(model: GPT, tokenizer: Tokenizer, n: int, temperature: float = 0
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         idx = torch.full((rows, 1), tokenizer.eot_id, dtype=torch.long, device=device)  # (B, 1)
-        out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                       top_p=top_p, eot_id=tokenizer.eot_id, generator=generator)
+        out = generate(
+            model,
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            eot_id=tokenizer.eot_id,
+            generator=generator,
+        )
         for row in out[:, 1:].tolist():
             documents.append((decode_document(row, tokenizer), tokenizer.eot_id in row))
     return documents
 
 
-def judge_model(model: GPT, tokenizer: Tokenizer, judge: PoemJudge, samples: int,
-                temperature: float = 0.8, top_k: int | None = 200, max_new_tokens: int = 256,
-                seed: int = 0, *, top_p: float | None = None) -> tuple[dict, list[str]]:
+def judge_model(
+    model: GPT,
+    tokenizer: Tokenizer,
+    judge: PoemJudge,
+    samples: int,
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+    *,
+    top_p: float | None = None,
+) -> tuple[dict, list[str]]:
     """The judge's report on samples poems the model writes, and the documents themselves.
 
     A document counts as finished only if it ended with end-of-text and has the
     ``title\\nauthor\\ncontent`` layout; its body is what the metrics score.
     """
-    documents = write_poems(model, tokenizer, samples, temperature, top_k, max_new_tokens, seed,
-                            top_p=top_p)
+    documents = write_poems(
+        model, tokenizer, samples, temperature, top_k, max_new_tokens, seed, top_p=top_p
+    )
     poems = [parse_document(text) for text, _ in documents]
-    report = judge.report([p.content if p else "" for p in poems],
-                          [done and p is not None for (_, done), p in zip(documents, poems,
-                                                                           strict=True)])
+    report = judge.report(
+        [p.content if p else "" for p in poems],
+        [done and p is not None for (_, done), p in zip(documents, poems, strict=True)],
+    )
     report["ended_with_eot"] = sum(done for _, done in documents) / max(len(documents), 1)
-    report["sampling"] = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
-                          "max_new_tokens": max_new_tokens, "seed": seed}
+    report["sampling"] = {
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+    }
     return report, [text for text, _ in documents]
 
 
 @torch.no_grad()
-def validation_bits_per_character(model: GPT, packed: PackedData, batches: int = 20,
-                                  batch_size: int = 16, seed: int = 1234) -> float:
+def validation_bits_per_character(
+    model: GPT, packed: PackedData, batches: int = 20, batch_size: int = 16, seed: int = 1234
+) -> float:
     """Bits per character of the validation split: the loss on fixed windows, per character."""
-    sampler = BatchSampler(packed.val, batch_size, model.config.block_size,
-                           next(model.parameters()).device, seed)
+    sampler = BatchSampler(
+        packed.val, batch_size, model.config.block_size, next(model.parameters()).device, seed
+    )
     losses = [model(*sampler.sample())[1].item() for _ in range(batches)]
     counts = packed.meta["counts"]
-    return bits_per_character(sum(losses) / len(losses), counts["val_tokens"],
-                              counts["val_chars"])
+    return bits_per_character(sum(losses) / len(losses), counts["val_tokens"], counts["val_chars"])

@@ -20,15 +20,16 @@ from tinylm.train import TrainResult, train
 
 MODELS: dict[str, str] = {
     "poem-char": "the profile's character-level poem model (Profile.train_run: "
-                 "char-ci, char-cpu or char-gpu)",
+    "char-ci, char-cpu or char-gpu)",
     "poem-mistral": "its Mistral-style twin, trained with the same FLOPs (Profile.mistral_run: "
-                    "mistral-ci, mistral-cpu or mistral-gpu)",
+    "mistral-ci, mistral-cpu or mistral-gpu)",
 }
 RUN_FIELDS = {"poem-char": "train_run", "poem-mistral": "mistral_run"}  # Profile fields
 
 
-def get(name: str = "poem-char", profile: str | None = None, progress: bool = True
-        ) -> tuple[GPT, Tokenizer]:
+def get(
+    name: str = "poem-char", profile: str | None = None, progress: bool = True
+) -> tuple[GPT, Tokenizer]:
     """The trained model and tokenizer for the profile (TINYLM_PROFILE if None), in eval mode.
 
     Trains the run the first time (resuming a cut-short run) and loads it every later time.

@@ -50,8 +50,15 @@ PROFILES: dict[str, Profile] = {
         sft_steps=20,
         sft_eval_prompts=8,
         kv_cache_new_tokens=32,
-        scaling_sweep=(("sweep-xs", 5), ("sweep-xs", 10), ("sweep-xs", 20), ("sweep-s", 5),
-                       ("sweep-s", 10), ("sweep-s", 20), ("sweep-m", 10)),
+        scaling_sweep=(
+            ("sweep-xs", 5),
+            ("sweep-xs", 10),
+            ("sweep-xs", 20),
+            ("sweep-s", 5),
+            ("sweep-s", 10),
+            ("sweep-s", 20),
+            ("sweep-m", 10),
+        ),
         eval_runs=("char-ci", "bpe-ci", "gpt2-ci"),
         eval_samples=16,
     ),
@@ -67,8 +74,9 @@ PROFILES: dict[str, Profile] = {
         sft_steps=300,
         sft_eval_prompts=100,
         kv_cache_new_tokens=256,
-        scaling_sweep=tuple((m, s) for m in ("sweep-xs", "sweep-s", "sweep-l")
-                            for s in (100, 300, 900)),
+        scaling_sweep=tuple(
+            (m, s) for m in ("sweep-xs", "sweep-s", "sweep-l") for s in (100, 300, 900)
+        ),
         eval_runs=("tok-char-cpu", "tok-bpe-cpu", "tok-gpt2-cpu"),
         eval_samples=120,
     ),
@@ -84,8 +92,9 @@ PROFILES: dict[str, Profile] = {
         sft_steps=1000,
         sft_eval_prompts=200,
         kv_cache_new_tokens=256,
-        scaling_sweep=tuple((m, s) for m in ("sweep-xs", "sweep-s", "sweep-m", "sweep-l")
-                            for s in (250, 1000, 3000)),
+        scaling_sweep=tuple(
+            (m, s) for m in ("sweep-xs", "sweep-s", "sweep-m", "sweep-l") for s in (250, 1000, 3000)
+        ),
         eval_runs=("char-gpu", "bpe-gpu", "talk-30m", "talk-124m"),
         eval_samples=500,
     ),
@@ -202,9 +211,10 @@ def training_setup(device: str) -> dict[str, str]:
     if device == "cuda":
         compile_line = "yes, every run"
     elif device == "cpu" and precision == "bfloat16":
-        compile_line = (f"runs of {CPU_COMPILE_MIN_TOKENS / 1e6:g}M+ tokens only (shorter ones "
-                        "would not earn back the compile time)")
+        compile_line = (
+            f"runs of {CPU_COMPILE_MIN_TOKENS / 1e6:g}M+ tokens only (shorter ones "
+            "would not earn back the compile time)"
+        )
     else:
         compile_line = "no (it would not speed training up here)"
-    return {"cpu bf16": cpu_bf16 or "none", "precision": precision_line,
-            "compile": compile_line}
+    return {"cpu bf16": cpu_bf16 or "none", "precision": precision_line, "compile": compile_line}

@@ -89,8 +89,9 @@ def load_trainer_state(checkpoint: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
         reason = str(error).split("\n", 1)[0].split(". ", 1)[0] or "ends too early"
-        raise ValueError(f"{path} is damaged or incomplete ({type(error).__name__}: {reason})"
-                         ) from None
+        raise ValueError(
+            f"{path} is damaged or incomplete ({type(error).__name__}: {reason})"
+        ) from None
 
 
 def load_checkpoint(out_dir: Path, cfg: TrainConfig) -> tuple[Path, dict, GPT] | None:
@@ -110,13 +111,18 @@ def load_checkpoint(out_dir: Path, cfg: TrainConfig) -> tuple[Path, dict, GPT] |
             problems.append(str(error))
             continue
         if problems:
-            warnings.warn(f"{problems[0]}; resuming from the previous checkpoint, {folder} "
-                          f"(step {state['step']})", stacklevel=3)
+            warnings.warn(
+                f"{problems[0]}; resuming from the previous checkpoint, {folder} "
+                f"(step {state['step']})",
+                stacklevel=3,
+            )
         return folder, state, model
     if problems:
-        raise ValueError(f"cannot resume {out_dir}: {'; '.join(problems)}. No readable "
-                         "checkpoint is left: start the run over with resume=False "
-                         "(CLI: --no-resume).")
+        raise ValueError(
+            f"cannot resume {out_dir}: {'; '.join(problems)}. No readable "
+            "checkpoint is left: start the run over with resume=False "
+            "(CLI: --no-resume)."
+        )
     return None
 
 
@@ -135,8 +141,10 @@ def load_model(directory: str | Path) -> tuple[GPT, Tokenizer]:
     """A model folder written by train (or save_pretrained + tokenizer.json), in eval mode."""
     directory = Path(directory)
     if not (directory / TOKENIZER_FILE).is_file():
-        raise FileNotFoundError(f"{directory / TOKENIZER_FILE} is missing: not a model folder "
-                                "written by tinylm.train (train the run first)")
+        raise FileNotFoundError(
+            f"{directory / TOKENIZER_FILE} is missing: not a model folder "
+            "written by tinylm.train (train the run first)"
+        )
     return GPT.from_pretrained(directory).eval(), load_tokenizer(directory / TOKENIZER_FILE)
 
 
@@ -145,8 +153,9 @@ def read_log(out_dir: Path, last_step: int | None = None) -> list[dict]:
     path = out_dir / LOG_FILE
     if not path.is_file():
         return []
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-               if line.strip()]
+    records = [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     return [r for r in records if last_step is None or r["step"] <= last_step]
 
 
@@ -173,8 +182,9 @@ def saved_config(out_dir: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as error:
-        raise ValueError(f"{path} is damaged ({error}); start the run over with resume=False "
-                         "(CLI: --no-resume)") from None
+        raise ValueError(
+            f"{path} is damaged ({error}); start the run over with resume=False (CLI: --no-resume)"
+        ) from None
 
 
 def is_finished(cfg: TrainConfig) -> bool:
@@ -185,14 +195,25 @@ def is_finished(cfg: TrainConfig) -> bool:
 
 def start_over(out_dir: Path) -> None:
     """Remove what an earlier run left in out_dir: checkpoints, final model, log."""
-    for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp", "model", "model.old",
-                 "model.tmp"):
+    for name in (
+        "checkpoint",
+        "checkpoint.old",
+        "checkpoint.tmp",
+        "model",
+        "model.old",
+        "model.tmp",
+    ):
         shutil.rmtree(out_dir / name, ignore_errors=True)
     (out_dir / LOG_FILE).unlink(missing_ok=True)
 
 
-def check_resumable(folder: Path, saved: dict, cfg: TrainConfig, saved_model: GPTConfig | None
-                    = None, config: GPTConfig | None = None) -> None:
+def check_resumable(
+    folder: Path,
+    saved: dict,
+    cfg: TrainConfig,
+    saved_model: GPTConfig | None = None,
+    config: GPTConfig | None = None,
+) -> None:
     """Refuse to go on with a run folder trained with another TrainConfig or model shape.
 
     saved is the folder's TrainConfig as a dict; LAYOUT_FIELDS may differ. Resuming under
@@ -201,20 +222,29 @@ def check_resumable(folder: Path, saved: dict, cfg: TrainConfig, saved_model: GP
     """
     diffs = config_changes(saved, cfg)
     if saved_model is not None and config is not None:
-        diffs += [f"model {name} {getattr(saved_model, name)} → {getattr(config, name)}"
-                  for name in SHAPE_FIELDS if getattr(saved_model, name) != getattr(config, name)]
+        diffs += [
+            f"model {name} {getattr(saved_model, name)} → {getattr(config, name)}"
+            for name in SHAPE_FIELDS
+            if getattr(saved_model, name) != getattr(config, name)
+        ]
     if diffs:
-        raise ValueError(f"cannot resume from {folder}: it was trained with another config "
-                         f"({'; '.join(diffs)}). Train this config under a new run_name, or "
-                         "start the run over with resume=False (CLI: --no-resume).")
+        raise ValueError(
+            f"cannot resume from {folder}: it was trained with another config "
+            f"({'; '.join(diffs)}). Train this config under a new run_name, or "
+            "start the run over with resume=False (CLI: --no-resume)."
+        )
 
 
 def rng_state(sampler: BatchSampler, device: torch.device) -> dict:
     """Every random number generator the run uses, so a resumed run draws the same numbers."""
     kind, key, pos, has_gauss, gauss = np.random.get_state()
-    return {"python": random.getstate(), "numpy": (kind, key.tolist(), pos, has_gauss, gauss),
-            "torch": torch.get_rng_state(), "sampler": sampler.generator.get_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, key.tolist(), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+        "sampler": sampler.generator.get_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
 
 
 def set_rng_state(state: dict, sampler: BatchSampler, device: torch.device) -> None:

@@ -77,8 +77,11 @@ class TrainConfig:
     parallel: str = "ddp"
 
     def __post_init__(self) -> None:
-        _check(bool(self.run_name) and "/" not in self.run_name and "\\" not in self.run_name,
-               "run_name", f"must be a non-empty folder name, got {self.run_name!r}")
+        _check(
+            bool(self.run_name) and "/" not in self.run_name and "\\" not in self.run_name,
+            "run_name",
+            f"must be a non-empty folder name, got {self.run_name!r}",
+        )
         _check_choice("model", self.model, sorted(PRESETS))
         _check_choice("tokenizer", self.tokenizer, TOKENIZER_NAMES)
         _check_choice("dtype", self.dtype, DTYPES)
@@ -87,41 +90,75 @@ class TrainConfig:
         _check_choice("attention", self.attention, ATTENTION_IMPLEMENTATIONS)
         _check_choice("parallel", self.parallel, PARALLEL_CHOICES)
         _check_choice("windows", self.windows, WINDOW_CHOICES)
-        for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches",
-                     "log_interval"):
+        for name in (
+            "batch_size",
+            "grad_accum",
+            "max_steps",
+            "eval_interval",
+            "eval_batches",
+            "log_interval",
+        ):
             value = getattr(self, name)
-            _check(isinstance(value, int) and value >= 1, name,
-                   f"must be a positive integer, got {value!r}")
-        _check(isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= self.max_steps,
-               "warmup_steps", f"must be an integer from 0 to max_steps ({self.max_steps}), "
-               f"got {self.warmup_steps!r}")
-        _check(self.block_size is None or (isinstance(self.block_size, int)
-                                           and self.block_size >= 1),
-               "block_size", f"must be None or a positive integer, got {self.block_size!r}")
+            _check(
+                isinstance(value, int) and value >= 1,
+                name,
+                f"must be a positive integer, got {value!r}",
+            )
+        _check(
+            isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= self.max_steps,
+            "warmup_steps",
+            f"must be an integer from 0 to max_steps ({self.max_steps}), got {self.warmup_steps!r}",
+        )
+        _check(
+            self.block_size is None or (isinstance(self.block_size, int) and self.block_size >= 1),
+            "block_size",
+            f"must be None or a positive integer, got {self.block_size!r}",
+        )
         for name in ("lr", "min_lr", "weight_decay", "grad_clip", "dropout"):
             value = getattr(self, name)
-            _check(isinstance(value, (int, float)) and not isinstance(value, bool)
-                   and math.isfinite(value), name, f"must be a finite number, got {value!r}")
+            _check(
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value),
+                name,
+                f"must be a finite number, got {value!r}",
+            )
         _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
-        _check(0 <= self.min_lr <= self.lr, "min_lr",
-               f"must be between 0 and lr ({self.lr}), got {self.min_lr}")
+        _check(
+            0 <= self.min_lr <= self.lr,
+            "min_lr",
+            f"must be between 0 and lr ({self.lr}), got {self.min_lr}",
+        )
         _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check(isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
-               and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
-                       for b in self.betas),
-               "betas", f"must be two numbers in [0, 1), got {self.betas!r}")
+        _check(
+            isinstance(self.betas, (tuple, list))
+            and len(self.betas) == 2
+            and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                for b in self.betas
+            ),
+            "betas",
+            f"must be two numbers in [0, 1), got {self.betas!r}",
+        )
         _check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0: off), got {self.grad_clip}")
         _check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
         _check(isinstance(self.seed, int), "seed", f"must be an integer, got {self.seed!r}")
-        _check(self.device == "auto" or _is_device(self.device), "device",
-               f"must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
-               f"got {self.device!r}")
+        _check(
+            self.device == "auto" or _is_device(self.device),
+            "device",
+            f"must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
+            f"got {self.device!r}",
+        )
 
     @property
     def schedule(self) -> dict[str, float]:
         """The learning-rate schedule's numbers, as `tinylm.train.lr_at` takes them."""
-        return {"lr": self.lr, "min_lr": self.min_lr, "warmup_steps": self.warmup_steps,
-                "max_steps": self.max_steps}
+        return {
+            "lr": self.lr,
+            "min_lr": self.min_lr,
+            "warmup_steps": self.warmup_steps,
+            "max_steps": self.max_steps,
+        }
 
     @property
     def out_dir(self) -> Path:
@@ -162,12 +199,15 @@ def config_fields() -> list[str]:
 
 
 def config_changes(saved: dict, cfg: TrainConfig) -> list[str]:
-    """"name saved → wanted" for each TrainConfig field cfg changes (LAYOUT_FIELDS aside)."""
+    """ "name saved → wanted" for each TrainConfig field cfg changes (LAYOUT_FIELDS aside)."""
     wanted = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in the saved JSON
     saved = json.loads(json.dumps(saved))
     missing = "(not saved)"
-    return [f"{name} {saved.get(name, missing)} → {value}" for name, value in wanted.items()
-            if name not in LAYOUT_FIELDS and saved.get(name, missing) != value]
+    return [
+        f"{name} {saved.get(name, missing)} → {value}"
+        for name, value in wanted.items()
+        if name not in LAYOUT_FIELDS and saved.get(name, missing) != value
+    ]
 
 
 def same_compute_steps(reference: TrainConfig, model: str, vocab_size: int) -> int:
@@ -182,9 +222,21 @@ def same_compute_steps(reference: TrainConfig, model: str, vocab_size: int) -> i
 # CI: 5-6 s of training on 2 idle Xeon cores (9-11 s for `python -m tinylm train --run char-ci`
 # with start-up and three poems; measured 2026-11-30), several times that on a loaded machine.
 # The loss falls; the poems are still noise.
-CHAR_CI = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=16, max_steps=60,
-                      warmup_steps=10, lr=3e-3, min_lr=3e-4, dropout=0.0, eval_interval=20,
-                      eval_batches=4, log_interval=5, windows="documents")
+CHAR_CI = TrainConfig(
+    "char-ci",
+    model="char-ci",
+    tokenizer="char",
+    batch_size=16,
+    max_steps=60,
+    warmup_steps=10,
+    lr=3e-3,
+    min_lr=3e-4,
+    dropout=0.0,
+    eval_interval=20,
+    eval_batches=4,
+    log_interval=5,
+    windows="documents",
+)
 # A laptop: under 10 minutes on 2 CPU cores with native bf16 (bf16 autocast + compile, as
 # "auto" picks there; 5,600 to 8,600 tokens/s on the 2-core VMs here, which vary), 3.1M
 # characters (0.8 epoch). Windows start at a poem, so the learned positions mean the same
@@ -193,46 +245,127 @@ CHAR_CI = TrainConfig("char-ci", model="char-ci", tokenizer="char", batch_size=1
 # regulated poems against 24 % for random ones; at ~4.4M tokens, batch 16 at lr 2e-3 had
 # the lowest validation loss of batch 8 or 16 at lr 1e-3, 2e-3 or 3e-3, but 4.4M tokens
 # does not fit 10 minutes at the slower speed. Too short to overfit, so no dropout.
-CHAR_CPU = TrainConfig("char-cpu", model="char-cpu", tokenizer="char", batch_size=16,
-                       max_steps=1500, warmup_steps=100, lr=2e-3, min_lr=2e-4, dropout=0.0,
-                       eval_interval=250, eval_batches=8, log_interval=25, windows="documents")
+CHAR_CPU = TrainConfig(
+    "char-cpu",
+    model="char-cpu",
+    tokenizer="char",
+    batch_size=16,
+    max_steps=1500,
+    warmup_steps=100,
+    lr=2e-3,
+    min_lr=2e-4,
+    dropout=0.0,
+    eval_interval=250,
+    eval_batches=8,
+    log_interval=25,
+    windows="documents",
+)
 # A workshop GPU: the talk's 30M shape on characters, ~11 epochs of the 3.8M characters.
-CHAR_GPU = TrainConfig("char-gpu", model="30m", tokenizer="char", batch_size=64, max_steps=2500,
-                       warmup_steps=100, lr=1e-3, min_lr=1e-4, dropout=0.2, eval_interval=250,
-                       eval_batches=20, log_interval=10, windows="documents")
+CHAR_GPU = TrainConfig(
+    "char-gpu",
+    model="30m",
+    tokenizer="char",
+    batch_size=64,
+    max_steps=2500,
+    warmup_steps=100,
+    lr=1e-3,
+    min_lr=1e-4,
+    dropout=0.2,
+    eval_interval=250,
+    eval_batches=20,
+    log_interval=10,
+    windows="documents",
+)
 # The talk's runs on an A10G: GPT-2 tokens, 64 x 256 tokens a step, 4,900 steps = 80.3M
 # tokens (~10 epochs), AdamW (0.9, 0.99), lr 1e-3 cosine to 1e-4, dropout 0.2, bf16, SDPA.
-TALK_30M = TrainConfig("talk-30m", model="30m", tokenizer="gpt2", batch_size=64, max_steps=4900,
-                       warmup_steps=100, lr=1e-3, min_lr=1e-4, dropout=0.2, eval_interval=250,
-                       eval_batches=20, log_interval=10)
+TALK_30M = TrainConfig(
+    "talk-30m",
+    model="30m",
+    tokenizer="gpt2",
+    batch_size=64,
+    max_steps=4900,
+    warmup_steps=100,
+    lr=1e-3,
+    min_lr=1e-4,
+    dropout=0.2,
+    eval_interval=250,
+    eval_batches=20,
+    log_interval=10,
+)
 CHAR_VOCAB = PRESETS["char-cpu"].vocab_size  # the character vocabulary, padded to 64
 
 
 def mistral_twin(reference: TrainConfig, run_name: str, model: str) -> TrainConfig:
     """The reference run with its model swapped for `model`, at the same training FLOPs."""
-    return replace(reference, run_name=run_name, model=model,
-                   max_steps=same_compute_steps(reference, model, CHAR_VOCAB))
+    return replace(
+        reference,
+        run_name=run_name,
+        model=model,
+        max_steps=same_compute_steps(reference, model, CHAR_VOCAB),
+    )
 
 
-RUNS: dict[str, TrainConfig] = {cfg.run_name: cfg for cfg in (
-    CHAR_CI, CHAR_CPU, CHAR_GPU, TALK_30M, replace(TALK_30M, run_name="talk-124m", model="124m"),
-    # Tokenizer comparisons (notebook 09): one model shape, three tokenizers, the same training
-    # FLOPs. GPT-2's 50,304-row output layer makes each token ~3x (cpu shape) or ~5x (ci shape)
-    # dearer than a character, so its runs take that many times fewer steps.
-    replace(CHAR_CI, run_name="bpe-ci", tokenizer="bpe"),
-    replace(CHAR_CI, run_name="gpt2-ci", tokenizer="gpt2", max_steps=12, warmup_steps=2,
-            eval_interval=6),
-    replace(CHAR_CPU, run_name="tok-char-cpu", batch_size=8, max_steps=450, warmup_steps=50,
-            lr=1e-3, min_lr=1e-4, eval_interval=150, log_interval=50),
-    replace(CHAR_CPU, run_name="tok-bpe-cpu", tokenizer="bpe", batch_size=8, max_steps=450,
-            warmup_steps=50, lr=1e-3, min_lr=1e-4, eval_interval=150, log_interval=50),
-    replace(CHAR_CPU, run_name="tok-gpt2-cpu", tokenizer="gpt2", batch_size=8, max_steps=156,
-            warmup_steps=20, lr=1e-3, min_lr=1e-4, eval_interval=52, log_interval=13),
-    replace(CHAR_GPU, run_name="bpe-gpu", tokenizer="bpe"),
-    # Architecture comparison (notebook 10): each profile's character model against its
-    # Mistral-style twin (RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head), with the
-    # same data, batches and schedule, and as many steps as give the same training FLOPs.
-    mistral_twin(CHAR_CI, "mistral-ci", "mistral-ci"),
-    mistral_twin(CHAR_CPU, "mistral-cpu", "mistral-cpu"),
-    mistral_twin(CHAR_GPU, "mistral-gpu", "mistral-30m"),
-)}
+RUNS: dict[str, TrainConfig] = {
+    cfg.run_name: cfg
+    for cfg in (
+        CHAR_CI,
+        CHAR_CPU,
+        CHAR_GPU,
+        TALK_30M,
+        replace(TALK_30M, run_name="talk-124m", model="124m"),
+        # Tokenizer comparisons (notebook 09): one model shape, three tokenizers, the same training
+        # FLOPs. GPT-2's 50,304-row output layer makes each token ~3x (cpu shape) or ~5x (ci shape)
+        # dearer than a character, so its runs take that many times fewer steps.
+        replace(CHAR_CI, run_name="bpe-ci", tokenizer="bpe"),
+        replace(
+            CHAR_CI,
+            run_name="gpt2-ci",
+            tokenizer="gpt2",
+            max_steps=12,
+            warmup_steps=2,
+            eval_interval=6,
+        ),
+        replace(
+            CHAR_CPU,
+            run_name="tok-char-cpu",
+            batch_size=8,
+            max_steps=450,
+            warmup_steps=50,
+            lr=1e-3,
+            min_lr=1e-4,
+            eval_interval=150,
+            log_interval=50,
+        ),
+        replace(
+            CHAR_CPU,
+            run_name="tok-bpe-cpu",
+            tokenizer="bpe",
+            batch_size=8,
+            max_steps=450,
+            warmup_steps=50,
+            lr=1e-3,
+            min_lr=1e-4,
+            eval_interval=150,
+            log_interval=50,
+        ),
+        replace(
+            CHAR_CPU,
+            run_name="tok-gpt2-cpu",
+            tokenizer="gpt2",
+            batch_size=8,
+            max_steps=156,
+            warmup_steps=20,
+            lr=1e-3,
+            min_lr=1e-4,
+            eval_interval=52,
+            log_interval=13,
+        ),
+        replace(CHAR_GPU, run_name="bpe-gpu", tokenizer="bpe"),
+        # Architecture comparison (notebook 10): each profile's character model against its
+        # Mistral-style twin (RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head), with the
+        # same data, batches and schedule, and as many steps as give the same training FLOPs.
+        mistral_twin(CHAR_CI, "mistral-ci", "mistral-ci"),
+        mistral_twin(CHAR_CPU, "mistral-cpu", "mistral-cpu"),
+        mistral_twin(CHAR_GPU, "mistral-gpu", "mistral-30m"),
+    )
+}

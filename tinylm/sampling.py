@@ -38,8 +38,13 @@ from tinylm.model import GPT
 from tinylm.tokenizers import Tokenizer
 
 
-def _check_args(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                repetition_penalty: float = 1.0, num_beams: int = 1) -> None:
+def _check_args(
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    num_beams: int = 1,
+) -> None:
     """Raise ValueError for a decoding parameter out of its range."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
@@ -56,8 +61,10 @@ def _check_args(temperature: float = 1.0, top_k: int | None = None, top_p: float
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Logits (..., V) divided by temperature (> 0): < 1 sharpens softmax, > 1 flattens it."""
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 to divide by it (0 = greedy: take the "
-                         f"argmax instead), got {temperature}")
+        raise ValueError(
+            f"temperature must be > 0 to divide by it (0 = greedy: take the "
+            f"argmax instead), got {temperature}"
+        )
     return logits / temperature
 
 
@@ -96,8 +103,9 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(~top_p_mask(logits, p), float("-inf"))
 
 
-def apply_repetition_penalty(logits: torch.Tensor, idx: torch.Tensor,
-                             penalty: float) -> torch.Tensor:
+def apply_repetition_penalty(
+    logits: torch.Tensor, idx: torch.Tensor, penalty: float
+) -> torch.Tensor:
     """Make the tokens already in each row less likely (CTRL, as in transformers).
 
     logits (B, V), idx (B, T): for every token id present in the row, a positive logit is
@@ -110,9 +118,14 @@ def apply_repetition_penalty(logits: torch.Tensor, idx: torch.Tensor,
     return logits.scatter(1, idx, seen)
 
 
-def next_token(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, generator: torch.Generator | None = None
-               ) -> torch.Tensor:
+def next_token(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Pick one id per row of logits (B, V): argmax at temperature 0, else a sample; → (B, 1)."""
     _check_args(temperature, top_k, top_p)
     if temperature == 0:
@@ -134,9 +147,9 @@ def next_logits(model: GPT, idx: torch.Tensor, cache: KVCache | None) -> torch.T
     prefill, then one token a step); without one, the last block_size tokens are recomputed.
     """
     if cache is not None:
-        logits, _ = model(idx[:, cache.seq_len:], cache=cache, last_only=True)  # (B, 1, V)
+        logits, _ = model(idx[:, cache.seq_len :], cache=cache, last_only=True)  # (B, 1, V)
     else:
-        logits, _ = model(idx[:, -model.config.block_size:], last_only=True)  # (B, 1, V)
+        logits, _ = model(idx[:, -model.config.block_size :], last_only=True)  # (B, 1, V)
     return logits[:, -1, :].float()
 
 
@@ -150,10 +163,19 @@ def _cache_for(model: GPT, idx: torch.Tensor, cache: KVCache | None) -> KVCache 
 
 
 @torch.no_grad()
-def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None,
-             repetition_penalty: float = 1.0, eot_id: int | None = None,
-             generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+def generate(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    eot_id: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
     """Extend idx (B, T) one token at a time, up to max_new_tokens; → (B, T + new).
 
     The model runs in eval mode (no dropout). A row that has produced eot_id is finished and
@@ -170,8 +192,9 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, temperature:
         logits = next_logits(model, idx, cache)  # (B, V)
         if repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, idx, repetition_penalty)
-        new = next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                         generator=generator)  # (B, 1)
+        new = next_token(
+            logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+        )  # (B, 1)
         if eot_id is not None:
             new = new.masked_fill(finished[:, None], eot_id)
             finished |= new[:, 0] == eot_id
@@ -183,9 +206,15 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, temperature:
 
 
 @torch.no_grad()
-def beam_search(model: GPT, idx: torch.Tensor, max_new_tokens: int, num_beams: int = 4,
-                length_penalty: float = 1.0, eot_id: int | None = None,
-                use_cache: bool = True) -> torch.Tensor:
+def beam_search(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    num_beams: int = 4,
+    length_penalty: float = 1.0,
+    eot_id: int | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
     """The most likely continuation of each prompt row of idx (B, T) found by beam search.
 
     Every step extends each of the num_beams running beams by every token and keeps the
@@ -215,17 +244,23 @@ def beam_search(model: GPT, idx: torch.Tensor, max_new_tokens: int, num_beams: i
         rows, tokens, new_scores = [], [], []  # keep K running even if K of them end here
         for i in range(b):
             kept = []
-            for rank, (score, flat) in enumerate(zip(top_scores[i].tolist(),
-                                                     top_ids[i].tolist(), strict=True)):
+            for rank, (score, flat) in enumerate(
+                zip(top_scores[i].tolist(), top_ids[i].tolist(), strict=True)
+            ):
                 row, token = i * num_beams + flat // vocab, flat % vocab
                 if token == eot_id:
                     if rank < num_beams and not done[i]:  # a finished beam among the K best
-                        _add(hypotheses[i], num_beams, score / (step + 1) ** length_penalty,
-                             beams[row, t:].tolist() + [token])
+                        _add(
+                            hypotheses[i],
+                            num_beams,
+                            score / (step + 1) ** length_penalty,
+                            beams[row, t:].tolist() + [token],
+                        )
                 elif len(kept) < num_beams:
                     kept.append((row, token, score))
-            done[i] = done[i] or _is_done(hypotheses[i], num_beams,
-                                          kept[0][2] / (step + 1) ** length_penalty)
+            done[i] = done[i] or _is_done(
+                hypotheses[i], num_beams, kept[0][2] / (step + 1) ** length_penalty
+            )
             rows += [r for r, _, _ in kept]
             tokens += [tok for _, tok, _ in kept]
             new_scores += [s for _, _, s in kept]
@@ -239,36 +274,52 @@ def beam_search(model: GPT, idx: torch.Tensor, max_new_tokens: int, num_beams: i
     else:  # max_new_tokens reached: running beams are hypotheses too
         for i in range(b):
             for k in range(num_beams if not done[i] else 0):
-                _add(hypotheses[i], num_beams,
-                     scores[i, k].item() / max(max_new_tokens, 1) ** length_penalty,
-                     beams[i * num_beams + k, t:].tolist())
+                _add(
+                    hypotheses[i],
+                    num_beams,
+                    scores[i, k].item() / max(max_new_tokens, 1) ** length_penalty,
+                    beams[i * num_beams + k, t:].tolist(),
+                )
     model.train(was_training)
     best = [max(h, key=lambda pair: pair[0])[1] for h in hypotheses]
     width = max(len(ids) for ids in best)
     pad = 0 if eot_id is None else eot_id
-    new = torch.tensor([ids + [pad] * (width - len(ids)) for ids in best], dtype=idx.dtype,
-                       device=idx.device).view(b, width)  # (B, new)
+    new = torch.tensor(
+        [ids + [pad] * (width - len(ids)) for ids in best], dtype=idx.dtype, device=idx.device
+    ).view(b, width)  # (B, new)
     return torch.cat((idx, new), dim=1)
 
 
-def _add(hypotheses: list[tuple[float, list[int]]], num_beams: int, score: float,
-         ids: list[int]) -> None:
+def _add(
+    hypotheses: list[tuple[float, list[int]]], num_beams: int, score: float, ids: list[int]
+) -> None:
     """Keep a finished beam if it is among the num_beams best so far."""
     hypotheses.append((score, ids))
     hypotheses.sort(key=lambda pair: pair[0], reverse=True)
     del hypotheses[num_beams:]
 
 
-def _is_done(hypotheses: list[tuple[float, list[int]]], num_beams: int,
-             best_running: float) -> bool:
+def _is_done(
+    hypotheses: list[tuple[float, list[int]]], num_beams: int, best_running: float
+) -> bool:
     """All num_beams finished, and the best running beam scores below the worst of them."""
     return len(hypotheses) == num_beams and hypotheses[-1][0] >= best_running
 
 
-def sample_poems(model: GPT, tokenizer: Tokenizer, prompts: list[str] | None = None, n: int = 5,
-                 max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = 200,
-                 seed: int = 1337, *, top_p: float | None = None,
-                 repetition_penalty: float = 1.0, use_cache: bool = True) -> list[str]:
+def sample_poems(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompts: list[str] | None = None,
+    n: int = 5,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    seed: int = 1337,
+    *,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    use_cache: bool = True,
+) -> list[str]:
     """n poems written from scratch, or n per prompt (len(prompts) * n), each cut at end-of-text.
 
     Every row starts with the end-of-text token, as every poem did in training, so the model
@@ -279,27 +330,47 @@ def sample_poems(model: GPT, tokenizer: Tokenizer, prompts: list[str] | None = N
     poems = []
     for prompt in [""] if prompts is None else prompts:
         idx = document_start(tokenizer, prompt, n, device)  # (n, 1 + len(prompt))
-        out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                       top_p=top_p, repetition_penalty=repetition_penalty,
-                       eot_id=tokenizer.eot_id, generator=generator, use_cache=use_cache)
+        out = generate(
+            model,
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            eot_id=tokenizer.eot_id,
+            generator=generator,
+            use_cache=use_cache,
+        )
         poems += [decode_document(row[1:].tolist(), tokenizer) for row in out]
     return poems
 
 
-def beam_poems(model: GPT, tokenizer: Tokenizer, prompts: list[str] | None = None,
-               max_new_tokens: int = 200, num_beams: int = 4, length_penalty: float = 1.0,
-               use_cache: bool = True) -> list[str]:
+def beam_poems(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompts: list[str] | None = None,
+    max_new_tokens: int = 200,
+    num_beams: int = 4,
+    length_penalty: float = 1.0,
+    use_cache: bool = True,
+) -> list[str]:
     """One poem per prompt (or one from scratch) by beam search: deterministic, no sampling."""
     device = next(model.parameters()).device
     texts = [""] if prompts is None else prompts
     idx = [document_start(tokenizer, prompt, 1, device) for prompt in texts]
-    outs = [beam_search(model, row, max_new_tokens, num_beams, length_penalty,
-                        tokenizer.eot_id, use_cache) for row in idx]  # prompts differ in length
+    outs = [
+        beam_search(
+            model, row, max_new_tokens, num_beams, length_penalty, tokenizer.eot_id, use_cache
+        )
+        for row in idx
+    ]  # prompts differ in length
     return [decode_document(out[0, 1:].tolist(), tokenizer) for out in outs]
 
 
-def document_start(tokenizer: Tokenizer, prompt: str = "", n: int = 1,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
+def document_start(
+    tokenizer: Tokenizer, prompt: str = "", n: int = 1, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """(n, 1 + len(ids)) rows of end-of-text, then the prompt: how every poem began in training."""
     start = [tokenizer.eot_id, *tokenizer.encode(prompt)]
     return torch.tensor([start] * n, dtype=torch.long, device=device)
@@ -311,5 +382,5 @@ def decode_document(ids: list[int], tokenizer: Tokenizer) -> str:
     Ids past the tokenizer's vocabulary (the padding rows of the embedding) are dropped.
     """
     if tokenizer.eot_id in ids:
-        ids = ids[:ids.index(tokenizer.eot_id)]
+        ids = ids[: ids.index(tokenizer.eot_id)]
     return tokenizer.decode([i for i in ids if i < tokenizer.vocab_size])

@@ -52,8 +52,10 @@ def run_flops(config: GPTConfig, tokens: float) -> float:
 def peak(gpu: str) -> float:
     """Peak dense bf16 FLOP/s of a GPU named as in tinylm.hardware.PEAK_FLOPS (e.g. "A10G")."""
     if gpu not in PEAK_FLOPS:
-        raise ValueError(f"unknown GPU {gpu!r}; known: {sorted(PEAK_FLOPS)} (tinylm.train."
-                         "PEAK_FLOPS holds their datasheet peaks)")
+        raise ValueError(
+            f"unknown GPU {gpu!r}; known: {sorted(PEAK_FLOPS)} (tinylm.train."
+            "PEAK_FLOPS holds their datasheet peaks)"
+        )
     return PEAK_FLOPS[gpu]
 
 
@@ -109,8 +111,9 @@ class TalkRun:
     def mfu_at(self, peak_flops: float) -> float:
         """The implied MFU under a given peak FLOP/s, e.g. each of A10G_PEAKS."""
         _check_positive(peak_flops=peak_flops)
-        return mfu(flops_per_token(preset(self.model)), self.tokens / (self.minutes * 60),
-                   peak_flops)
+        return mfu(
+            flops_per_token(preset(self.model)), self.tokens / (self.minutes * 60), peak_flops
+        )
 
     @property
     def tokens_per_param(self) -> float:
@@ -171,15 +174,19 @@ class PowerLaw:
 
     def __post_init__(self) -> None:
         if not self.A or len(self.A) != len(self.alpha):
-            raise ValueError(f"PowerLaw needs one A and one alpha per resource, got "
-                             f"A={self.A} and alpha={self.alpha}")
+            raise ValueError(
+                f"PowerLaw needs one A and one alpha per resource, got "
+                f"A={self.A} and alpha={self.alpha}"
+            )
 
     def __call__(self, *x: float | np.ndarray) -> float | np.ndarray:
         """The law's loss at x (scalars or arrays, one per resource: N, or N and D)."""
         if len(x) != len(self.A):
             raise ValueError(f"this law takes {len(self.A)} resource(s), got {len(x)}")
-        return self.E + sum(a * np.asarray(v, dtype=float) ** -al
-                            for a, al, v in zip(self.A, self.alpha, x, strict=True))
+        return self.E + sum(
+            a * np.asarray(v, dtype=float) ** -al
+            for a, al, v in zip(self.A, self.alpha, x, strict=True)
+        )
 
 
 # Hoffmann et al. 2022, arXiv:2203.15556, section 3.3 (approach 3), eq. 10: the fit to their runs
@@ -188,8 +195,9 @@ class PowerLaw:
 CHINCHILLA = PowerLaw(E=1.69, A=(406.4, 410.7), alpha=(0.34, 0.28))
 
 
-def chinchilla_optimal(compute: float, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
-                       ) -> tuple[float, float]:
+def chinchilla_optimal(
+    compute: float, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
+) -> tuple[float, float]:
     """(N, D) for a budget of C FLOPs by the rule D = 20·N: N = √(C / 120), D = 20·N."""
     _check_positive(compute=compute, tokens_per_param=tokens_per_param)
     n = math.sqrt(compute / (6 * tokens_per_param))
@@ -223,8 +231,7 @@ class PowerLawFit:
     samples: tuple[PowerLaw, ...]  # one per bootstrap resample of the points
     rms_log_error: float  # root mean square of log(fitted / measured) over the points
 
-    def interval(self, *x: float | np.ndarray, level: float = 0.9
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def interval(self, *x: float | np.ndarray, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bootstrap quantiles of the predicted loss at x (a confidence band)."""
         predictions = np.stack([np.asarray(s(*x)) for s in self.samples])
         tail = (1 - level) / 2
@@ -237,12 +244,15 @@ class PowerLawFit:
         for i in range(len(self.law.A)):
             table[f"A{i + 1}"] = [s.A[i] for s in self.samples]
             table[f"alpha{i + 1}"] = [s.alpha[i] for s in self.samples]
-        return {k: (float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail)))
-                for k, v in table.items()}
+        return {
+            k: (float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail)))
+            for k, v in table.items()
+        }
 
 
-def fit_power_law(loss: np.ndarray, *x: np.ndarray, n_boot: int = 200, seed: int = 0
-                  ) -> PowerLawFit:
+def fit_power_law(
+    loss: np.ndarray, *x: np.ndarray, n_boot: int = 200, seed: int = 0
+) -> PowerLawFit:
     """Fit L = E + Σ Aᵢ·xᵢ^(−αᵢ) to measured losses (resources x: N, or N and D, or C).
 
     Chinchilla's approach 3 parametrisation, log L = logsumexp(e, aᵢ − αᵢ·log xᵢ) with E = eᵉ and
@@ -266,8 +276,9 @@ def fit_power_law(loss: np.ndarray, *x: np.ndarray, n_boot: int = 200, seed: int
     return PowerLawFit(law, tuple(samples), rms)
 
 
-def _fit_inputs(loss: np.ndarray, x: tuple[np.ndarray, ...]
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _fit_inputs(
+    loss: np.ndarray, x: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validated log loss (m,), log of each resource over its geometric mean (k, m), the means."""
     y = np.asarray(loss, dtype=float).ravel()
     if not x:
@@ -278,10 +289,12 @@ def _fit_inputs(loss: np.ndarray, x: tuple[np.ndarray, ...]
     xs = np.stack([np.asarray(v, dtype=float).ravel() for v in x])  # (k, m)
     n_params = 1 + 2 * len(x)
     if y.size <= n_params:
-        raise ValueError(f"fitting {n_params} parameters needs more than {n_params} points, "
-                         f"got {y.size}")
-    if not (np.all(np.isfinite(y)) and np.all(y > 0) and np.all(np.isfinite(xs))
-            and np.all(xs > 0)):
+        raise ValueError(
+            f"fitting {n_params} parameters needs more than {n_params} points, got {y.size}"
+        )
+    if not (
+        np.all(np.isfinite(y)) and np.all(y > 0) and np.all(np.isfinite(xs)) and np.all(xs > 0)
+    ):
         raise ValueError("losses and resources must be finite and positive")
     logx = np.log(xs)
     centre = logx.mean(axis=1, keepdims=True)
@@ -290,15 +303,16 @@ def _fit_inputs(loss: np.ndarray, x: tuple[np.ndarray, ...]
 
 def _best_fit(y: np.ndarray, logx: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
     """Levenberg-Marquardt from the grid's start (and from `start`, if given): the lower cost."""
-    fits = [_levenberg_marquardt(t, y, logx) for t in (_grid_start(y, logx), start)
-            if t is not None]
+    fits = [
+        _levenberg_marquardt(t, y, logx) for t in (_grid_start(y, logx), start) if t is not None
+    ]
     return min(fits, key=lambda t: np.sum(_residuals(t, y, logx) ** 2))
 
 
 def _terms(theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
     """(k+1, m) log of each term: e, then aᵢ − αᵢ·log xᵢ."""
     k = logx.shape[0]
-    e, a, alpha = theta[0], theta[1:1 + k], theta[1 + k:]
+    e, a, alpha = theta[0], theta[1 : 1 + k], theta[1 + k :]
     return np.vstack([np.full(logx.shape[1], e), a[:, None] - alpha[:, None] * logx])
 
 
@@ -316,8 +330,9 @@ def _jacobian(theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
     return np.vstack([w, -w[1:] * logx]).T
 
 
-def _levenberg_marquardt(theta: np.ndarray, y: np.ndarray, logx: np.ndarray,
-                         iterations: int = 200) -> np.ndarray:
+def _levenberg_marquardt(
+    theta: np.ndarray, y: np.ndarray, logx: np.ndarray, iterations: int = 200
+) -> np.ndarray:
     """Gauss-Newton steps on the log residuals, damped (λ) whenever a step does not help.
 
     Exponents are kept at MIN_EXPONENT or above.
@@ -329,7 +344,7 @@ def _levenberg_marquardt(theta: np.ndarray, y: np.ndarray, logx: np.ndarray,
         h, g = jac.T @ jac, jac.T @ r
         step = np.linalg.solve(h + lam * (np.diag(np.diag(h)) + 1e-12 * np.eye(len(theta))), -g)
         new = theta + step
-        new[1 + len(logx):] = np.maximum(new[1 + len(logx):], MIN_EXPONENT)
+        new[1 + len(logx) :] = np.maximum(new[1 + len(logx) :], MIN_EXPONENT)
         new_cost = np.sum(_residuals(new, y, logx) ** 2)
         if np.isfinite(new_cost) and new_cost < cost:
             done = cost - new_cost < 1e-15 * (1 + cost)
@@ -362,9 +377,9 @@ def _grid_start(y: np.ndarray, logx: np.ndarray) -> np.ndarray:
 def _to_law(theta: np.ndarray, scale: np.ndarray) -> PowerLaw:
     """Undo the centring: xᵢ was divided by scaleᵢ, so Aᵢ = eᵃⁱ·scaleᵢ^αᵢ."""
     k = len(scale)
-    alpha = theta[1 + k:]
+    alpha = theta[1 + k :]
     with np.errstate(over="ignore"):  # a degenerate fit may overflow: its A becomes inf
-        a = np.exp(theta[1:1 + k] + alpha * np.log(scale))
+        a = np.exp(theta[1 : 1 + k] + alpha * np.log(scale))
     return PowerLaw(float(np.exp(theta[0])), tuple(map(float, a)), tuple(map(float, alpha)))
 
 
@@ -377,10 +392,21 @@ def sweep_config(model: str, steps: int) -> TrainConfig:
     Every run shares batch, context and evaluation batches, so all are scored on the same text;
     windows start at a poem, as in the profiles' character runs, so their losses compare.
     """
-    return TrainConfig(f"{model}-{steps}", model=model, tokenizer="char", batch_size=16,
-                       max_steps=steps, warmup_steps=max(1, min(50, steps // 10)), lr=2e-3,
-                       min_lr=2e-4, dropout=0.0, eval_interval=steps, eval_batches=8,
-                       log_interval=max(1, steps // 5), windows="documents")
+    return TrainConfig(
+        f"{model}-{steps}",
+        model=model,
+        tokenizer="char",
+        batch_size=16,
+        max_steps=steps,
+        warmup_steps=max(1, min(50, steps // 10)),
+        lr=2e-3,
+        min_lr=2e-4,
+        dropout=0.0,
+        eval_interval=steps,
+        eval_batches=8,
+        log_interval=max(1, steps // 5),
+        windows="documents",
+    )
 
 
 def sweep_point(result: TrainResult) -> tuple[int, int, float]:

@@ -52,13 +52,16 @@ def check_messages(messages: Sequence[dict]) -> None:
     """Messages must be an optional system message, then user and assistant turns in turn."""
     for i, message in enumerate(messages):
         if set(message) != {"role", "content"} or message["role"] not in ROLES:
-            raise ValueError(f"message {i} must be {{'role': one of {ROLES}, 'content': str}}, "
-                             f"got {message!r}")
+            raise ValueError(
+                f"message {i} must be {{'role': one of {ROLES}, 'content': str}}, got {message!r}"
+            )
     turns = messages[1:] if messages and messages[0]["role"] == "system" else messages
     expected = ["user", "assistant"] * len(turns)
-    if not turns or [m["role"] for m in turns] != expected[:len(turns)]:
-        raise ValueError("after an optional system message, the roles must alternate user, "
-                         f"assistant, user, …; got {[m['role'] for m in messages]}")
+    if not turns or [m["role"] for m in turns] != expected[: len(turns)]:
+        raise ValueError(
+            "after an optional system message, the roles must alternate user, "
+            f"assistant, user, …; got {[m['role'] for m in messages]}"
+        )
 
 
 def llama2_segments(messages: Sequence[dict]) -> list[Segment]:
@@ -78,16 +81,18 @@ def llama2_segments(messages: Sequence[dict]) -> list[Segment]:
     return segments
 
 
-def chatml_segments(messages: Sequence[dict], add_generation_prompt: bool = False
-                    ) -> list[Segment]:
+def chatml_segments(messages: Sequence[dict], add_generation_prompt: bool = False) -> list[Segment]:
     """ChatML: <|im_start|>role\\ncontent<|im_end|>\\n; the answer and its <|im_end|> count."""
     check_messages(messages)
     segments = []
     for message in messages:
         header = f"{IM_START}{message['role']}\n"
         if message["role"] == "assistant":
-            segments += [Segment(header), Segment(message["content"] + IM_END, trained=True),
-                         Segment("\n")]
+            segments += [
+                Segment(header),
+                Segment(message["content"] + IM_END, trained=True),
+                Segment("\n"),
+            ]
         else:
             segments.append(Segment(header + message["content"] + IM_END + "\n"))
     if add_generation_prompt:
@@ -95,8 +100,9 @@ def chatml_segments(messages: Sequence[dict], add_generation_prompt: bool = Fals
     return segments
 
 
-def render_segments(messages: Sequence[dict], template: str = "chatml",
-                    add_generation_prompt: bool = False) -> list[Segment]:
+def render_segments(
+    messages: Sequence[dict], template: str = "chatml", add_generation_prompt: bool = False
+) -> list[Segment]:
     """The conversation as segments in the named template ("llama2" or "chatml").
 
     add_generation_prompt ends the text where the assistant's answer should begin (ChatML's
@@ -109,14 +115,16 @@ def render_segments(messages: Sequence[dict], template: str = "chatml",
     raise ValueError(f"unknown chat template {template!r}; templates are {TEMPLATES}")
 
 
-def render(messages: Sequence[dict], template: str = "chatml",
-           add_generation_prompt: bool = False) -> str:
+def render(
+    messages: Sequence[dict], template: str = "chatml", add_generation_prompt: bool = False
+) -> str:
     """The conversation as one string in the named template."""
     return "".join(s.text for s in render_segments(messages, template, add_generation_prompt))
 
 
-def add_chat_tokens(tokenizer: Tokenizer, template: str = "chatml",
-                    texts: Sequence[str] = ()) -> Tokenizer:
+def add_chat_tokens(
+    tokenizer: Tokenizer, template: str = "chatml", texts: Sequence[str] = ()
+) -> Tokenizer:
     """The tokenizer plus the template's special tokens, existing ids unchanged.
 
     A character tokenizer also learns the characters of texts it has never seen (ChatML's
@@ -141,7 +149,8 @@ def check_vocabulary(model: GPT, tokenizer: Tokenizer) -> None:
         raise ValueError(
             f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
             f"{model.config.vocab_size} embedding rows; use fewer new tokens or resize the "
-            "model's embeddings before fine-tuning")
+            "model's embeddings before fine-tuning"
+        )
 
 
 # --------------------------------------------------------------------------- examples
@@ -162,8 +171,9 @@ class Example:
         return Example(self.ids, list(self.ids))
 
 
-def encode_chat(messages: Sequence[dict], tokenizer: Tokenizer, template: str = "chatml"
-                ) -> Example:
+def encode_chat(
+    messages: Sequence[dict], tokenizer: Tokenizer, template: str = "chatml"
+) -> Example:
     """Tokenise a conversation segment by segment; only trained segments keep their labels."""
     ids: list[int] = []
     labels: list[int] = []
@@ -212,9 +222,9 @@ def pad_batch(examples: Sequence[Example], pad_id: int, length: int | None = Non
         inputs, targets = _shifted(example)
         if len(inputs) > length:
             raise ValueError(f"example {row} has {len(inputs)} inputs, more than length={length}")
-        x[row, :len(inputs)] = torch.tensor(inputs)
-        y[row, :len(targets)] = torch.tensor(targets)
-        real[row, :len(inputs)] = True
+        x[row, : len(inputs)] = torch.tensor(inputs)
+        y[row, : len(targets)] = torch.tensor(targets)
+        real[row, : len(inputs)] = True
     return Batch(x, y, real)
 
 
@@ -269,8 +279,14 @@ class SFTSampler:
     `sample()` returns (x, y), so `tinylm.train.train_step` runs on it unchanged.
     """
 
-    def __init__(self, examples: Sequence[Example], batch_size: int, pad_id: int,
-                 device: torch.device | str = "cpu", seed: int = 0) -> None:
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        batch_size: int,
+        pad_id: int,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ) -> None:
         if not examples:
             raise ValueError("no examples to fine-tune on")
         self.examples = list(examples)
@@ -312,8 +328,9 @@ class Instruction:
         return messages
 
 
-def poem_instructions(poems: Sequence[Poem], forms: Sequence[str] = tuple(FORM_INSTRUCTIONS)
-                      ) -> list[Instruction]:
+def poem_instructions(
+    poems: Sequence[Poem], forms: Sequence[str] = tuple(FORM_INSTRUCTIONS)
+) -> list[Instruction]:
     """An instruction for every poem of the given forms, its form read off its lines."""
     unknown = sorted(set(forms) - set(FORM_INSTRUCTIONS))
     if unknown:
@@ -326,9 +343,12 @@ def poem_instructions(poems: Sequence[Poem], forms: Sequence[str] = tuple(FORM_I
     return instructions
 
 
-def encode_instructions(instructions: Sequence[Instruction], tokenizer: Tokenizer,
-                        template: str = "chatml", max_tokens: int | None = None
-                        ) -> list[Example]:
+def encode_instructions(
+    instructions: Sequence[Instruction],
+    tokenizer: Tokenizer,
+    template: str = "chatml",
+    max_tokens: int | None = None,
+) -> list[Example]:
     """Tokenised instructions, dropping those longer than max_tokens (the model's context + 1)."""
     examples = [encode_chat(i.messages(), tokenizer, template) for i in instructions]
     return [e for e in examples if max_tokens is None or len(e) <= max_tokens]
@@ -337,9 +357,16 @@ def encode_instructions(instructions: Sequence[Instruction], tokenizer: Tokenize
 # --------------------------------------------------------------------------- train, score
 
 
-def finetune(model: GPT, examples: Sequence[Example], steps: int, batch_size: int = 16,
-             lr: float = 3e-4, pad_id: int = 0, seed: int = 0, progress: bool = True
-             ) -> list[float]:
+def finetune(
+    model: GPT,
+    examples: Sequence[Example],
+    steps: int,
+    batch_size: int = 16,
+    lr: float = 3e-4,
+    pad_id: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
     """Fine-tune the model in place with the pretraining step; returns the loss of each step.
 
     Which tokens count is decided by the examples' labels alone: pass masked examples for SFT,
@@ -364,46 +391,73 @@ def finetune(model: GPT, examples: Sequence[Example], steps: int, batch_size: in
 
 
 @torch.no_grad()
-def mean_loss(model: GPT, examples: Sequence[Example], pad_id: int = 0, batch_size: int = 32
-              ) -> float:
+def mean_loss(
+    model: GPT, examples: Sequence[Example], pad_id: int = 0, batch_size: int = 32
+) -> float:
     """Cross-entropy per counted token (labels != -100) over all examples, in nats."""
     total, count = 0.0, 0
     device = next(model.parameters()).device
     for start in range(0, len(examples), batch_size):
-        batch = pad_batch(examples[start:start + batch_size], pad_id).to(device)
+        batch = pad_batch(examples[start : start + batch_size], pad_id).to(device)
         logits, _ = model(batch.x)  # (B, T, V)
-        total += F.cross_entropy(logits.flatten(0, 1).float(), batch.y.flatten(),
-                                 ignore_index=IGNORE_INDEX, reduction="sum").item()
+        total += F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            batch.y.flatten(),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        ).item()
         count += int((batch.y != IGNORE_INDEX).sum())
     return total / count
 
 
-def answer(model: GPT, tokenizer: Tokenizer, instruction: Instruction, template: str = "chatml",
-           max_new_tokens: int = 100, temperature: float = 0.0, seed: int = 0) -> str:
+def answer(
+    model: GPT,
+    tokenizer: Tokenizer,
+    instruction: Instruction,
+    template: str = "chatml",
+    max_new_tokens: int = 100,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> str:
     """The model's answer to an instruction: generate after the prompt, stop at the end token."""
     device = next(model.parameters()).device
     prompt = render(instruction.messages(with_answer=False), template, add_generation_prompt=True)
     ids = tokenizer.encode(prompt)
     room = model.config.block_size - len(ids)
     if room < 1:
-        raise ValueError(f"the prompt has {len(ids)} tokens, leaving no room in the model's "
-                         f"context of {model.config.block_size}")
+        raise ValueError(
+            f"the prompt has {len(ids)} tokens, leaving no room in the model's "
+            f"context of {model.config.block_size}"
+        )
     end_id = tokenizer.encode(END_TOKEN[template])[0]
     idx = torch.tensor([ids], device=device)  # (1, T)
     generator = torch.Generator(device=device).manual_seed(seed)
-    out = generate(model, idx, min(max_new_tokens, room), temperature=temperature,
-                   eot_id=end_id, generator=generator)[0, len(ids):].tolist()
-    out = out[:out.index(end_id)] if end_id in out else out
+    out = generate(
+        model,
+        idx,
+        min(max_new_tokens, room),
+        temperature=temperature,
+        eot_id=end_id,
+        generator=generator,
+    )[0, len(ids) :].tolist()
+    out = out[: out.index(end_id)] if end_id in out else out
     return tokenizer.decode([i for i in out if i < tokenizer.vocab_size])
 
 
-def form_accuracy(model: GPT, tokenizer: Tokenizer, instructions: Sequence[Instruction],
-                  template: str = "chatml", temperature: float = 0.0, progress: bool = True
-                  ) -> tuple[float, list[str]]:
+def form_accuracy(
+    model: GPT,
+    tokenizer: Tokenizer,
+    instructions: Sequence[Instruction],
+    template: str = "chatml",
+    temperature: float = 0.0,
+    progress: bool = True,
+) -> tuple[float, list[str]]:
     """The share of answers whose form (五绝, 七律, …) is the one asked for, and the answers."""
-    answers = [answer(model, tokenizer, instruction, template, temperature=temperature, seed=i)
-               for i, instruction in enumerate(progress_bar(instructions, desc="answer",
-                                                            disable=not progress))]
-    hits = sum(classify_form(text) == i.form for text, i in zip(answers, instructions,
-                                                                strict=True))
+    answers = [
+        answer(model, tokenizer, instruction, template, temperature=temperature, seed=i)
+        for i, instruction in enumerate(
+            progress_bar(instructions, desc="answer", disable=not progress)
+        )
+    ]
+    hits = sum(classify_form(text) == i.form for text, i in zip(answers, instructions, strict=True))
     return hits / len(instructions), answers

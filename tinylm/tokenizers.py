@@ -89,8 +89,10 @@ class Tokenizer(ABC):
         ids = list(ids)
         bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
         if bad is not None:
-            raise ValueError(f"token id {bad} is not in the {self.name} tokenizer's range 0 … "
-                             f"{self.vocab_size - 1}")
+            raise ValueError(
+                f"token id {bad} is not in the {self.name} tokenizer's range 0 … "
+                f"{self.vocab_size - 1}"
+            )
         return ids
 
     def tokens_per_char(self, texts: Sequence[str]) -> float:
@@ -303,8 +305,11 @@ class SpecialTokensTokenizer(Tokenizer):
         return "".join(parts) + self.base.decode(run)
 
     def save(self, path: str | os.PathLike) -> None:
-        state = {"type": self.base.name, **self.base._state(),
-                 "special_tokens": self.special_tokens}
+        state = {
+            "type": self.base.name,
+            **self.base._state(),
+            "special_tokens": self.special_tokens,
+        }
         Path(path).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
 
@@ -325,9 +330,13 @@ class TiktokenTokenizer(Tokenizer):
             first = base.n_vocab
             self._enc = tiktoken.Encoding(
                 name=f"{encoding_name}+{len(self.special_tokens)}",
-                pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks,
-                special_tokens={**base._special_tokens,
-                                **{t: first + i for i, t in enumerate(self.special_tokens)}})
+                pat_str=base._pat_str,
+                mergeable_ranks=base._mergeable_ranks,
+                special_tokens={
+                    **base._special_tokens,
+                    **{t: first + i for i, t in enumerate(self.special_tokens)},
+                },
+            )
 
     def with_special_tokens(self, tokens: Sequence[str]) -> Tokenizer:
         return type(self)(*self._init_args(), [*self.special_tokens, *tokens])
@@ -346,14 +355,16 @@ class TiktokenTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         if not self.special_tokens:
             return self._enc.encode_ordinary(text)
-        return self._enc.encode(text, allowed_special=set(self.special_tokens),
-                                disallowed_special=())
+        return self._enc.encode(
+            text, allowed_special=set(self.special_tokens), disallowed_special=()
+        )
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         if not self.special_tokens:
             return self._enc.encode_ordinary_batch(texts)
-        return self._enc.encode_batch(texts, allowed_special=set(self.special_tokens),
-                                      disallowed_special=())
+        return self._enc.encode_batch(
+            texts, allowed_special=set(self.special_tokens), disallowed_special=()
+        )
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._enc.decode(self.check_ids(ids), errors="replace")
@@ -445,9 +456,10 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         state = json.loads(Path(path).read_text(encoding="utf-8"))
         kind, special = state["type"], state.get("special_tokens", [])
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not a tokenizer file written by Tokenizer.save: damaged, "
-                         f"cut short or another file ({type(error).__name__}: {error})"
-                         ) from None
+        raise ValueError(
+            f"{path} is not a tokenizer file written by Tokenizer.save: damaged, "
+            f"cut short or another file ({type(error).__name__}: {error})"
+        ) from None
     if kind == "gpt2":
         return GPT2Tokenizer(special)
     if kind in tiktoken.list_encoding_names():

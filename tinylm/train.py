@@ -95,24 +95,38 @@ def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: 
 def build_model_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
     """The preset's shape with the tokenizer's vocabulary (padded to 64), dropout and context."""
     overrides = {"block_size": cfg.block_size} if cfg.block_size is not None else {}
-    return preset(cfg.model, vocab_size=vocab_size, dropout=cfg.dropout,
-                  attention=cfg.attention, **overrides)
+    return preset(
+        cfg.model, vocab_size=vocab_size, dropout=cfg.dropout, attention=cfg.attention, **overrides
+    )
 
 
-def build_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float,
-                    betas: tuple[float, float] = (0.9, 0.99), fused: bool = False
-                    ) -> torch.optim.AdamW:
+def build_optimizer(
+    model: torch.nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.99),
+    fused: bool = False,
+) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and embeddings (≥ 2-D) only, not on norms or biases."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused)
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
-               autocast: torch.autocast | nullcontext, *, grad_accum: int = 1,
-               grad_clip: float = 1.0, scaler: torch.amp.GradScaler | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampler: BatchSampler,
+    autocast: torch.autocast | nullcontext,
+    *,
+    grad_accum: int = 1,
+    grad_clip: float = 1.0,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over grad_accum micro-batches; (mean loss, grad norm) stay on device.
 
     grad_clip is the largest global gradient norm (0: no clipping).
@@ -147,9 +161,17 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler
     return total, norm
 
 
-def timed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
-                autocast: torch.autocast | nullcontext, steps: int, *, warmup: int = 1,
-                grad_accum: int = 1, scaler: torch.amp.GradScaler | None = None) -> dict:
+def timed_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampler: BatchSampler,
+    autocast: torch.autocast | nullcontext,
+    steps: int,
+    *,
+    warmup: int = 1,
+    grad_accum: int = 1,
+    scaler: torch.amp.GradScaler | None = None,
+) -> dict:
     """Time `steps` training steps after `warmup` untimed ones: tokens/s, ms/step, last loss."""
     start = time.perf_counter()
     for _ in range(warmup):
@@ -158,21 +180,37 @@ def timed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sample
     warmup_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
-        loss, _ = train_step(model, optimizer, sampler, autocast, grad_accum=grad_accum,
-                             scaler=scaler)
+        loss, _ = train_step(
+            model, optimizer, sampler, autocast, grad_accum=grad_accum, scaler=scaler
+        )
     loss = loss.item()  # waits for the last step
     synchronize(sampler.device)
     seconds = time.perf_counter() - start
     tokens = steps * grad_accum * sampler.batch_size * sampler.block_size
-    return {"tokens_per_s": tokens / seconds, "ms_per_step": 1e3 * seconds / steps,
-            "warmup_s": warmup_s, "loss": loss}
+    return {
+        "tokens_per_s": tokens / seconds,
+        "ms_per_step": 1e3 * seconds / steps,
+        "warmup_s": warmup_s,
+        "loss": loss,
+    }
 
 
-def fixed_batches(tokens: np.ndarray, cfg: TrainConfig, block_size: int, device: torch.device,
-                  eot_id: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def fixed_batches(
+    tokens: np.ndarray,
+    cfg: TrainConfig,
+    block_size: int,
+    device: torch.device,
+    eot_id: int | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """eval_batches batches drawn once with EVAL_SEED: every evaluation scores the same text."""
-    sampler = BatchSampler(tokens, cfg.batch_size, block_size, device, seed=EVAL_SEED,
-                           start_token=window_start(cfg, eot_id))
+    sampler = BatchSampler(
+        tokens,
+        cfg.batch_size,
+        block_size,
+        device,
+        seed=EVAL_SEED,
+        start_token=window_start(cfg, eot_id),
+    )
     return [sampler.sample() for _ in range(cfg.eval_batches)]
 
 
@@ -186,8 +224,11 @@ def window_start(cfg: TrainConfig, eot_id: int | None) -> int | None:
 
 
 @torch.no_grad()
-def estimate_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                  autocast: torch.autocast | nullcontext) -> float:
+def estimate_loss(
+    model: torch.nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    autocast: torch.autocast | nullcontext,
+) -> float:
     """Mean loss over fixed batches with dropout off (eval mode), then back to train mode."""
     model.eval()
     total = torch.zeros((), device=batches[0][0].device)
@@ -216,8 +257,9 @@ class TrainResult:
     out_dir: Path
 
 
-def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
-          max_steps: int | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig, resume: bool = True, progress: bool = True, max_steps: int | None = None
+) -> TrainResult:
     """Train (or resume, or just load) the run described by cfg; see the module docstring.
 
     max_steps stops this call after that step while the schedule still spans cfg.max_steps:
@@ -225,8 +267,10 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
     """
     stop = cfg.max_steps if max_steps is None else max_steps
     if not 1 <= stop <= cfg.max_steps:
-        raise ValueError(f"cannot stop at step {stop}: run {cfg.run_name} has max_steps "
-                         f"{cfg.max_steps}, so stop at a step from 1 to {cfg.max_steps}")
+        raise ValueError(
+            f"cannot stop at step {stop}: run {cfg.run_name} has max_steps "
+            f"{cfg.max_steps}, so stop at a step from 1 to {cfg.max_steps}"
+        )
     if resume and is_finished(cfg):
         finished = load_finished(cfg)
         if finished is not None:
@@ -246,8 +290,9 @@ def load_finished(cfg: TrainConfig) -> TrainResult | None:
     try:
         model, tokenizer = load_model(cfg.out_dir / "model")
     except ValueError as error:
-        warnings.warn(f"{error}; training resumes from the run's checkpoint to write it again",
-                      stacklevel=3)
+        warnings.warn(
+            f"{error}; training resumes from the run's checkpoint to write it again", stacklevel=3
+        )
         return None
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
     return TrainResult(model.to(device), tokenizer, read_log(cfg.out_dir), cfg.out_dir)
@@ -265,8 +310,9 @@ def _load_data(cfg: TrainConfig, place: Distributed) -> PackedData:
     return data.load_packed(cfg.tokenizer)
 
 
-def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
-           stop: int) -> TrainResult:
+def _train(
+    cfg: TrainConfig, place: Distributed, resume: bool, progress: bool, stop: int
+) -> TrainResult:
     device = resolve_device(cfg.device, place.local_rank)
     if device.type == "cuda":  # TensorFloat-32 for any matmul left in fp32
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -280,18 +326,29 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
     fsdp = cfg.parallel == "fsdp" and place.world_size > 1
     if fsdp:  # each rank now keeps 1/world_size of every tensor
         model = shard_model(model, device, use_bf16(device, cfg.dtype))
-    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
-                                fused=device.type == "cuda")  # on the shards, if any
-    sampler = BatchSampler(packed.train, cfg.batch_size, config.block_size, device,
-                           seed=cfg.seed + place.rank,  # each rank draws its own batches
-                           start_token=window_start(cfg, tokenizer.eot_id),
-                           resident=use_resident_data(cfg, device))  # GPU: corpus on the GPU
+    optimizer = build_optimizer(
+        model,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        betas=cfg.betas,
+        fused=device.type == "cuda",
+    )  # on the shards, if any
+    sampler = BatchSampler(
+        packed.train,
+        cfg.batch_size,
+        config.block_size,
+        device,
+        seed=cfg.seed + place.rank,  # each rank draws its own batches
+        start_token=window_start(cfg, tokenizer.eot_id),
+        resident=use_resident_data(cfg, device),
+    )  # GPU: corpus on the GPU
     scaler = grad_scaler(device, cfg.dtype)  # fp16 only
     step, elapsed = 0, 0.0
     if state:
         _check_world_size(state, checkpoint, place)
-        optimizer.load_state_dict(shard_optimizer_state(state["optimizer"], optimizer) if fsdp
-                                  else state["optimizer"])
+        optimizer.load_state_dict(
+            shard_optimizer_state(state["optimizer"], optimizer) if fsdp else state["optimizer"]
+        )
         set_rng_state(state["rng"][place.rank], sampler, device)
         if scaler is not None and "scaler" in state:  # older checkpoints have none
             scaler.load_state_dict(state["scaler"])
@@ -302,20 +359,30 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
             start_over(out)
         write_log(out, history)
 
-    step_model = (torch.compile(model, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"))
-                  if use_compile(cfg, device, config.block_size) else model)
+    step_model = (
+        torch.compile(model, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"))
+        if use_compile(cfg, device, config.block_size)
+        else model
+    )
     train_model = step_model
     if place.world_size > 1 and not fsdp:
         train_model = DDP(step_model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = autocast_context(device, cfg.dtype)
-    evals = {key: fixed_batches(tokens, cfg, config.block_size, device, tokenizer.eot_id)
-             for key, tokens in (("val_loss", packed.val), ("eval_train_loss", packed.train))}
+    evals = {
+        key: fixed_batches(tokens, cfg, config.block_size, device, tokenizer.eot_id)
+        for key, tokens in (("val_loss", packed.val), ("eval_train_loss", packed.train))
+    }
     tokens_per_step = cfg.batch_size * config.block_size * cfg.grad_accum * place.world_size
     flops, peak = flops_per_token(config), peak_flops(device)
     if peak is not None:
         peak *= place.world_size
-    bar = progress_bar(total=cfg.max_steps, initial=step, desc=cfg.run_name, unit="step",
-                       disable=not (progress and place.main))
+    bar = progress_bar(
+        total=cfg.max_steps,
+        initial=step,
+        desc=cfg.run_name,
+        unit="step",
+        disable=not (progress and place.main),
+    )
     t0 = time.perf_counter()
 
     def evaluate(record: dict) -> None:
@@ -327,21 +394,31 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
     def save() -> None:
         states = gather_rng_states(rng_state(sampler, device), place)
         whole = gather_full_model(model) if fsdp else model  # FSDP: every rank takes part
-        optimizer_state = (gather_optimizer_state(optimizer, place.main) if fsdp
-                           else optimizer.state_dict())
+        optimizer_state = (
+            gather_optimizer_state(optimizer, place.main) if fsdp else optimizer.state_dict()
+        )
         if place.main:  # the same files with or without FSDP
-            save_checkpoint(out, whole, {
-                "step": step, "optimizer": optimizer_state, "rng": states,
-                "train_config": asdict(cfg), "data_meta": packed.meta,
-                "elapsed_s": elapsed + time.perf_counter() - t0,
-                **({"scaler": scaler.state_dict()} if scaler is not None else {})})
+            save_checkpoint(
+                out,
+                whole,
+                {
+                    "step": step,
+                    "optimizer": optimizer_state,
+                    "rng": states,
+                    "train_config": asdict(cfg),
+                    "data_meta": packed.meta,
+                    "elapsed_s": elapsed + time.perf_counter() - t0,
+                    **({"scaler": scaler.state_dict()} if scaler is not None else {}),
+                },
+            )
 
     def log(record: dict) -> None:
         history.append(record)
         if place.main:
             append_log(out, record)
-            bar.set_postfix({k: f"{record[k]:.3f}" for k in ("train_loss", "val_loss")
-                             if record[k] is not None})
+            bar.set_postfix(
+                {k: f"{record[k]:.3f}" for k in ("train_loss", "val_loss") if record[k] is not None}
+            )
 
     if step == 0:  # the loss at initialisation (≈ ln vocab_size)
         record = _record(0, 0, lr_at(0, **cfg.schedule), elapsed)
@@ -355,8 +432,15 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
         lr = lr_at(step, **cfg.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, norm = train_step(train_model, optimizer, sampler, autocast,
-                                grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, scaler=scaler)
+        loss, norm = train_step(
+            train_model,
+            optimizer,
+            sampler,
+            autocast,
+            grad_accum=cfg.grad_accum,
+            grad_clip=cfg.grad_clip,
+            scaler=scaler,
+        )
         loss_sum += loss
         norm_sum += norm
         steps_since += 1
@@ -389,8 +473,9 @@ def _train(cfg: TrainConfig, place: Distributed, resume: bool, progress: bool,
     return TrainResult(model.eval(), tokenizer, history, out)
 
 
-def _starting_model(cfg: TrainConfig, config: GPTConfig, resume: bool
-                    ) -> tuple[Path | None, dict | None, GPT]:
+def _starting_model(
+    cfg: TrainConfig, config: GPTConfig, resume: bool
+) -> tuple[Path | None, dict | None, GPT]:
     """(checkpoint folder, trainer state, model) to resume from, or (None, None, a new GPT).
 
     Refuses a folder trained with another config (tinylm.run_files.check_resumable), including
@@ -410,15 +495,27 @@ def _starting_model(cfg: TrainConfig, config: GPTConfig, resume: bool
 def _check_world_size(state: dict, checkpoint: Path, place: Distributed) -> None:
     """Refuse to resume a checkpoint written by another number of processes."""
     if len(state["rng"]) != place.world_size:
-        raise ValueError(f"{checkpoint} was written by {len(state['rng'])} processes; resume "
-                         "with as many (torchrun --nproc_per_node), or start over with "
-                         "resume=False")
+        raise ValueError(
+            f"{checkpoint} was written by {len(state['rng'])} processes; resume "
+            "with as many (torchrun --nproc_per_node), or start over with "
+            "resume=False"
+        )
+
 
 def _record(step: int, tokens: int, lr: float, elapsed: float) -> dict:
     """A log record with every field, None where it does not apply."""
-    return {"step": step, "tokens": tokens, "lr": lr, "train_loss": None,
-            "eval_train_loss": None, "val_loss": None, "grad_norm": None,
-            "tokens_per_s": None, "mfu": None, "elapsed_s": elapsed}
+    return {
+        "step": step,
+        "tokens": tokens,
+        "lr": lr,
+        "train_loss": None,
+        "eval_train_loss": None,
+        "val_loss": None,
+        "grad_norm": None,
+        "tokens_per_s": None,
+        "mfu": None,
+        "elapsed_s": elapsed,
+    }
 
 
 def _check_finite(record: dict, key: str, cfg: TrainConfig, out: Path) -> None:
@@ -427,10 +524,14 @@ def _check_finite(record: dict, key: str, cfg: TrainConfig, out: Path) -> None:
     if math.isfinite(value):
         return
     checkpoint = find_checkpoint(out)
-    kept = (f"the last good checkpoint ({checkpoint}) is kept, and running again resumes "
-            "from it" if checkpoint else "no checkpoint had been written yet")
+    kept = (
+        f"the last good checkpoint ({checkpoint}) is kept, and running again resumes from it"
+        if checkpoint
+        else "no checkpoint had been written yet"
+    )
     raise TrainingDiverged(
         f"{key} became {value} at step {record['step']} (lr {record['lr']:.2e}); the run "
         f"stopped and {kept}. Try a lower lr (now {cfg.lr:g}), more warmup_steps (now "
         f"{cfg.warmup_steps}) or a smaller grad_clip (now {cfg.grad_clip:g}), and check the "
-        "data for corrupt or out-of-range token ids.")
+        "data for corrupt or out-of-range token ids."
+    )

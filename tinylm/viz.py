@@ -23,9 +23,18 @@ from tinylm.data import PROJECT_ROOT
 # Fonts with Chinese glyphs found on common systems (Linux packages, macOS, Windows), used only
 # when the course's own font (below) is missing.
 CJK_FONTS = (
-    "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei",
-    "WenQuanYi Zen Hei", "PingFang SC", "Heiti SC", "STHeiti", "Hiragino Sans GB",
-    "Microsoft YaHei", "SimHei", "Arial Unicode MS",
+    "Noto Sans CJK SC",
+    "Noto Sans SC",
+    "Source Han Sans SC",
+    "WenQuanYi Micro Hei",
+    "WenQuanYi Zen Hei",
+    "PingFang SC",
+    "Heiti SC",
+    "STHeiti",
+    "Hiragino Sans GB",
+    "Microsoft YaHei",
+    "SimHei",
+    "Arial Unicode MS",
 )
 
 
@@ -54,9 +63,12 @@ def use_cjk_font() -> str | None:
         installed = {f.name for f in font_manager.fontManager.ttflist}
         name = next((n for n in CJK_FONTS if n in installed), None)
         if name is None:
-            warnings.warn("No font with Chinese glyphs found: Chinese labels will show as boxes. "
-                          "Reinstall the course (`make setup`) to get Noto Sans SC, or install a "
-                          "CJK font such as `fonts-noto-cjk`.", stacklevel=2)
+            warnings.warn(
+                "No font with Chinese glyphs found: Chinese labels will show as boxes. "
+                "Reinstall the course (`make setup`) to get Noto Sans SC, or install a "
+                "CJK font such as `fonts-noto-cjk`.",
+                stacklevel=2,
+            )
             return None
     plt.rcParams["font.family"] = [name, "sans-serif"]  # glyphs it lacks (↵, ⟨⟩) from DejaVu
     return name
@@ -69,16 +81,23 @@ def use_cjk_font() -> str | None:
 VENDOR_DIR = Path(__file__).parent / "vendor"
 VENDOR_SCRIPTS = ("d3-5.7.0.min.js", "jquery-3.7.1.slim.min.js")
 _CDN_REQUIRE = re.compile(r'<script src="https://[^"]*require[^"]*"></script>')
-_AMD_PREAMBLE = re.compile(r"require\.config\(\{.*?\}\);\s*requirejs\(\[[^\]]*\],\s*function\s*"
-                           r"\(\$, d3\)\s*\{", re.S)
+_AMD_PREAMBLE = re.compile(
+    r"require\.config\(\{.*?\}\);\s*requirejs\(\[[^\]]*\],\s*function\s*"
+    r"\(\$, d3\)\s*\{",
+    re.S,
+)
 
 
 def offline_scripts() -> str:
     """d3 and jQuery in one script that defines no globals and hides any AMD loader from them."""
-    libs = "\n".join(f"(function () {{\n{(VENDOR_DIR / name).read_text()}\n}}).call(tinylm);"
-                     for name in VENDOR_SCRIPTS)
-    return ("var tinylm = {}, define, module, exports;  // libraries then attach to `tinylm`\n"
-            f"{libs}\ntinylm.$ = jQuery.noConflict(true);\n")
+    libs = "\n".join(
+        f"(function () {{\n{(VENDOR_DIR / name).read_text()}\n}}).call(tinylm);"
+        for name in VENDOR_SCRIPTS
+    )
+    return (
+        "var tinylm = {}, define, module, exports;  // libraries then attach to `tinylm`\n"
+        f"{libs}\ntinylm.$ = jQuery.noConflict(true);\n"
+    )
 
 
 def head_view(attention: Sequence[torch.Tensor], tokens: Sequence[str], decimals: int = 3) -> HTML:
@@ -95,12 +114,16 @@ def head_view(attention: Sequence[torch.Tensor], tokens: Sequence[str], decimals
     html, n_amd = _AMD_PREAMBLE.subn("(function ($, d3) {", html)
     end = html.rindex("});")
     if (n_cdn, n_amd) != (1, 1):
-        raise RuntimeError("bertviz's head_view output changed shape: tinylm.viz.head_view "
-                           "cannot make it offline; pin bertviz==1.4.1.")
-    body = html[:end] + "})(tinylm.$, tinylm.d3);" + html[end + 3:]
+        raise RuntimeError(
+            "bertviz's head_view output changed shape: tinylm.viz.head_view "
+            "cannot make it offline; pin bertviz==1.4.1."
+        )
+    body = html[:end] + "})(tinylm.$, tinylm.d3);" + html[end + 3 :]
     head, script = body.split('<script type="text/javascript">', 1)
-    return HTML(f'{head}<script type="text/javascript">\n(function () {{\n{offline_scripts()}'
-                f'{script.rsplit("</script>", 1)[0]}\n}})();\n</script>\n')
+    return HTML(
+        f'{head}<script type="text/javascript">\n(function () {{\n{offline_scripts()}'
+        f"{script.rsplit('</script>', 1)[0]}\n}})();\n</script>\n"
+    )
 
 
 # Recorded reference runs -------------------------------------------------------------------
@@ -120,12 +143,11 @@ def recorded_on(path: Path, recorded: dict, prefix: str) -> str:
     machine = recorded.get("machine") if isinstance(recorded, dict) else None
     if isinstance(machine, dict) and machine.get("device"):
         return str(machine["device"]).split(":")[0]
-    slug = path.stem[len(prefix) + 1:].rsplit("_", 1)[-1]
+    slug = path.stem[len(prefix) + 1 :].rsplit("_", 1)[-1]
     return slug.split("-")[0]
 
 
-def reference_files(prefix: str, kind: str = "cuda", folder: Path | None = None
-                    ) -> dict[str, dict]:
+def reference_files(prefix: str, kind: str = "cuda", folder: Path | None = None) -> dict[str, dict]:
     """The recorded JSON files ``<prefix>_*.json`` of data/reference made on this kind of device.
 
     Returns {file name: contents}, sorted by name; empty when none is recorded. `kind` is

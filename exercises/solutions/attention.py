@@ -22,8 +22,9 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous().view(b, t, nh * hs)  # (B, T, C); view needs contiguous memory
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q kᵀ / √hs) v, where each query sees itself and the past only; → (out, weights)."""
     t, hs = q.size(-2), q.size(-1)
     scores = q @ k.transpose(-2, -1)  # (..., T, T): how well query i matches key j

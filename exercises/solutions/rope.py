@@ -3,8 +3,9 @@
 import torch
 
 
-def rope_angles(positions: torch.Tensor, head_size: int, theta: float = 10000.0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_angles(
+    positions: torch.Tensor, head_size: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of RoPE's angles for positions (T,) (integers) → each (T, head_size), float32."""
     pairs = torch.arange(0, head_size, 2, device=positions.device).float()  # 0, 2, …: 2i
     inv_freq = theta ** (-pairs / head_size)  # (hs/2,): θ^(-2i/hs), 1 down to ~1/θ
@@ -19,8 +20,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_rope(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate every channel pair of q and of k by its angle; → (q, k) in their own dtypes."""
     # (a, b) → (a cos - b sin, b cos + a sin): cos, sin (T, hs) broadcast over batch and heads.
     q_rot = q * cos + rotate_half(q) * sin  # (B, nh, T, hs), float32 from the angles

@@ -12,7 +12,7 @@ def sft_labels(ids: Sequence[int], answer_start: Sequence[int], end_id: int) -> 
     in_answer = False
     i = 0
     while i < len(ids):
-        if not in_answer and list(ids[i:i + n]) == start:
+        if not in_answer and list(ids[i : i + n]) == start:
             in_answer = True  # the header itself stays -100; the answer begins after it
             i += n
             continue

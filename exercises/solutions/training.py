@@ -15,8 +15,13 @@ def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: 
     return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (lr - min_lr)  # lr → min_lr
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, grad_clip: float) -> tuple[float, float]:
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    grad_clip: float,
+) -> tuple[float, float]:
     """One optimizer step on the batch x, y (B, T); returns (loss, gradient norm) as floats."""
     _, loss = model(x, y)  # logits (B, T, V) are not needed, only the mean cross-entropy
     loss.backward()  # every parameter's .grad now holds d loss / d parameter

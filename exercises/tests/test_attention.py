@@ -50,9 +50,12 @@ def check_causal(weights):
         *batch, i, j = index
         where = {0: "", 1: " (batch {})", 2: " (batch {}, head {})"}.get(len(batch), " {}")
         allowed = f"keys 0 … {i}" if i else "key 0"
-        expect(False, f"row {i}{where.format(*batch)} attends to future position {j} "
-                      f"(weight {num(weights[index])}): query {i} may only look at {allowed}; "
-                      "fill the scores above the diagonal with -inf before the softmax")
+        expect(
+            False,
+            f"row {i}{where.format(*batch)} attends to future position {j} "
+            f"(weight {num(weights[index])}): query {i} may only look at {allowed}; "
+            "fill the scores above the diagonal with -inf before the softmax",
+        )
 
 
 def check_rows_sum_to_one(weights, scores):
@@ -67,8 +70,10 @@ def check_rows_sum_to_one(weights, scores):
     t = weights.size(-1)
     causal = torch.ones(t, t, dtype=torch.bool).tril()
     if close(weights, F.softmax(scores, dim=-1) * causal):
-        message += (": the mask was applied after the softmax, so the rows no longer sum to 1; "
-                    "mask the scores with -inf before the softmax instead")
+        message += (
+            ": the mask was applied after the softmax, so the rows no longer sum to 1; "
+            "mask the scores with -inf before the softmax instead"
+        )
     elif close(weights.sum(dim=-2), torch.ones_like(sums)):
         message += ": the columns sum to 1, so the softmax ran over dim -2; run it over the "
         message += "last dim (the keys)"
@@ -88,8 +93,10 @@ def scale_hint(weights, q, k):
     hs = q.size(-1)
     raw = q @ k.transpose(-2, -1)
     if close(weights, masked_softmax(raw)):
-        return (f"the weights are softmax(q kᵀ) without the scale: divide the scores by "
-                f"√hs = √{hs} ≈ {math.sqrt(hs):.3g} so their variance stays near 1")
+        return (
+            f"the weights are softmax(q kᵀ) without the scale: divide the scores by "
+            f"√hs = √{hs} ≈ {math.sqrt(hs):.3g} so their variance stays near 1"
+        )
     if close(weights, masked_softmax(raw / hs)):
         return f"the scores were divided by hs = {hs}; divide them by √hs ≈ {math.sqrt(hs):.3g}"
     return "weights = softmax(masked(q kᵀ / √hs)) over the last dim"
@@ -108,12 +115,19 @@ def test_split_heads_gives_each_head_its_slice(exercise, n_head, t):
 
     def describe(index):
         b, h, pos, c = index
-        return (f"out[{b}, {h}, {pos}, {c}] (head {h}, position {pos}, channel {c}), which "
-                f"should equal x[{b}, {pos}, {h * hs + c}],")
+        return (
+            f"out[{b}, {h}, {pos}, {c}] (head {h}, position {pos}, channel {c}), which "
+            f"should equal x[{b}, {pos}, {h * hs + c}],"
+        )
 
-    check_close(out, reference_split(x, n_head), "split_heads", describe=describe,
-                hint="view x as (B, T, nh, hs) first, then swap T and nh with transpose(1, 2); "
-                     "viewing it as (B, nh, T, hs) directly mixes positions")
+    check_close(
+        out,
+        reference_split(x, n_head),
+        "split_heads",
+        describe=describe,
+        hint="view x as (B, T, nh, hs) first, then swap T and nh with transpose(1, 2); "
+        "viewing it as (B, nh, T, hs) directly mixes positions",
+    )
 
 
 @pytest.mark.parametrize(("n_head", "t"), [(1, 3), (2, 1), (4, 5)])
@@ -126,18 +140,29 @@ def test_merge_heads_undoes_split_heads(exercise, n_head, t):
 
     def describe(index):
         b, pos, c = index
-        return (f"out[{b}, {pos}, {c}], which should equal y[{b}, {c // hs}, {pos}, {c % hs}] "
-                f"(head {c // hs}, channel {c % hs}),")
+        return (
+            f"out[{b}, {pos}, {c}], which should equal y[{b}, {c // hs}, {pos}, {c % hs}] "
+            f"(head {c // hs}, channel {c % hs}),"
+        )
 
-    check_close(out, reference_merge(y), "merge_heads", describe=describe,
-                hint="transpose(1, 2) back to (B, T, nh, hs), then .contiguous().view(B, T, C)")
+    check_close(
+        out,
+        reference_merge(y),
+        "merge_heads",
+        describe=describe,
+        hint="transpose(1, 2) back to (B, T, nh, hs), then .contiguous().view(B, T, C)",
+    )
 
 
 # --------------------------------------------------------------------------- attention
 
 
-SHAPES = {"batch and heads": (2, 2, 5, 8), "one head": (1, 1, 6, 8), "T = 1": (2, 2, 1, 4),
-          "no head dim": (3, 7, 4)}
+SHAPES = {
+    "batch and heads": (2, 2, 5, 8),
+    "one head": (1, 1, 6, 8),
+    "T = 1": (2, 2, 1, 4),
+    "no head dim": (3, 7, 4),
+}
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -150,9 +175,13 @@ def test_causal_attention_weights(exercise, shape):
     check_causal(weights)
     check_rows_sum_to_one(weights, q @ k.transpose(-2, -1) / math.sqrt(shape[-1]))
     _, expected_weights = reference_attention(q, k, v)
-    check_close(weights, expected_weights, "the attention weights",
-                hint=scale_hint(weights, q, k),
-                describe=lambda i: f"the weight of query {i[-2]} on key {i[-1]}")
+    check_close(
+        weights,
+        expected_weights,
+        "the attention weights",
+        hint=scale_hint(weights, q, k),
+        describe=lambda i: f"the weight of query {i[-2]} on key {i[-1]}",
+    )
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -161,20 +190,28 @@ def test_causal_attention_output(exercise, shape):
     q, k, v = (torch.randn(shape) for _ in range(3))
     out, _ = exercise.causal_attention(q, k, v)
     expected_out, _ = reference_attention(q, k, v)
-    check_close(out, expected_out, "the attention output",
-                hint="out = weights @ v: each position's output is the weighted average of the "
-                     "values it attends to (check the weights first: test_causal_attention_"
-                     "weights)",
-                describe=lambda i: f"position {i[-2]}, channel {i[-1]}")
+    check_close(
+        out,
+        expected_out,
+        "the attention output",
+        hint="out = weights @ v: each position's output is the weighted average of the "
+        "values it attends to (check the weights first: test_causal_attention_"
+        "weights)",
+        describe=lambda i: f"position {i[-2]}, channel {i[-1]}",
+    )
 
 
 def test_causal_attention_first_position_sees_only_itself(exercise):
     torch.manual_seed(2)
     q, k, v = (torch.randn(1, 1, 4, 8) for _ in range(3))
     out, _ = exercise.causal_attention(q, k, v)
-    check_close(out[..., 0, :], v[..., 0, :], "the output at position 0",
-                hint="position 0 sees only itself: its weight on key 0 is 1, so its output is "
-                     "v at position 0")
+    check_close(
+        out[..., 0, :],
+        v[..., 0, :],
+        "the output at position 0",
+        hint="position 0 sees only itself: its weight on key 0 is 1, so its output is "
+        "v at position 0",
+    )
 
 
 # --------------------------------------------------------------------------- the module
@@ -193,9 +230,16 @@ def test_self_attention_matches_the_module(exercise, n_head, t):
         q, k, v = module.c_attn(x).split(16, dim=2)
         heads = [reference_split(z, n_head) for z in (q, k, v)]
         before_proj = reference_merge(reference_attention(*heads)[0])
-    hint = ("the steps: q, k, v = attn.c_attn(x).split(C, dim=2); split each into heads; "
-            "causal attention per head; merge the heads; attn.c_proj")
+    hint = (
+        "the steps: q, k, v = attn.c_attn(x).split(C, dim=2); split each into heads; "
+        "causal attention per head; merge the heads; attn.c_proj"
+    )
     if close(y, before_proj):
         hint = "that is the merged heads before the output projection: apply attn.c_proj to them"
-    check_close(y, expected, "self_attention", hint=hint,
-                describe=lambda i: f"batch {i[0]}, position {i[1]}, channel {i[2]}")
+    check_close(
+        y,
+        expected,
+        "self_attention",
+        hint=hint,
+        describe=lambda i: f"batch {i[0]}, position {i[1]}, channel {i[2]}",
+    )

@@ -43,21 +43,28 @@ def reference_best(counts):
 def check_counts(got, expected, chunks):
     """Name the first pair whose count is wrong, and why it is what it is."""
     __tracebackhide__ = True
-    expect(isinstance(got, dict), f"get_pair_counts should return a Counter, got "
-                                  f"{type(got).__name__}")
+    expect(
+        isinstance(got, dict), f"get_pair_counts should return a Counter, got {type(got).__name__}"
+    )
     got = {pair: n for pair, n in got.items() if n}
     for pair in sorted(set(got) | set(expected)):
         want, have = expected.get(pair, 0), got.get(pair, 0)
         if want == have:
             continue
         if want == 0:
-            expect(False, f"pair {pair} is counted {have} times but never occurs inside one "
-                          "chunk: it spans the end of one chunk and the start of the next; "
-                          "count the pairs of each chunk on its own")
+            expect(
+                False,
+                f"pair {pair} is counted {have} times but never occurs inside one "
+                "chunk: it spans the end of one chunk and the start of the next; "
+                "count the pairs of each chunk on its own",
+            )
         example = next(c for c in chunks if pair in pairwise(c))
-        expect(False, f"pair {pair} should be counted {want} times, got {have} (e.g. chunk "
-                      f"{list(example)}; overlapping pairs count: [97, 97, 97] holds (97, 97) "
-                      "twice)")
+        expect(
+            False,
+            f"pair {pair} should be counted {want} times, got {have} (e.g. chunk "
+            f"{list(example)}; overlapping pairs count: [97, 97, 97] holds (97, 97) "
+            "twice)",
+        )
 
 
 def shorten(items, n=6):
@@ -109,11 +116,17 @@ def test_most_frequent_pair(exercise, counts):
     expect(isinstance(got, tuple), f"most_frequent_pair should return a tuple (a, b), got {got!r}")
     tied = sorted(pair for pair, n in counts.items() if n == counts[want])
     if len(tied) > 1:
-        expect(got == want, f"pairs {', '.join(map(str, tied))} are all counted {counts[want]} "
-                            f"times; on a tie pick the lowest pair, {want}, so that training is "
-                            f"deterministic; got {got}")
-    expect(got == want, f"the most frequent pair is {want} ({counts[want]} times), got {got}"
-                        f"{f' ({counts[got]} times)' if got in counts else ''}")
+        expect(
+            got == want,
+            f"pairs {', '.join(map(str, tied))} are all counted {counts[want]} "
+            f"times; on a tie pick the lowest pair, {want}, so that training is "
+            f"deterministic; got {got}",
+        )
+    expect(
+        got == want,
+        f"the most frequent pair is {want} ({counts[want]} times), got {got}"
+        f"{f' ({counts[got]} times)' if got in counts else ''}",
+    )
 
 
 def test_most_frequent_pair_of_nothing_is_none(exercise):
@@ -142,9 +155,12 @@ def test_merge(exercise, ids, pair, new_id):
     expect(ids == original, f"merge changed its input ids to {ids}; build and return a new list")
     call = f"merge({original}, {pair}, {new_id})"
     expect(isinstance(got, list), f"{call} should return a list, got {type(got).__name__}")
-    expect(got == want, f"{call} should be {want}, got {got}: scan left to right; where ids[i], "
-                        "ids[i + 1] is the pair, write new_id and skip both (occurrences do not "
-                        "overlap), else copy ids[i]")
+    expect(
+        got == want,
+        f"{call} should be {want}, got {got}: scan left to right; where ids[i], "
+        "ids[i + 1] is the pair, write new_id and skip both (occurrences do not "
+        "overlap), else copy ids[i]",
+    )
 
 
 # --------------------------------------------------------------------------- training
@@ -161,27 +177,36 @@ TEXTS = {
 def test_train_bpe_learns_the_reference_merges(exercise, text, n_merges):
     got = exercise.train_bpe(text, 256 + n_merges)
     want = reference_train(text, 256 + n_merges)
-    expect(isinstance(got, list), f"train_bpe should return a list of pairs, got "
-                                  f"{type(got).__name__}")
+    expect(
+        isinstance(got, list), f"train_bpe should return a list of pairs, got {type(got).__name__}"
+    )
     got = [tuple(pair) for pair in got]
     for i, (mine, theirs) in enumerate(zip(got, want, strict=False)):  # lengths: below
         agree = f"the first {i} merges agree. " if i else ""
-        expect(mine == theirs, f"merge {i} should be {describe_merges(want)[i]}, got {mine}; "
-                               f"{agree}Each step: count the pairs of every "
-                               "chunk (pretokenize the text first: merges never cross chunks), "
-                               "take the most frequent (lowest on ties), merge it everywhere "
-                               f"into id {256 + i}")
-    expect(len(got) == len(want), f"expected {len(want)} merges, got {len(got)}: learn "
-                                  f"vocab_size - 256 = {n_merges} merges, stopping early only "
-                                  "when no chunk has two tokens left")
+        expect(
+            mine == theirs,
+            f"merge {i} should be {describe_merges(want)[i]}, got {mine}; "
+            f"{agree}Each step: count the pairs of every "
+            "chunk (pretokenize the text first: merges never cross chunks), "
+            "take the most frequent (lowest on ties), merge it everywhere "
+            f"into id {256 + i}",
+        )
+    expect(
+        len(got) == len(want),
+        f"expected {len(want)} merges, got {len(got)}: learn "
+        f"vocab_size - 256 = {n_merges} merges, stopping early only "
+        "when no chunk has two tokens left",
+    )
 
 
 def test_train_bpe_stops_when_nothing_is_left(exercise):
     got = exercise.train_bpe("aaaa", 300)
     want = reference_train("aaaa", 300)
-    expect([tuple(p) for p in got] == want,
-           f"'aaaa' allows only {len(want)} merges, {describe_merges(want)}, then it is one "
-           f"token; got {shorten(got)}: stop when most_frequent_pair finds no pair")
+    expect(
+        [tuple(p) for p in got] == want,
+        f"'aaaa' allows only {len(want)} merges, {describe_merges(want)}, then it is one "
+        f"token; got {shorten(got)}: stop when most_frequent_pair finds no pair",
+    )
 
 
 def test_train_bpe_with_no_merges(exercise):
@@ -194,5 +219,8 @@ def test_train_bpe_rejects_a_vocabulary_smaller_than_the_bytes(exercise):
         got = exercise.train_bpe("hello", 255)
     except ValueError:
         return
-    expect(False, f"train_bpe('hello', vocab_size=255) should raise ValueError (the 256 byte "
-                  f"values are always in the vocabulary), but returned {got}")
+    expect(
+        False,
+        f"train_bpe('hello', vocab_size=255) should raise ValueError (the 256 byte "
+        f"values are always in the vocabulary), but returned {got}",
+    )

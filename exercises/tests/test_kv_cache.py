@@ -61,26 +61,43 @@ def kv(t, seed, b=2, nh=2, hs=4):
 def check_appended(got, cache, expected, layer, what):
     """The returned pair and the stored pair both equal the reference's keys and values."""
     __tracebackhide__ = True
-    expect(isinstance(got, tuple) and len(got) == 2,
-           f"append_kv should return (keys, values), got {type(got).__name__}")
+    expect(
+        isinstance(got, tuple) and len(got) == 2,
+        f"append_kv should return (keys, values), got {type(got).__name__}",
+    )
     exp_k, exp_v = expected
     b, nh, t, hs = exp_k.shape
     for name, tensor, want in (("keys", got[0], exp_k), ("values", got[1], exp_v)):
-        expect(isinstance(tensor, torch.Tensor),
-               f"{what}: the returned {name} should be a tensor, got {type(tensor).__name__}")
-        expect(tensor.shape == want.shape,
-               f"{what}: the {name} should have shape {tuple(want.shape)} (B, nh, T_past + t, "
-               f"hs), got {tuple(tensor.shape)}: concatenate along dim 2, the time axis")
-        check_close(tensor, want, f"{what}: the returned {name}",
-                    hint="the past positions come first, then the new ones: "
-                         "torch.cat((past, new), dim=2); keys with keys, values with values",
-                    describe=lambda i: f"position {i[2]} (batch {i[0]}, head {i[1]})")
+        expect(
+            isinstance(tensor, torch.Tensor),
+            f"{what}: the returned {name} should be a tensor, got {type(tensor).__name__}",
+        )
+        expect(
+            tensor.shape == want.shape,
+            f"{what}: the {name} should have shape {tuple(want.shape)} (B, nh, T_past + t, "
+            f"hs), got {tuple(tensor.shape)}: concatenate along dim 2, the time axis",
+        )
+        check_close(
+            tensor,
+            want,
+            f"{what}: the returned {name}",
+            hint="the past positions come first, then the new ones: "
+            "torch.cat((past, new), dim=2); keys with keys, values with values",
+            describe=lambda i: f"position {i[2]} (batch {i[0]}, head {i[1]})",
+        )
     stored = (cache.keys[layer], cache.values[layer])
     for name, tensor, want in (("keys", stored[0], exp_k), ("values", stored[1], exp_v)):
-        expect(tensor is not None, f"{what}: cache.{name}[{layer}] is still None: store the "
-                                   f"{name} in the cache, the next step needs them")
-        check_close(tensor, want, f"{what}: cache.{name}[{layer}]",
-                    hint="store what you return, so the next step appends to it")
+        expect(
+            tensor is not None,
+            f"{what}: cache.{name}[{layer}] is still None: store the "
+            f"{name} in the cache, the next step needs them",
+        )
+        check_close(
+            tensor,
+            want,
+            f"{what}: cache.{name}[{layer}]",
+            hint="store what you return, so the next step appends to it",
+        )
 
 
 def test_append_to_an_empty_cache_stores_the_prefill(exercise):
@@ -88,8 +105,10 @@ def test_append_to_an_empty_cache_stores_the_prefill(exercise):
     k, v = kv(3, seed=0)
     got = exercise.append_kv(cache, 0, k, v)
     check_appended(got, cache, reference_update(ref, 0, k, v), 0, "the first append (3 positions)")
-    expect(cache.keys[1] is None and cache.values[1] is None,
-           "appending to layer 0 must leave layer 1 alone (it was empty and should stay None)")
+    expect(
+        cache.keys[1] is None and cache.values[1] is None,
+        "appending to layer 0 must leave layer 1 alone (it was empty and should stay None)",
+    )
 
 
 @pytest.mark.parametrize("t_new", [1, 2])
@@ -100,8 +119,13 @@ def test_append_after_the_past(exercise, t_new):
     reference_update(ref, 1, k0, v0)
     k1, v1 = kv(t_new, seed=1)
     got = exercise.append_kv(cache, 1, k1, v1)
-    check_appended(got, cache, reference_update(ref, 1, k1, v1), 1,
-                   f"appending {t_new} position{'s' * (t_new > 1)} to 3")
+    check_appended(
+        got,
+        cache,
+        reference_update(ref, 1, k1, v1),
+        1,
+        f"appending {t_new} position{'s' * (t_new > 1)} to 3",
+    )
 
 
 def test_layers_are_kept_apart(exercise):
@@ -110,8 +134,9 @@ def test_layers_are_kept_apart(exercise):
         for layer in (0, 1):
             k, v = kv(t, seed=10 * step + layer)
             got = exercise.append_kv(cache, layer, k, v)
-            check_appended(got, cache, reference_update(ref, layer, k, v), layer,
-                           f"step {step}, layer {layer}")
+            check_appended(
+                got, cache, reference_update(ref, layer, k, v), layer, f"step {step}, layer {layer}"
+            )
 
 
 def test_single_sequence_single_head(exercise):
@@ -125,8 +150,10 @@ def test_single_sequence_single_head(exercise):
 # --------------------------------------------------------------------------- decode_step
 
 
-HINT = ("feed only the tokens the cache has not seen, new = idx[:, cache.seq_len:], and return "
-        "model(new, cache=cache)[0][:, -1, :].float()")
+HINT = (
+    "feed only the tokens the cache has not seen, new = idx[:, cache.seq_len:], and return "
+    "model(new, cache=cache)[0][:, -1, :].float()"
+)
 
 
 def check_cache_holds(cache, t, before, what):
@@ -141,8 +168,11 @@ def check_cache_holds(cache, t, before, what):
         why = "did you feed the whole sequence again instead of only the new tokens?"
     else:
         why = "feed every token the cache has not seen yet"
-    expect(False, f"{what}: after the call the cache should hold all {t} position(s) of idx "
-                  f"(it held {before} before), it holds {held}: {why} ({HINT})")
+    expect(
+        False,
+        f"{what}: after the call the cache should hold all {t} position(s) of idx "
+        f"(it held {before} before), it holds {held}: {why} ({HINT})",
+    )
 
 
 def check_step(exercise, model, idx, cache, what):
@@ -153,9 +183,14 @@ def check_step(exercise, model, idx, cache, what):
     b, t = idx.shape
     check_tensor(logits, f"{what}: the logits", (b, model.config.vocab_size), torch.float32)
     check_cache_holds(cache, t, before, what)
-    check_close(logits.detach(), reference_logits(model, idx),
-                f"{what}: the logits (vs. the forward without a cache)", hint=HINT,
-                describe=lambda i: f"batch {i[0]}, token {i[1]}", atol=1e-4)
+    check_close(
+        logits.detach(),
+        reference_logits(model, idx),
+        f"{what}: the logits (vs. the forward without a cache)",
+        hint=HINT,
+        describe=lambda i: f"batch {i[0]}, token {i[1]}",
+        atol=1e-4,
+    )
 
 
 def test_prefill_from_an_empty_cache(exercise):
@@ -170,8 +205,9 @@ def test_prefill_of_a_single_token(exercise):
     check_step(exercise, model, idx, reference_cache(), "the prefill of 1 token")
 
 
-@pytest.mark.parametrize("options", [{}, {"position": "rope", "n_kv_head": 1}],
-                         ids=["gpt-2", "rope + gqa"])
+@pytest.mark.parametrize(
+    "options", [{}, {"position": "rope", "n_kv_head": 1}], ids=["gpt-2", "rope + gqa"]
+)
 def test_steps_equal_the_forward_without_a_cache(exercise, options):
     model = tiny_model(**options)
     torch.manual_seed(1)
@@ -192,9 +228,13 @@ def test_decode_step_agrees_with_next_logits(exercise):
         before = cached_positions(mine)
         got = exercise.decode_step(model, idx, mine)
         check_cache_holds(mine, idx.size(1), before, f"step {step}")
-        check_close(got.detach(), reference_cached_logits(model, idx, theirs),
-                    f"step {step}: decode_step vs. tinylm.sampling.next_logits", hint=HINT,
-                    atol=1e-5)
+        check_close(
+            got.detach(),
+            reference_cached_logits(model, idx, theirs),
+            f"step {step}: decode_step vs. tinylm.sampling.next_logits",
+            hint=HINT,
+            atol=1e-5,
+        )
         idx = torch.cat((idx, got.argmax(dim=-1, keepdim=True)), dim=1)
 
 
@@ -209,9 +249,13 @@ def test_your_cache_inside_the_model(exercise):
     for step in range(4):
         with torch.no_grad():
             got = reference_cached_logits(model, idx, cache)
-        check_close(got, reference_logits(model, idx),
-                    f"with your append_kv as the model's cache, step {step} ({idx.size(1)} "
-                    "tokens): the logits", atol=1e-4,
-                    hint="the model attends over what append_kv returns: the past keys and "
-                         "values first, then this step's, along dim 2")
+        check_close(
+            got,
+            reference_logits(model, idx),
+            f"with your append_kv as the model's cache, step {step} ({idx.size(1)} "
+            "tokens): the logits",
+            atol=1e-4,
+            hint="the model attends over what append_kv returns: the past keys and "
+            "values first, then this step's, along dim 2",
+        )
         idx = torch.cat((idx, got.argmax(dim=-1, keepdim=True)), dim=1)

@@ -45,25 +45,34 @@ def check_angles(cos, sin, positions, head_size, theta):
     if close(cos, want_sin, atol=1e-5) and close(sin, want_cos, atol=1e-5):
         expect(False, "cos and sin are swapped: return (cos, sin), in that order")
     half = head_size // 2
-    if not close(cos[:, :half], cos[:, half:]) and close(cos, want_cos.view(t, 2, half)
-                                                         .transpose(1, 2).reshape(t, -1)):
-        expect(False, "the angles are interleaved [a_0, a_0, a_1, a_1, …]; rotate_half pairs "
-                      "channel i with i + hs/2, so lay them out in two halves [a_0 … "
-                      "a_{hs/2-1}, a_0 … a_{hs/2-1}] (torch.cat((angles, angles), dim=-1))")
+    if not close(cos[:, :half], cos[:, half:]) and close(
+        cos, want_cos.view(t, 2, half).transpose(1, 2).reshape(t, -1)
+    ):
+        expect(
+            False,
+            "the angles are interleaved [a_0, a_0, a_1, a_1, …]; rotate_half pairs "
+            "channel i with i + hs/2, so lay them out in two halves [a_0 … "
+            "a_{hs/2-1}, a_0 … a_{hs/2-1}] (torch.cat((angles, angles), dim=-1))",
+        )
     zero = (positions == 0).nonzero()
     if len(zero) and not close(cos[zero[0, 0]], torch.ones(head_size)):
         row = cos[zero[0, 0]]
         c = first_difference(row, torch.ones(head_size))[0]
-        expect(False, f"position 0 must not turn at all (cos 1, sin 0), but its cos at channel "
-                      f"{c} is {num(row[c])}: the angle is position · θ^(-2i/hs), 0 at "
-                      "position 0")
+        expect(
+            False,
+            f"position 0 must not turn at all (cos 1, sin 0), but its cos at channel "
+            f"{c} is {num(row[c])}: the angle is position · θ^(-2i/hs), 0 at "
+            "position 0",
+        )
 
     def describe(index):
         row, c = index
         pair = c % half
         angle = float(positions[row]) * theta ** (-2 * pair / head_size)
-        return (f"at position {int(positions[row])}, channel {c} (pair {pair}: the angle is "
-                f"{int(positions[row])} · {theta:g}^(-2·{pair}/{head_size}) = {angle:.4g} rad)")
+        return (
+            f"at position {int(positions[row])}, channel {c} (pair {pair}: the angle is "
+            f"{int(positions[row])} · {theta:g}^(-2·{pair}/{head_size}) = {angle:.4g} rad)"
+        )
 
     hint = "channel pair i turns by position · θ^(-2i/hs): compute θ^(-2i/hs) for i = 0 … hs/2-1"
     check_close(cos, want_cos, "cos", hint=hint, describe=describe, atol=1e-4)
@@ -75,16 +84,20 @@ def rotated_wrong(got, x, cos, sin):
     if close(got, x):
         return "was not rotated"
     if close(got, x * cos - reference_rotate_half(x) * sin, atol=1e-5):
-        return ("was rotated the wrong way (by minus the angle): x · cos + rotate_half(x) · sin, "
-                "not minus")
+        return (
+            "was rotated the wrong way (by minus the angle): x · cos + rotate_half(x) · sin, "
+            "not minus"
+        )
     return None
 
 
 # --------------------------------------------------------------------------- angles
 
 
-@pytest.mark.parametrize(("t", "head_size", "theta"),
-                         [(6, 8, 10000.0), (1, 8, 10000.0), (5, 2, 10000.0), (16, 32, 100.0)])
+@pytest.mark.parametrize(
+    ("t", "head_size", "theta"),
+    [(6, 8, 10000.0), (1, 8, 10000.0), (5, 2, 10000.0), (16, 32, 100.0)],
+)
 def test_rope_angles(exercise, t, head_size, theta):
     positions = torch.arange(t)
     cos, sin = exercise.rope_angles(positions, head_size, theta)
@@ -107,26 +120,38 @@ def test_rotate_half(exercise, shape):
     got = exercise.rotate_half(x)
     half = shape[-1] // 2
     if close(got, torch.cat((x[..., half:], -x[..., :half]), dim=-1)):
-        expect(False, "the minus sign is on the wrong half: [x1, x2] becomes [-x2, x1], not "
-                      "[x2, -x1] (turning (a, b) by +90° gives (-b, a))")
-    check_close(got, reference_rotate_half(x), "rotate_half(x)",
-                hint="split the last dim into halves x1, x2 (x.chunk(2, dim=-1)) and return "
-                     "torch.cat((-x2, x1), dim=-1)",
-                describe=lambda i: f"channel {i[-1]} of row {at(i[:-1])}")
+        expect(
+            False,
+            "the minus sign is on the wrong half: [x1, x2] becomes [-x2, x1], not "
+            "[x2, -x1] (turning (a, b) by +90° gives (-b, a))",
+        )
+    check_close(
+        got,
+        reference_rotate_half(x),
+        "rotate_half(x)",
+        hint="split the last dim into halves x1, x2 (x.chunk(2, dim=-1)) and return "
+        "torch.cat((-x2, x1), dim=-1)",
+        describe=lambda i: f"channel {i[-1]} of row {at(i[:-1])}",
+    )
 
 
 # --------------------------------------------------------------------------- apply_rope
 
 
-@pytest.mark.parametrize(("t", "head_size", "n_kv"), [(5, 8, 2), (1, 8, 2), (4, 2, 1), (6, 8, 1)],
-                         ids=["T 5", "T 1", "hs 2", "gqa"])
+@pytest.mark.parametrize(
+    ("t", "head_size", "n_kv"),
+    [(5, 8, 2), (1, 8, 2), (4, 2, 1), (6, 8, 1)],
+    ids=["T 5", "T 1", "hs 2", "gqa"],
+)
 def test_apply_rope_rotates_q_and_k(exercise, t, head_size, n_kv):
     torch.manual_seed(1)
     q, k = torch.randn(2, 2, t, head_size), torch.randn(2, n_kv, t, head_size)
     cos, sin = reference_angles(torch.arange(t) + 1, head_size)  # + 1: no position is at 0
     got = exercise.apply_rope(q, k, cos, sin)
-    expect(isinstance(got, tuple) and len(got) == 2,
-           f"apply_rope should return the pair (q, k), got {type(got).__name__}")
+    expect(
+        isinstance(got, tuple) and len(got) == 2,
+        f"apply_rope should return the pair (q, k), got {type(got).__name__}",
+    )
     got_q, got_k = got
     want_q, want_k = reference_rope(q, k, cos, sin)
     check_tensor(got_q, "the rotated q", q.shape)
@@ -141,10 +166,13 @@ def test_apply_rope_rotates_q_and_k(exercise, t, head_size, n_kv):
     for name, wrong in (("q", q_wrong), ("k", k_wrong)):
         expect(wrong is None, f"{name} {wrong}")
     for name, have, want in (("q", got_q, want_q), ("k", got_k, want_k)):
-        check_close(have, want, f"the rotated {name}",
-                    hint="each is x · cos + rotate_half(x) · sin",
-                    describe=lambda i: f"batch {i[0]}, head {i[1]}, position {i[2]}, "
-                                       f"channel {i[3]}")
+        check_close(
+            have,
+            want,
+            f"the rotated {name}",
+            hint="each is x · cos + rotate_half(x) · sin",
+            describe=lambda i: f"batch {i[0]}, head {i[1]}, position {i[2]}, channel {i[3]}",
+        )
 
 
 def test_apply_rope_keeps_the_dtype(exercise):
@@ -153,9 +181,11 @@ def test_apply_rope_keeps_the_dtype(exercise):
     cos, sin = reference_angles(torch.arange(3), 8)
     got_q, got_k = exercise.apply_rope(q, k, cos, sin)
     for name, tensor in (("q", got_q), ("k", got_k)):
-        expect(tensor.dtype == torch.bfloat16,
-               f"apply_rope should return {name} in its own dtype (torch.bfloat16), got "
-               f"{tensor.dtype}: cos and sin are float32, so cast back with .to({name}.dtype)")
+        expect(
+            tensor.dtype == torch.bfloat16,
+            f"apply_rope should return {name} in its own dtype (torch.bfloat16), got "
+            f"{tensor.dtype}: cos and sin are float32, so cast back with .to({name}.dtype)",
+        )
 
 
 def test_scores_depend_only_on_the_distance(exercise):
@@ -170,6 +200,8 @@ def test_scores_depend_only_on_the_distance(exercise):
         scores[m, n] = float((q_m * k_n).sum())
     first, *rest = scores.items()
     for (m, n), score in rest:
-        expect(math.isclose(score, first[1], rel_tol=1e-4, abs_tol=1e-5),
-               f"after RoPE, q·k for positions {first[0]} and ({m}, {n}) should be equal (only "
-               f"the distance 2 matters), got {num(first[1])} and {num(score)}")
+        expect(
+            math.isclose(score, first[1], rel_tol=1e-4, abs_tol=1e-5),
+            f"after RoPE, q·k for positions {first[0]} and ({m}, {n}) should be equal (only "
+            f"the distance 2 matters), got {num(first[1])} and {num(score)}",
+        )

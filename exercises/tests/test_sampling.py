@@ -42,13 +42,16 @@ def check_filtered(got, logits, expected, name, explain):
     changed = keep & (got != logits)
     if changed.any():
         index = tuple(int(i) for i in changed.nonzero()[0])
-        expect(False, f"{name} changed the kept logit at {at(index)} from {num(logits[index])} "
-                      f"to {num(got[index])}: keep the logits themselves (not probabilities), "
-                      "and set only the removed ones to -inf")
+        expect(
+            False,
+            f"{name} changed the kept logit at {at(index)} from {num(logits[index])} "
+            f"to {num(got[index])}: keep the logits themselves (not probabilities), "
+            "and set only the removed ones to -inf",
+        )
 
 
 def row_prefix(row):
-    """"row 2: " for the row of a (B, V) tensor, "" for a 1-D one."""
+    """ "row 2: " for the row of a (B, V) tensor, "" for a 1-D one."""
     if not row:
         return ""
     return f"row {row[0]}: " if len(row) == 1 else f"row {at(row)}: "
@@ -66,12 +69,17 @@ def explain_top_k(logits, k):
         where = f"{row_prefix(row)}token {token} (logit {num(value)}, the {ordinal(rank)} largest"
         where += f", tied with {tied - 1} other{'s' * (tied > 2)})" if tied > 1 else ")"
         if kept:
-            return (f"{where} was kept, but top_k={k} keeps only the {k} largest logits (and any "
-                    f"tied with the {ordinal(k)})")
+            return (
+                f"{where} was kept, but top_k={k} keeps only the {k} largest logits (and any "
+                f"tied with the {ordinal(k)})"
+            )
         if tied > 1:
-            return (f"{where} was removed, but it ties with the {ordinal(k)} largest logit: "
-                    "ties are all kept (keep logits >= the k-th largest value)")
+            return (
+                f"{where} was removed, but it ties with the {ordinal(k)} largest logit: "
+                "ties are all kept (keep logits >= the k-th largest value)"
+            )
         return f"{where} was removed, but top_k={k} keeps it"
+
     return explain
 
 
@@ -84,20 +92,30 @@ def explain_top_p(logits, p):
         where = f"{row_prefix(row)}token {token} (probability {num(prob)})"
         if kept:
             rounding = " (up to float rounding: compare with p - 1e-6)" if ahead >= p - 1e-4 else ""
-            return (f"{where} was kept, but the more likely tokens already hold {num(ahead)}"
-                    f"{rounding}, which reaches top_p={p}: it is outside the nucleus")
+            return (
+                f"{where} was kept, but the more likely tokens already hold {num(ahead)}"
+                f"{rounding}, which reaches top_p={p}: it is outside the nucleus"
+            )
         if ahead == 0:
-            return (f"{where} was removed, but it is the most likely token, which is always "
-                    f"kept, even when top_p={p} is smaller than its probability")
-        return (f"{where} was removed, but the more likely tokens hold only {num(ahead)} < "
-                f"top_p={p}, so the nucleus still needs it")
+            return (
+                f"{where} was removed, but it is the most likely token, which is always "
+                f"kept, even when top_p={p} is smaller than its probability"
+            )
+        return (
+            f"{where} was removed, but the more likely tokens hold only {num(ahead)} < "
+            f"top_p={p}, so the nucleus still needs it"
+        )
+
     return explain
 
 
 def check_untouched(logits, original, name):
     __tracebackhide__ = True
-    expect(torch.equal(logits, original), f"{name} modified its input logits in place; return a "
-                                          "new tensor (masked_fill, not masked_fill_)")
+    expect(
+        torch.equal(logits, original),
+        f"{name} modified its input logits in place; return a "
+        "new tensor (masked_fill, not masked_fill_)",
+    )
 
 
 # --------------------------------------------------------------------------- top-k
@@ -105,14 +123,24 @@ def check_untouched(logits, original, name):
 
 def check_top_k(got, logits, k):
     """got must be top_k_filter(logits, k): the reference's tokens kept, the rest -inf."""
-    check_filtered(got, logits, reference_top_k(logits, k), f"top_k_filter(logits, k={k})",
-                   explain_top_k(logits, k))
+    check_filtered(
+        got,
+        logits,
+        reference_top_k(logits, k),
+        f"top_k_filter(logits, k={k})",
+        explain_top_k(logits, k),
+    )
 
 
 def check_top_p(got, logits, p):
     """got must be top_p_filter(logits, p): the reference's nucleus kept, the rest -inf."""
-    check_filtered(got, logits, reference_top_p(logits, p), f"top_p_filter(logits, p={p})",
-                   explain_top_p(logits, p))
+    check_filtered(
+        got,
+        logits,
+        reference_top_p(logits, p),
+        f"top_p_filter(logits, p={p})",
+        explain_top_p(logits, p),
+    )
 
 
 def random_logits(*shape):
@@ -131,8 +159,12 @@ def test_top_k_keeps_the_k_largest(exercise, k):
 
 def test_top_k_larger_than_the_vocabulary_keeps_everything(exercise):
     logits = random_logits(2, 10)
-    got = call(exercise.top_k_filter, logits, 25,
-               hint="top_k=25 with a vocabulary of 10: keep every token (use min(k, V))")
+    got = call(
+        exercise.top_k_filter,
+        logits,
+        25,
+        hint="top_k=25 with a vocabulary of 10: keep every token (use min(k, V))",
+    )
     check_top_k(got, logits, 25)
 
 
@@ -182,8 +214,10 @@ def test_top_p_always_keeps_the_most_likely_token(exercise, p):
     check_top_p(got, logits, p)
 
 
-@pytest.mark.parametrize(("probs", "p"), [([0.85, 0.1, 0.05], 0.85), ([0.85, 0.1, 0.05], 0.95),
-                                         ([0.65, 0.3, 0.05], 0.95)])
+@pytest.mark.parametrize(
+    ("probs", "p"),
+    [([0.85, 0.1, 0.05], 0.85), ([0.85, 0.1, 0.05], 0.95), ([0.65, 0.3, 0.05], 0.95)],
+)
 def test_top_p_tolerates_float_rounding(exercise, probs, p):
     logits = torch.tensor([probs]).log()  # the most likely tokens hold exactly p (in decimal)
     got = exercise.top_p_filter(logits, p)

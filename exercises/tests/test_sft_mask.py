@@ -46,33 +46,51 @@ def check_labels(got, ids, expected, answer_start, end_id, tok):
     """got equals expected; else name the first wrong position and the rule it breaks."""
     __tracebackhide__ = True
     expect(isinstance(got, list), f"sft_labels should return a list, got {type(got).__name__}")
-    expect(len(got) == len(ids), f"the labels must be as long as ids ({len(ids)}), got "
-                                 f"{len(got)}: one label per token, not shifted")
+    expect(
+        len(got) == len(ids),
+        f"the labels must be as long as ids ({len(ids)}), got "
+        f"{len(got)}: one label per token, not shifted",
+    )
     for i, (have, want) in enumerate(zip(got, expected, strict=True)):
         if have == want:
             continue
         token = f"position {i} (token {tok.decode([ids[i]])!r})"
         if want != IGNORE and ids[i] == end_id:
-            expect(False, f"the answer's end token must be counted (label {have} found at "
-                          f"position {i}, expected its id {want}): the model has to learn to "
-                          "stop")
+            expect(
+                False,
+                f"the answer's end token must be counted (label {have} found at "
+                f"position {i}, expected its id {want}): the model has to learn to "
+                "stop",
+            )
         if want != IGNORE and have == IGNORE:
-            expect(False, f"{token} is part of an answer, so its label must be its own id "
-                          f"{want}, got -100")
+            expect(
+                False,
+                f"{token} is part of an answer, so its label must be its own id {want}, got -100",
+            )
         if want != IGNORE:
-            expect(False, f"{token} is counted, so its label must be the token's own id {want},"
-                          f" got {have}: do not shift the labels, the model does that")
-        header = any(list(ids[j:j + len(answer_start)]) == list(answer_start)
-                     for j in range(max(0, i - len(answer_start) + 1), i + 1))
+            expect(
+                False,
+                f"{token} is counted, so its label must be the token's own id {want},"
+                f" got {have}: do not shift the labels, the model does that",
+            )
+        header = any(
+            list(ids[j : j + len(answer_start)]) == list(answer_start)
+            for j in range(max(0, i - len(answer_start) + 1), i + 1)
+        )
         if header:
-            why = (f"belongs to the answer's opening {tok.decode(answer_start)!r}, which is "
-                   "prompt, not answer")
+            why = (
+                f"belongs to the answer's opening {tok.decode(answer_start)!r}, which is "
+                "prompt, not answer"
+            )
         elif i > 0 and expected[i - 1] != IGNORE:
             why = "comes after the answer's end token"
         else:
             why = "is part of the prompt"
-        expect(False, f"{token} {why}, so its label must be -100, got {have}: only the answer "
-                      "and its end token count")
+        expect(
+            False,
+            f"{token} {why}, so its label must be -100, got {have}: only the answer "
+            "and its end token count",
+        )
 
 
 def labels_of(exercise, ids, answer_start, end_id):
@@ -97,7 +115,7 @@ def test_labels_equal_encode_chat(exercise, template, name):
 def test_answer_at_the_end_of_the_sequence(exercise, template):
     ids, labels, start, end_id, tok = reference_example([ASK, POEM], template)
     last = max(i for i, label in enumerate(labels) if label != IGNORE)  # the end token
-    ids, labels = ids[:last + 1], labels[:last + 1]
+    ids, labels = ids[: last + 1], labels[: last + 1]
     got = labels_of(exercise, ids, start, end_id)
     check_labels(got, ids, labels, start, end_id, tok)
 
@@ -106,7 +124,7 @@ def test_answer_at_the_end_of_the_sequence(exercise, template):
 def test_answer_cut_off_by_the_context_still_counts(exercise, cut):
     ids, labels, start, end_id, tok = reference_example([ASK, POEM], "chatml")
     first = next(i for i, label in enumerate(labels) if label != IGNORE)  # the answer starts
-    ids, labels = ids[:first + cut], labels[:first + cut]
+    ids, labels = ids[: first + cut], labels[: first + cut]
     got = labels_of(exercise, ids, start, end_id)
     check_labels(got, ids, labels, start, end_id, tok)
 
