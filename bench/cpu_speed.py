@@ -35,7 +35,7 @@ so a burst of load elsewhere on the machine hits them all, and the median round 
 Sampling. Greedy decoding (temperature 0) after a 1-token prompt, at batch 1 and 16, the same
 random weights (seeded) for every way, each way run once untimed for a few tokens first:
 
-- reference: the talk's (nanoGPT's) generation loop, `plain_greedy` of bench/generate.py: the
+- reference: the talk's (nanoGPT's) generation loop, `tinylm.sampling.plain_greedy`: the
   whole context through the model every step, logits at every position, attention by hand,
   fp32, no KV cache;
 - course: `tinylm.sampling.generate` with the KV cache (SDPA, fp32);
@@ -72,7 +72,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from generate import WARMUP_TOKENS, plain_greedy, timed
 from machine_info import (
     ROOT,
     course_precision,
@@ -90,7 +89,8 @@ from tinylm.hardware import autocast_context
 from tinylm.model import GPT, GPTConfig, count_parameters
 from tinylm.profiles import PROFILES, cpu_bf16_support
 from tinylm.runs import RUNS, TrainConfig
-from tinylm.sampling import generate
+from tinylm.sampling import generate, plain_greedy
+from tinylm.timing import DECODE_WARMUP_TOKENS, timed
 from tinylm.train import build_model_config, build_optimizer, lr_at, train_step
 
 CPU = torch.device("cpu")
@@ -368,10 +368,10 @@ def measure_sampling(
                 print(
                     f"  sample: batch {batch_size}, {n} tokens: {variant.description}", flush=True
                 )
+                model = reference if variant.reference else course
                 with num_threads(variant.threads):
-                    out, seconds = timed(
-                        decoder(variant), reference if variant.reference else course, prompt, n
-                    )
+                    decoder(variant)(model, prompt, DECODE_WARMUP_TOKENS)  # untimed
+                    out, seconds = timed(decoder(variant), model, prompt, n, device=CPU)
                 reference_tokens = out if reference_tokens is None else reference_tokens
                 group.append(
                     {
@@ -573,7 +573,7 @@ def main() -> None:
             "decoding": "greedy",
             "weights": f"random (seed {cfg.seed})",
             "prompt_tokens": 1,
-            "warmup_tokens": WARMUP_TOKENS,
+            "warmup_tokens": DECODE_WARMUP_TOKENS,
             "results": rows,
         }
     result["load_average_1min_end"] = load_average()

@@ -12,21 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from machine_info import ROOT, machine, save
 
 from tinylm import data
+from tinylm.timing import timed
 from tinylm.tokenizers import TOKENIZER_NAMES, BPETokenizer
-
-
-def timed(fn, *args, **kwargs):
-    """Run fn and return (result, seconds)."""
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
 
 
 def run(bpe_vocab: int, tokenizers: tuple[str, ...]) -> dict:

@@ -22,7 +22,6 @@ It prints a table and writes JSON to ``data/reference/bench_generate_<device>.js
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,20 +30,8 @@ from machine_info import ROOT, machine, save, slug
 
 from tinylm.model import GPT, preset
 from tinylm.profiles import best_device
-from tinylm.sampling import generate
-from tinylm.timing import synchronize
-
-WARMUP_TOKENS = 8  # untimed tokens each way first (allocator, kernels, caches)
-
-
-@torch.no_grad()
-def plain_greedy(model: GPT, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-    """The plainest decoding loop: logits at every position of the context, keep the last."""
-    for _ in range(max_new_tokens):
-        logits, _ = model(idx[:, -model.config.block_size :])  # (B, T, V)
-        idx = torch.cat((idx, logits[:, -1, :].argmax(dim=-1, keepdim=True)), dim=1)
-    return idx
-
+from tinylm.sampling import generate, plain_greedy
+from tinylm.timing import DECODE_WARMUP_TOKENS, timed
 
 DECODERS: dict[str, Callable[[GPT, torch.Tensor, int], torch.Tensor]] = {
     "with_cache": lambda model, idx, n: generate(model, idx, n, temperature=0, use_cache=True),
@@ -56,21 +43,6 @@ DESCRIPTIONS = {
     "without_cache": "without the cache (whole context, last-position logits)",
     "plain": "plain loop (whole context, logits at every position)",
 }
-
-
-def timed(
-    decode: Callable[[GPT, torch.Tensor, int], torch.Tensor],
-    model: GPT,
-    prompt: torch.Tensor,
-    new_tokens: int,
-) -> tuple[torch.Tensor, float]:
-    """Greedy tokens (B, T + new_tokens) from one decoder, and the seconds they took."""
-    decode(model, prompt, WARMUP_TOKENS)
-    synchronize(prompt.device)
-    start = time.perf_counter()
-    out = decode(model, prompt, new_tokens)
-    synchronize(prompt.device)
-    return out, time.perf_counter() - start
 
 
 def measure(
@@ -87,7 +59,8 @@ def measure(
     reference = None
     for way in ways:
         print(f"  batch {batch_size}: {DESCRIPTIONS[way]}", flush=True)
-        out, seconds = timed(DECODERS[way], model, prompt, new_tokens)
+        DECODERS[way](model, prompt, DECODE_WARMUP_TOKENS)  # untimed
+        out, seconds = timed(DECODERS[way], model, prompt, new_tokens, device=prompt.device)
         if reference is not None and not torch.equal(out, reference):
             raise AssertionError(
                 f"batch {batch_size}: greedy tokens differ between "
@@ -175,7 +148,7 @@ def main() -> None:
         "dtype": "float32",
         "decoding": "greedy",
         "prompt_tokens": 1,
-        "warmup_tokens": WARMUP_TOKENS,
+        "warmup_tokens": DECODE_WARMUP_TOKENS,
         "results": rows,
     }
     save(result, out)

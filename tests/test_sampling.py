@@ -16,6 +16,7 @@ from tinylm.sampling import (
     document_start,
     generate,
     next_token,
+    plain_greedy,
     sample_poems,
     top_k_filter,
     top_k_mask,
@@ -341,3 +342,8 @@ def test_cli_sample_with_top_p_repetition_penalty_and_beams(model, tmp_path, cap
     assert capsys.readouterr().out.startswith("一丁")
     assert cli.main([*common, "--top-p", "1.5"]) == 1
     assert "top_p" in capsys.readouterr().err
+
+
+def test_plain_greedy_writes_what_generate_writes_at_temperature_0(model):
+    idx = torch.zeros(2, 3, dtype=torch.long)
+    assert torch.equal(plain_greedy(model, idx, 20), generate(model, idx, 20, temperature=0))

@@ -1,9 +1,9 @@
-"""tinylm.timing: a warm-up call, the best of the repeats, and no memory counter off CUDA."""
+"""tinylm.timing: one timed call, a warm-up then the best repeat, no memory counter off CUDA."""
 
 import pytest
 import torch
 
-from tinylm.timing import best_time_ms, peak_memory_mib, synchronize
+from tinylm.timing import best_time_ms, peak_memory_mib, synchronize, timed
 
 
 def test_best_time_ms_warms_up_then_keeps_the_best_repeat():
@@ -21,3 +21,9 @@ def test_peak_memory_is_not_tracked_on_cpu():
 def test_synchronize_accepts_a_name_or_a_device():
     synchronize("cpu")
     synchronize(torch.device("cpu"))
+
+
+def test_timed_returns_the_result_and_the_seconds():
+    result, seconds = timed(sorted, [3, 1, 2], reverse=True)
+    assert result == [3, 2, 1] and seconds >= 0
+    assert timed(sum, [1, 2], device="cpu")[0] == 3

@@ -206,6 +206,19 @@ def generate(
 
 
 @torch.no_grad()
+def plain_greedy(model: GPT, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """nanoGPT's (and the talk's) loop: the whole context each step, logits at every position.
+
+    Greedy, no cache: the baseline bench/generate.py and bench/cpu_speed.py measure the KV cache
+    against (the same tokens as `generate(..., temperature=0)`).
+    """
+    for _ in range(max_new_tokens):
+        logits, _ = model(idx[:, -model.config.block_size :])  # (B, T, V)
+        idx = torch.cat((idx, logits[:, -1, :].argmax(dim=-1, keepdim=True)), dim=1)
+    return idx
+
+
+@torch.no_grad()
 def beam_search(
     model: GPT,
     idx: torch.Tensor,

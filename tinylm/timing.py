@@ -1,8 +1,9 @@
 """Timing on any device: wait for queued work before reading the clock, keep the best of a few.
 
 A GPU runs kernels asynchronously: `fn()` returns once the work is queued, so a clock read right
-after it measures nothing. `synchronize` waits for the device; `best_time_ms` times a call that
-way and keeps the fastest of a few repeats (the least disturbed by other work on the machine).
+after it measures nothing. `synchronize` waits for the device; `timed` times one call that way
+and `best_time_ms` keeps the fastest of a few repeats (the least disturbed by other work on the
+machine). The bench/ scripts and the notebooks time with these.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
+
+DECODE_WARMUP_TOKENS = 8  # untimed tokens a decoding benchmark writes first (allocator, kernels)
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -21,6 +25,19 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def timed(
+    fn: Callable[..., Any], *args: Any, device: torch.device | str | None = None, **kwargs: Any
+) -> tuple[Any, float]:
+    """fn(*args, **kwargs) and the seconds it took, after `device`'s queued work if one is given."""
+    if device is not None:
+        synchronize(device)
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    if device is not None:
+        synchronize(device)
+    return result, time.perf_counter() - start
 
 
 def best_time_ms(fn: Callable[[], object], device: torch.device | str, repeats: int = 3) -> float:
