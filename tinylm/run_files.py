@@ -195,14 +195,7 @@ def is_finished(cfg: TrainConfig) -> bool:
 
 def start_over(out_dir: Path) -> None:
     """Remove what an earlier run left in out_dir: checkpoints, final model, log."""
-    for name in (
-        "checkpoint",
-        "checkpoint.old",
-        "checkpoint.tmp",
-        "model",
-        "model.old",
-        "model.tmp",
-    ):
+    for name in (*CHECKPOINTS, "checkpoint.tmp", "model", "model.old", "model.tmp"):
         shutil.rmtree(out_dir / name, ignore_errors=True)
     (out_dir / LOG_FILE).unlink(missing_ok=True)
 

@@ -299,15 +299,14 @@ def load_finished(cfg: TrainConfig) -> TrainResult | None:
 
 
 def _load_data(cfg: TrainConfig, place: Distributed) -> PackedData:
-    """Rank 0 prepares the packed tokens if needed (a no-op when cached); then all load them.
+    """Rank 0 prepares the packed tokens if needed (a no-op when cached); the others load them.
 
     Damaged packed files (cut short, changed) are an error that names them, not rebuilt
     silently: `python -m tinylm data` rebuilds them.
     """
-    if place.main:
-        data.prepare(cfg.tokenizer, repair=False)
-    barrier(place)
-    return data.load_packed(cfg.tokenizer)
+    packed = data.prepare(cfg.tokenizer, repair=False) if place.main else None
+    barrier(place)  # the other ranks read the files only once rank 0 has checked or written them
+    return packed if packed is not None else data.load_packed(cfg.tokenizer)
 
 
 def _train(
