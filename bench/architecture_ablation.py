@@ -26,7 +26,7 @@ import torch
 from machine_info import ROOT, machine, save
 from recipe_search import JUDGED, POEMS, validation_losses
 
-from tinylm import data, poetry
+from tinylm import cleaning, poetry
 from tinylm.model import PRESETS
 from tinylm.runs import CHAR_VOCAB, RUNS, TrainConfig, same_compute_steps
 from tinylm.train import EVAL_SEED, train
@@ -84,7 +84,7 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "data" / "reference" / "architecture_ablation_cpu.json"
     )
     args = parser.parse_args()
-    judge = poetry.PoemJudge.from_training(data.load_corpus().train)
+    judge = poetry.PoemJudge.from_training(cleaning.load_corpus().train)
     old = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
     results = {r["variant"]: r for r in old.get("results", [])}
     for name in args.only:  # saved after each variant: a long run stopped early keeps its rows

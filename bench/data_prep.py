@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from machine_info import ROOT, machine, save
 
-from tinylm import data
+from tinylm import cleaning, data, download
 from tinylm.timing import timed
 from tinylm.tokenizers import TOKENIZER_NAMES, BPETokenizer
 
@@ -25,15 +25,19 @@ from tinylm.tokenizers import TOKENIZER_NAMES, BPETokenizer
 def run(bpe_vocab: int, tokenizers: tuple[str, ...]) -> dict:
     """Every stage of the cold pipeline, timed, in a throwaway data folder."""
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ[data.DATA_DIR_ENV] = tmp
+        os.environ[download.DATA_DIR_ENV] = tmp
         stages = {}
-        _, stages["fetch + verify (59 files)"] = timed(data.fetch, "tang", progress=False)
-        _, stages["fetch again (all verified, skipped)"] = timed(data.fetch, "tang", progress=False)
-        poems, stages["load JSON"] = timed(data.load_poems)
-        poems, stages["traditional → simplified (OpenCC t2s)"] = timed(data.to_simplified, poems)
-        (poems, _), stages["clean"] = timed(data.clean_poems, poems)
-        (poems, _), stages["dedupe"] = timed(data.deduplicate, poems)
-        corpus, stages["corpus total (load_corpus)"] = timed(data.load_corpus)
+        _, stages["fetch + verify (59 files)"] = timed(download.fetch, "tang", progress=False)
+        _, stages["fetch again (all verified, skipped)"] = timed(
+            download.fetch, "tang", progress=False
+        )
+        poems, stages["load JSON"] = timed(cleaning.load_poems)
+        poems, stages["traditional → simplified (OpenCC t2s)"] = timed(
+            cleaning.to_simplified, poems
+        )
+        (poems, _), stages["clean"] = timed(cleaning.clean_poems, poems)
+        (poems, _), stages["dedupe"] = timed(cleaning.deduplicate, poems)
+        corpus, stages["corpus total (load_corpus)"] = timed(cleaning.load_corpus)
         if "bpe" in tokenizers:
             train_texts = [p.text for p in corpus.train]
             _, stages[f"train BPE {bpe_vocab} (tinylm.bpe)"] = timed(
@@ -43,7 +47,7 @@ def run(bpe_vocab: int, tokenizers: tuple[str, ...]) -> dict:
             _, stages[f"prepare {name} (tokenizer + encode + pack)"] = timed(
                 data.prepare, name, bpe_vocab_size=bpe_vocab, corpus=corpus
             )
-        os.environ.pop(data.DATA_DIR_ENV)
+        os.environ.pop(download.DATA_DIR_ENV)
         _, total = timed(_cold_all, tmp, bpe_vocab, tokenizers)
         stages[f"cold pipeline, mirror → {len(tokenizers)} packed tokenizations"] = total
     return stages
@@ -51,11 +55,11 @@ def run(bpe_vocab: int, tokenizers: tuple[str, ...]) -> dict:
 
 def _cold_all(tmp: str, bpe_vocab: int, tokenizers: tuple[str, ...]) -> None:
     """The whole job as `python -m tinylm data` runs it, from an empty folder."""
-    os.environ[data.DATA_DIR_ENV] = str(Path(tmp) / "cold")
+    os.environ[download.DATA_DIR_ENV] = str(Path(tmp) / "cold")
     try:
         data.prepare_all(tokenizers, bpe_vocab_size=bpe_vocab)
     finally:
-        os.environ.pop(data.DATA_DIR_ENV)
+        os.environ.pop(download.DATA_DIR_ENV)
 
 
 def main() -> None:
@@ -81,7 +85,7 @@ def main() -> None:
     result = {
         "benchmark": "data_prep",
         "machine": machine(torch.device("cpu")),
-        "mirror": bool(os.environ.get(data.MIRROR_ENV)),
+        "mirror": bool(os.environ.get(download.MIRROR_ENV)),
         "tokenizers": list(tokenizers),
         "bpe_vocab": args.bpe_vocab,
         "seconds": {k: round(v, 3) for k, v in stages.items()},

@@ -55,9 +55,9 @@ import tempfile
 
 import tiktoken
 
-from tinylm import data
+from tinylm import download
 
-data.fetch("strains", progress=False)  # the poem judge's tone labels
+download.fetch("strains", progress=False)  # the poem judge's tone labels
 tiktoken.get_encoding("gpt2")  # now in tiktoken's cache, which is looked up as tiktoken does
 cache = (os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
          or os.path.join(tempfile.gettempdir(), "data-gym-cache"))

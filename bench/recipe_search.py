@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from machine_info import ROOT, machine, save
 
-from tinylm import data, poetry
+from tinylm import cleaning, data, poetry
 from tinylm.runs import RUNS, TrainConfig
 from tinylm.train import EVAL_SEED, estimate_loss, fixed_batches, train
 
@@ -156,7 +156,7 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "data" / "reference" / "recipe_search_cpu.json"
     )
     args = parser.parse_args()
-    judge = poetry.PoemJudge.from_training(data.load_corpus().train)
+    judge = poetry.PoemJudge.from_training(cleaning.load_corpus().train)
     old = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
     results = {r["variant"]: r for r in old.get("results", [])}
     for name in args.only:

@@ -12,11 +12,11 @@ import pytest
 import torch
 from synthetic import synthetic_corpus
 
-from tinylm import data, runs
+from tinylm import cleaning, data, download, runs
 
 
 @pytest.fixture
-def corpus() -> data.Corpus:
+def corpus() -> cleaning.Corpus:
     """60 fake five-character quatrains from a 12-character alphabet, split 90/10."""
     return synthetic_corpus()
 
@@ -27,7 +27,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     Child processes inherit both variables, so they see the same folders.
     """
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(download.DATA_DIR_ENV, str(tmp_path / "data"))
     monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path / "runs"))
     data.prepare("char", corpus=synthetic_corpus())
     return tmp_path

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tinylm import data
-from tinylm.data import Poem
+from tinylm import cleaning
+from tinylm.cleaning import Poem
 
 
-def synthetic_corpus(n: int = 60) -> data.Corpus:
+def synthetic_corpus(n: int = 60) -> cleaning.Corpus:
     """n fake quatrains from a 12-character alphabet, split 90/10 like the real corpus."""
     rng = np.random.default_rng(0)
     chars = list("春江花月夜风山水云天人归")
@@ -16,9 +16,9 @@ def synthetic_corpus(n: int = 60) -> data.Corpus:
         Poem(f"题{i}", "某", "，".join("".join(rng.choice(chars, 5)) for _ in range(4)) + "。")
         for i in range(n)
     ]
-    train, val = data.split_poems(poems, 0.1)
-    return data.Corpus(
-        train, val, data.CleaningReport(poems_in=n, poems_out=n), "random", 0.1, 1337
+    train, val = cleaning.split_poems(poems, 0.1)
+    return cleaning.Corpus(
+        train, val, cleaning.CleaningReport(poems_in=n, poems_out=n), "random", 0.1, 1337
     )
 
 

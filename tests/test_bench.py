@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinylm import data
+from tinylm import data, download
 from tinylm.hardware import resolve_precision, use_compile
 from tinylm.runs import RUNS
 
@@ -42,10 +42,10 @@ def run_bench(script: str, tmp_path: Path, *args: str) -> dict:
 
 @pytest.mark.slow
 def test_data_prep_runs_on_the_mirror(tmp_path):
-    if not os.environ.get(data.MIRROR_ENV):
+    if not os.environ.get(download.MIRROR_ENV):
         pytest.skip(
             f"bench/data_prep.py copies the poems from a local mirror: set "
-            f"{data.MIRROR_ENV} (.ci/run does)"
+            f"{download.MIRROR_ENV} (.ci/run does)"
         )
     result = run_bench("data_prep.py", tmp_path, "--tokenizers", "char")
     assert result["benchmark"] == "data_prep" and result["mirror"]

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tinylm import cli, data
+from tinylm import cli, data, download
 
 
 @pytest.fixture
 def synthetic(corpus, tmp_path, monkeypatch):
     """Point the data folder at tmp_path and serve the synthetic corpus instead of the real one."""
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(download.DATA_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(data, "load_corpus", lambda *args, **kwargs: corpus)
     return corpus
 
@@ -32,10 +32,10 @@ def test_density_table_has_measured_and_reported_rows(synthetic):
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(data.MIRROR_ENV, str(tmp_path / "no-such-mirror"))
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(download.MIRROR_ENV, str(tmp_path / "no-such-mirror"))
+    monkeypatch.setenv(download.DATA_DIR_ENV, str(tmp_path / "data"))
     assert cli.main(["data", "--tokenizer", "char"]) == 1
-    assert data.MIRROR_ENV in capsys.readouterr().err
+    assert download.MIRROR_ENV in capsys.readouterr().err
 
 
 def test_unknown_tokenizer_is_rejected_by_argparse(capsys):
@@ -130,12 +130,12 @@ def test_a_read_only_data_folder_is_one_line_naming_the_variable(
     refuse_writes_under(tmp_path, monkeypatch)
     assert cli.main(["data", "--tokenizer", "char"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"set {data.DATA_DIR_ENV} to a folder you can write" in err
+    assert err.count("\n") == 1 and f"set {download.DATA_DIR_ENV} to a folder you can write" in err
 
 
 def test_other_os_errors_keep_their_message():
     assert cli.os_error_message(FileNotFoundError("model.safetensors is missing")) == (
         "model.safetensors is missing"
     )
-    full = OSError(errno.ENOSPC, "No space left on device", str(data.data_dir() / "x.bin"))
+    full = OSError(errno.ENOSPC, "No space left on device", str(download.data_dir() / "x.bin"))
     assert "set TINYLM_DATA_DIR to a folder on another disk" in cli.os_error_message(full)

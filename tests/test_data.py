@@ -9,8 +9,9 @@ import pytest
 import torch
 from synthetic import synthetic_corpus
 
-from tinylm import data
-from tinylm.data import DataError, Manifest, ManifestFile, Poem
+from tinylm import cleaning, data, download
+from tinylm.cleaning import Poem
+from tinylm.download import DataError, Manifest, ManifestFile
 
 POEMS = [
     {
@@ -56,76 +57,80 @@ def mirror(tmp_path):
 
 def test_fetch_copies_and_verifies_from_mirror(tmp_path, mirror):
     mirror_dir, manifest = mirror
-    dest = data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+    dest = download.fetch(
+        dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False
+    )
     assert (dest / "全唐诗/poet.tang.0.json").read_bytes() == poem_file(POEMS)
-    poems = data.load_poems(dest, manifest)
+    poems = cleaning.load_poems(dest, manifest)
     assert [p.title for p in poems] == ["静夜思", "春晓", "静夜思"]
 
 
 def test_fetch_skips_files_already_verified(tmp_path, mirror, monkeypatch):
     mirror_dir, manifest = mirror
-    data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+    download.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
 
     def fail(*args):
         raise AssertionError("a verified file was copied again")
 
-    monkeypatch.setattr(data.shutil, "copyfile", fail)
-    data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+    monkeypatch.setattr(download.shutil, "copyfile", fail)
+    download.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
 
 
 def test_checksum_mismatch_is_reported_and_nothing_kept(tmp_path, mirror):
     mirror_dir, manifest = mirror
     (mirror_dir / "repo/全唐诗/poet.tang.1000.json").write_bytes(b"[]")
     with pytest.raises(DataError, match="Checksum mismatch for 全唐诗/poet.tang.1000.json"):
-        data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+        download.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
     leftovers = sorted(p.name for p in (tmp_path / "raw/全唐诗").iterdir())
     assert leftovers == ["poet.tang.0.json"]  # the good file stays, no bad file, no .part
 
 
 def test_missing_mirror_folder_says_which_variable(tmp_path, mirror):
     _, manifest = mirror
-    with pytest.raises(DataError, match=data.MIRROR_ENV):
-        data.fetch(dest=tmp_path / "raw", mirror=tmp_path / "nowhere", manifest=manifest)
+    with pytest.raises(DataError, match=download.MIRROR_ENV):
+        download.fetch(dest=tmp_path / "raw", mirror=tmp_path / "nowhere", manifest=manifest)
 
 
 def test_mirror_missing_a_file_names_it(tmp_path, mirror):
     mirror_dir, manifest = mirror
     (mirror_dir / "repo/全唐诗/poet.tang.1000.json").unlink()
     with pytest.raises(DataError, match="poet.tang.1000.json"):
-        data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+        download.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
 
 
 def test_no_network_and_no_mirror(tmp_path, mirror, monkeypatch):
     _, manifest = mirror
-    monkeypatch.delenv(data.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
     with pytest.raises(DataError, match="Could not download .*no internet access"):
-        data.fetch(dest=tmp_path / "raw", manifest=manifest, progress=False)
+        download.fetch(dest=tmp_path / "raw", manifest=manifest, progress=False)
     assert not list((tmp_path / "raw").rglob("*.json*"))
 
 
 def test_interrupted_download_leaves_nothing_behind(tmp_path, mirror, monkeypatch):
     _, manifest = mirror
-    monkeypatch.delenv(data.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
 
     def half_then_killed(url, partial):
         partial.write_bytes(b'[{"title": ')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "_download", half_then_killed)
+    monkeypatch.setattr(download, "_download", half_then_killed)
     with pytest.raises(KeyboardInterrupt):
-        data.fetch(dest=tmp_path / "raw", manifest=manifest, progress=False)
+        download.fetch(dest=tmp_path / "raw", manifest=manifest, progress=False)
     assert not [p for p in (tmp_path / "raw").rglob("*") if p.is_file()]
 
 
 def test_corrupt_json_names_the_file(tmp_path):
     mirror_dir, manifest = make_mirror(tmp_path, {"全唐诗/poet.tang.0.json": b'[{"title": "x",'})
-    dest = data.fetch(dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False)
+    dest = download.fetch(
+        dest=tmp_path / "raw", mirror=mirror_dir, manifest=manifest, progress=False
+    )
     with pytest.raises(DataError, match=r"poet\.tang\.0\.json is not a valid (poem|JSON) file"):
-        data.load_poems(dest, manifest)
+        cleaning.load_poems(dest, manifest)
 
 
 def test_to_simplified_converts_every_field():
-    (poem,) = data.to_simplified([Poem("帝京篇", "太宗皇帝", "秦川雄帝宅，函谷壯皇居。")])
+    (poem,) = cleaning.to_simplified([Poem("帝京篇", "太宗皇帝", "秦川雄帝宅，函谷壯皇居。")])
     assert poem == Poem("帝京篇", "太宗皇帝", "秦川雄帝宅，函谷壮皇居。")
 
 
@@ -138,7 +143,7 @@ def test_clean_removes_notes_and_drops_lost_characters():
         Poem("空", "戊", "（以上见某书）"),
         Poem("空格", "己", "白 日依山尽，\t黄河入海流。"),
     ]
-    kept, report = data.clean_poems(poems)
+    kept, report = cleaning.clean_poems(poems)
     assert [p.content for p in kept] == [
         "山高月小，石出天青。",
         "白日依山尽，黄河入海流。",
@@ -166,7 +171,7 @@ def test_clean_removes_notes_and_drops_lost_characters():
     ],
 )
 def test_clean_title(raw, clean):
-    assert data.clean_title(raw) == clean
+    assert cleaning.clean_title(raw) == clean
 
 
 def test_clean_drops_poems_whose_title_lost_characters():
@@ -175,7 +180,7 @@ def test_clean_drops_poems_whose_title_lost_characters():
         Poem("送{巩/言}光大师", "乙", "欲穷千里目，更上一层楼。"),
         Poem("题（伯三四八○）", "丙", "春眠不觉晓，处处闻啼鸟。"),
     ]
-    kept, report = data.clean_poems(poems)
+    kept, report = cleaning.clean_poems(poems)
     assert [p.title for p in kept] == ["题"]
     assert (report.placeholder_poems, report.placeholder_titles, report.titles_cleaned) == (2, 2, 1)
     assert report.placeholder_chars == {"□": 2, "{…}": 1}
@@ -183,26 +188,26 @@ def test_clean_drops_poems_whose_title_lost_characters():
 
 def test_deduplicate_keeps_first_body():
     poems = [Poem("a", "x", "同一首诗。"), Poem("b", "y", "另一首。"), Poem("c", "z", "同一首诗。")]
-    kept, removed = data.deduplicate(poems)
+    kept, removed = cleaning.deduplicate(poems)
     assert [p.title for p in kept] == ["a", "b"] and removed == 1
 
 
-@pytest.mark.parametrize("method", data.SPLIT_METHODS)
+@pytest.mark.parametrize("method", cleaning.SPLIT_METHODS)
 def test_split_by_poem(method):
     poems = [Poem(str(i), "x", f"诗{i}") for i in range(100)]
-    train, val = data.split_poems(poems, 0.1, method, seed=3)
+    train, val = cleaning.split_poems(poems, 0.1, method, seed=3)
     assert len(val) == 10 and len(train) == 90
     assert {p.title for p in train}.isdisjoint(p.title for p in val)
-    assert data.split_poems(poems, 0.1, method, seed=3) == (train, val)
+    assert cleaning.split_poems(poems, 0.1, method, seed=3) == (train, val)
     if method == "last":
         assert [p.title for p in val] == [str(i) for i in range(90, 100)]
 
 
 def test_split_rejects_bad_arguments():
     with pytest.raises(ValueError, match="random"):
-        data.split_poems([Poem("a", "b", "c")] * 10, method="first")
+        cleaning.split_poems([Poem("a", "b", "c")] * 10, method="first")
     with pytest.raises(ValueError, match="val_fraction"):
-        data.split_poems([Poem("a", "b", "c")] * 10, val_fraction=1.5)
+        cleaning.split_poems([Poem("a", "b", "c")] * 10, val_fraction=1.5)
 
 
 def test_poem_text_is_title_author_content():
@@ -221,7 +226,7 @@ def test_pack_dtype_and_end_of_text_positions():
 
 
 def test_prepare_packs_and_reuses_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(download.DATA_DIR_ENV, str(tmp_path))
     corpus = synthetic_corpus()
     packed = data.prepare("char", corpus=corpus)
     tok = packed.tokenizer
@@ -241,7 +246,7 @@ def test_prepare_packs_and_reuses_cache(tmp_path, monkeypatch):
 
 
 def test_stale_or_half_written_cache_is_rebuilt(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(download.DATA_DIR_ENV, str(tmp_path))
     corpus = synthetic_corpus()
     folder = data.prepare("char", corpus=corpus).path
     meta = json.loads((folder / "meta.json").read_text())
@@ -259,7 +264,7 @@ def test_stale_or_half_written_cache_is_rebuilt(tmp_path, monkeypatch):
 )
 def test_damaged_packed_files_are_named_and_rebuilt(tmp_path, monkeypatch, name, size):
     """Issue 14, cases 2 and 9: a cut-short file was trained on, or failed without its name."""
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(download.DATA_DIR_ENV, str(tmp_path))
     corpus = synthetic_corpus()
     packed = data.prepare("char", corpus=corpus)
     path = packed.path / name
@@ -279,7 +284,7 @@ def test_damaged_packed_files_are_named_and_rebuilt(tmp_path, monkeypatch, name,
 
 
 def test_changed_packed_files_and_old_metas(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(download.DATA_DIR_ENV, str(tmp_path))
     corpus = synthetic_corpus()
     folder = data.prepare("char", corpus=corpus).path
     train_bin = bytearray((folder / "train.bin").read_bytes())
@@ -295,7 +300,7 @@ def test_changed_packed_files_and_old_metas(tmp_path, monkeypatch):
 
 
 def test_load_packed_without_prepare_says_what_to_run(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(download.DATA_DIR_ENV, str(tmp_path))
     with pytest.raises(DataError, match="python -m tinylm data --tokenizer gpt2"):
         data.load_packed("gpt2")
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from synthetic import synthetic_corpus
 
-from tinylm import data, hardware, run_files, runs
+from tinylm import data, download, hardware, run_files, runs
 from tinylm import train as train_mod
 from tinylm.model import training_memory_bytes
 from tinylm.profiles import get_profile
@@ -60,7 +60,7 @@ def packed(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("data")
     corpus = synthetic_corpus(SYNTHETIC_POEMS)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(data.DATA_DIR_ENV, str(folder))
+        patch.setenv(download.DATA_DIR_ENV, str(folder))
         for tokenizer in sorted({cfg.tokenizer for cfg in GPU_RUNS.values()}):
             data.prepare(tokenizer, corpus=corpus)
     return str(folder)
@@ -69,7 +69,7 @@ def packed(tmp_path_factory) -> str:
 @pytest.fixture
 def gpu_data(packed, tmp_path, monkeypatch) -> None:
     """The packed synthetic data, a tmp runs folder, and Dynamo's caches and counters reset."""
-    monkeypatch.setenv(data.DATA_DIR_ENV, packed)
+    monkeypatch.setenv(download.DATA_DIR_ENV, packed)
     monkeypatch.delenv(hardware.COMPILE_BACKEND_ENV, raising=False)
     monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path / "runs"))
     # Each test compiles its own model: without a reset, Dynamo's per-function recompile limit

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from tinylm import poetry
-from tinylm.data import Poem
+from tinylm.cleaning import Poem
 from tinylm.poetry import classify_form, verses
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from synthetic import folder_state, synthetic_corpus
 
-from tinylm import cli, data, hardware, poetry, run_files, runs
+from tinylm import cleaning, cli, data, download, hardware, poetry, run_files, runs
 from tinylm import train as train_mod
 from tinylm.model import GPT, flops_per_token, preset
 from tinylm.runs import RUNS, TrainConfig
@@ -496,7 +496,7 @@ def test_damaged_packed_data_stops_training_with_the_fix(tiny):
     path = data.packed_dir("char") / "train.bin"
     truncate(path)
     with pytest.raises(
-        data.DataError,
+        download.DataError,
         match="train.bin has .* bytes where meta.json records .*"
         "python -m tinylm data --tokenizer char",
     ):
@@ -689,7 +689,7 @@ def test_cli_train_then_sample(tiny, capsys):
 
 def test_cli_eval_writes_a_json_report(tiny, capsys, monkeypatch, tmp_path):
     corpus = synthetic_corpus()
-    monkeypatch.setattr(data, "load_corpus", lambda: corpus)
+    monkeypatch.setattr(cleaning, "load_corpus", lambda: corpus)
     tones = poetry.ToneTable(dict.fromkeys("春江花月夜风", "平") | dict.fromkeys("山水云天", "仄"))
     monkeypatch.setattr(
         poetry.PoemJudge,

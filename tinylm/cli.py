@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from tinylm import data, poetry, pretrained
+from tinylm import cleaning, data, download, poetry, pretrained
 from tinylm.lock import FolderLocked
 from tinylm.model import GPT
 from tinylm.profiles import PROFILES, best_device, get_profile
@@ -47,10 +47,10 @@ def format_summary(packed: dict[str, data.PackedData]) -> str:
     """The corpus summary and one row per prepared tokenization, as printed by the CLI."""
     meta = next(iter(packed.values())).meta
     c, n = meta["cleaning"], meta["counts"]
-    manifest = data.load_manifest()
+    manifest = download.load_manifest()
     lines = [
         f"全唐诗 (Complete Tang Poems), chinese-poetry @ {manifest.commit[:12]}, "
-        f"sha256-verified in {data.raw_dir()}",
+        f"sha256-verified in {download.raw_dir()}",
         f"  poems read                      {c['poems_in']:>9,}",
         f"  editorial notes removed         {c['notes_removed']:>9,}",
         f"  titles cleaned of notes         {c['titles_cleaned']:>9,}",
@@ -70,7 +70,7 @@ def format_summary(packed: dict[str, data.PackedData]) -> str:
             f"  {name:<10}{p.meta['vocab_size']:>8,}{p.meta['dtype']:>8}{n['train_tokens']:>14,}"
             f"{n['val_tokens']:>12,}{tokens_per_char(p):>13.2f}{n['val_unknown_tokens']:>14,}"
         )
-    lines.append(f"  packed into {data.data_dir() / 'processed'}")
+    lines.append(f"  packed into {download.data_dir() / 'processed'}")
     return "\n".join(lines)
 
 
@@ -269,7 +269,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """Score a model's poems and its bits per character; write the report as JSON."""
     directory, model, tokenizer = load_cli_model(args.run, args.checkpoint)
     packed = data.prepare(tokenizer.name, bpe_vocab_size=tokenizer.vocab_size)
-    judge = poetry.PoemJudge.from_training(data.load_corpus().train)
+    judge = poetry.PoemJudge.from_training(cleaning.load_corpus().train)
     report, documents = poetry.judge_model(
         model, tokenizer, judge, args.samples, args.temperature, args.top_k or None, seed=args.seed
     )
@@ -419,7 +419,10 @@ def os_error_message(error: OSError) -> str:
         return str(error)
     path = Path(error.filename)
     line = f"{error.strerror or type(error).__name__}: {path}"
-    for folder, variable in ((runs_dir(), RUNS_DIR_ENV), (data.data_dir(), data.DATA_DIR_ENV)):
+    for folder, variable in (
+        (runs_dir(), RUNS_DIR_ENV),
+        (download.data_dir(), download.DATA_DIR_ENV),
+    ):
         if not path.resolve().is_relative_to(folder.resolve()):
             continue
         if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -440,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_data.add_argument("--tokenizer", choices=(*TOKENIZER_NAMES, "all"), default="all")
     p_data.add_argument(
         "--split",
-        choices=data.SPLIT_METHODS,
+        choices=cleaning.SPLIT_METHODS,
         default="random",
         help="random (seeded) or the talk's 'last 10%%' of the file order",
     )
@@ -476,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {os_error_message(error)}", file=sys.stderr)
         return 1
     except (
-        data.DataError,
+        download.DataError,
         TokenizerUnavailable,
         ValueError,
         TrainingDiverged,

@@ -15,7 +15,9 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from tinylm.data import BatchSampler, PackedData, Poem, fetch, load_strains
+from tinylm.cleaning import Poem, load_strains
+from tinylm.data import BatchSampler, PackedData
+from tinylm.download import fetch
 from tinylm.model import GPT
 from tinylm.sampling import decode_document, generate
 from tinylm.tokenizers import Tokenizer

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tinylm.attention import ATTENTION_IMPLEMENTATIONS
-from tinylm.data import PROJECT_ROOT
+from tinylm.download import PROJECT_ROOT
 from tinylm.model import PRESETS, flops_per_token, preset
 from tinylm.tokenizers import TOKENIZER_NAMES
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from tinylm import hardware, train
-from tinylm.data import Poem
+from tinylm.cleaning import Poem
 from tinylm.model import GPT
 from tinylm.poetry import classify_form
 from tinylm.progress import progress_bar

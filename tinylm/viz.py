@@ -18,7 +18,7 @@ import torch
 from IPython.display import HTML
 from matplotlib import font_manager
 
-from tinylm.data import PROJECT_ROOT
+from tinylm.download import PROJECT_ROOT
 
 # Fonts with Chinese glyphs found on common systems (Linux packages, macOS, Windows), used only
 # when the course's own font (below) is missing.
