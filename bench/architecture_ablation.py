@@ -5,8 +5,9 @@ Mistral-7B: RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head) at the 
 FLOPs. This script trains `char-cpu` with **one** option switched at a time, everything else as
 in `tinylm.runs.RUNS["char-cpu"]` (data, batches, schedule, seed, bf16 + compile), and as many
 steps as give the same training FLOPs (`tinylm.runs.same_compute_steps`). It scores every model
-as bench/recipe_search.py does: fp32 validation loss on fixed random and poem-start windows, and
-200 poems (temperature 0.8, top-k 200, seed 0) judged by `tinylm.poetry.PoemJudge`.
+as bench/recipe_search.py does (`tinylm.evaluate`): fp32 validation loss on fixed random and
+poem-start windows, and 200 poems (temperature 0.8, top-k 200, seed 0) judged by
+`tinylm.poetry.PoemJudge`.
 
 A finished run is loaded, not trained again; `char-cpu` and `mistral-cpu` are the runs notebooks
 05 and 10 train. Each new variant trains for about 10 minutes on 2 cores. Run all of it with
@@ -23,13 +24,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from machine_info import ROOT, machine, save
-from recipe_search import JUDGED, POEMS, validation_losses
 
-from tinylm import cleaning, poetry
+from tinylm import cleaning, data, poetry
+from tinylm.evaluate import EVAL_SEED, JUDGED_POEMS, POEM_METRICS, validation_losses
+from tinylm.machine import REFERENCE_DIR, machine, save_result
 from tinylm.model import PRESETS
 from tinylm.runs import CHAR_VOCAB, RUNS, TrainConfig, same_compute_steps
-from tinylm.train import EVAL_SEED, train
+from tinylm.train import train
 
 REFERENCE = RUNS["char-cpu"]
 # name: (what it changes, the GPTConfig fields switched on char-cpu's preset). None: a course run.
@@ -63,15 +64,15 @@ def score(name: str, judge: poetry.PoemJudge) -> dict:
     """Train (or load) one variant and score its loss and its poems."""
     cfg = variant_config(name)
     result = train(cfg)
-    report, documents = poetry.judge_model(result.model, result.tokenizer, judge, POEMS)
+    report, documents = poetry.judge_model(result.model, result.tokenizer, judge, JUDGED_POEMS)
     return {
         "variant": name,
         "what": VARIANTS[name][0],
         "changes": VARIANTS[name][1],
         "steps": cfg.max_steps,
         "tokens": result.history[-1]["tokens"],
-        **validation_losses(result),
-        **{key: report[key] for key in JUDGED},
+        **validation_losses(result.model, data.load_packed("char").val, result.tokenizer.eot_id),
+        **{key: report[key] for key in POEM_METRICS},
         "examples": documents[:3],
     }
 
@@ -81,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "data" / "reference" / "architecture_ablation_cpu.json"
+        "--out", type=Path, default=REFERENCE_DIR / "architecture_ablation_cpu.json"
     )
     args = parser.parse_args()
     judge = poetry.PoemJudge.from_training(cleaning.load_corpus().train)
@@ -96,17 +97,15 @@ def main() -> None:
             f"uniform {row['uniform_verses']:.0%}  copied {row['copied_verses']:.1%}",
             flush=True,
         )
-        save(
-            {
-                "machine": machine(torch.device("cpu")),
-                "reference_run": REFERENCE.run_name,
-                "eval_seed": EVAL_SEED,
-                "poems": POEMS,
-                "sampling": {"temperature": 0.8, "top_k": 200, "seed": 0},
-                "results": [results[name] for name in VARIANTS if name in results],
-            },
-            args.out,
-        )
+        result = {
+            "machine": machine(torch.device("cpu")),
+            "reference_run": REFERENCE.run_name,
+            "eval_seed": EVAL_SEED,
+            "poems": JUDGED_POEMS,
+            "sampling": {"temperature": 0.8, "top_k": 200, "seed": 0},
+            "results": [results[name] for name in VARIANTS if name in results],
+        }
+        print(f"saved {save_result(result, args.out)}")
 
 
 if __name__ == "__main__":

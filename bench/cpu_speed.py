@@ -72,20 +72,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine_info import (
-    ROOT,
-    course_precision,
+
+from tinylm import data
+from tinylm.data import BatchSampler
+from tinylm.hardware import autocast_context, course_precision
+from tinylm.machine import (
+    REFERENCE_DIR,
     failure,
     load_average,
     machine,
     native_bf16,
-    save,
+    save_result,
     slug,
 )
-
-from tinylm import data
-from tinylm.data import BatchSampler
-from tinylm.hardware import autocast_context
 from tinylm.model import GPT, GPTConfig, count_parameters
 from tinylm.profiles import PROFILES, cpu_bf16_support
 from tinylm.runs import RUNS, TrainConfig
@@ -515,7 +514,7 @@ def main() -> None:
     sample_keys = ["reference", "course"] + chosen(
         parser, args.sample_variants, sample_extras, "sample variants"
     )
-    out = args.out or ROOT / "data" / "reference" / f"bench_cpu_speed_{slug(CPU)}.json"
+    out = args.out or REFERENCE_DIR / f"bench_cpu_speed_{slug(CPU)}.json"
 
     cfg = RUNS[args.run]
     packed = data.load_packed(cfg.tokenizer)
@@ -580,7 +579,7 @@ def main() -> None:
     print("\n\n".join(tables))
     if "train" in result:
         print("\n" + format_speedup(result["train"]["speedup"], args.run))
-    save(result, out)
+    print(f"saved {save_result(result, out)}")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from machine_info import ROOT, machine, save
 
 from tinylm import cleaning, data, download
+from tinylm.machine import REFERENCE_DIR, machine, save_result
 from tinylm.timing import timed
 from tinylm.tokenizers import TOKENIZER_NAMES, BPETokenizer
 
@@ -70,9 +70,7 @@ def main() -> None:
         default=",".join(TOKENIZER_NAMES),
         help="comma-separated tokenizations to prepare (default: %(default)s)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "data" / "reference" / "bench_data_prep.json"
-    )
+    parser.add_argument("--out", type=Path, default=REFERENCE_DIR / "bench_data_prep.json")
     args = parser.parse_args()
     tokenizers = tuple(name.strip() for name in args.tokenizers.split(","))
     unknown = sorted(set(tokenizers) - set(TOKENIZER_NAMES))
@@ -90,7 +88,7 @@ def main() -> None:
         "bpe_vocab": args.bpe_vocab,
         "seconds": {k: round(v, 3) for k, v in stages.items()},
     }
-    save(result, args.out)
+    print(f"saved {save_result(result, args.out)}")
 
 
 if __name__ == "__main__":

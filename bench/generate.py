@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from machine_info import ROOT, machine, save, slug
 
+from tinylm.machine import REFERENCE_DIR, machine, save_result, slug
 from tinylm.model import GPT, preset
 from tinylm.profiles import best_device
 from tinylm.sampling import generate, plain_greedy
@@ -122,7 +122,7 @@ def main() -> None:
         "--out", type=Path, help="JSON file (default: data/reference/bench_generate_<device>.json)"
     )
     args = parser.parse_args()
-    out = args.out or ROOT / "data" / "reference" / f"bench_generate_{slug(device)}.json"
+    out = args.out or REFERENCE_DIR / f"bench_generate_{slug(device)}.json"
     torch.manual_seed(0)
     model = GPT(preset(args.model)).to(device).eval()
     info = machine(device)
@@ -151,7 +151,7 @@ def main() -> None:
         "warmup_tokens": DECODE_WARMUP_TOKENS,
         "results": rows,
     }
-    save(result, out)
+    print(f"saved {save_result(result, out)}")
 
 
 if __name__ == "__main__":

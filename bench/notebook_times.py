@@ -26,19 +26,21 @@ from pathlib import Path
 
 import nbformat
 import torch
-from machine_info import ROOT, machine, save
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
+from tinylm.download import PROJECT_ROOT
+from tinylm.machine import REFERENCE_DIR, machine, save_result
 from tinylm.profiles import PROFILES
 from tinylm.progress import PROGRESS_ENV
+from tinylm.runs import runs_dir
 
-NOTEBOOKS = ROOT / "notebooks"
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
 
 
 def cached_runs() -> set[str]:
     """Names of the finished runs under the runs folder (a final model saved)."""
-    runs = Path(os.environ.get("TINYLM_RUNS_DIR") or ROOT / "runs")
-    return {p.parent.name for p in runs.glob("*/model")} if runs.is_dir() else set()
+    folder = runs_dir()
+    return {p.parent.name for p in folder.glob("*/model")} if folder.is_dir() else set()
 
 
 def prose_words(path: Path) -> int:
@@ -130,7 +132,7 @@ def main() -> None:
         "--out", type=Path, help="JSON file (default: data/reference/notebook_times_<profile>.json)"
     )
     args = parser.parse_args()
-    out = args.out or ROOT / "data" / "reference" / f"notebook_times_{args.profile}.json"
+    out = args.out or REFERENCE_DIR / f"notebook_times_{args.profile}.json"
     os.environ["TINYLM_PROFILE"] = args.profile  # the kernels inherit it
     os.environ[PROGRESS_ENV] = "text"  # text bars, which a saved notebook shows as they ended
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -155,14 +157,12 @@ def main() -> None:
             + (f"  (trained {', '.join(trained)})" if trained else ""),
             flush=True,
         )
-        save(
-            {
-                "machine": machine(torch.device("cpu")),
-                "profile": args.profile,
-                "results": [results[name] for name in sorted(results)],
-            },
-            out,
-        )
+        result = {
+            "machine": machine(torch.device("cpu")),
+            "profile": args.profile,
+            "results": [results[name] for name in sorted(results)],
+        }
+        print(f"saved {save_result(result, out)}")
 
 
 if __name__ == "__main__":

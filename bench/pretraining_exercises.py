@@ -5,11 +5,11 @@ final) learning rate; everything else is the run of `tinylm.runs.RUNS` (data, ba
 seed, precision). This script trains both variants (a finished run is loaded, not trained again),
 loads the run itself, and records for each: the training loss around step 100 (the mean of the
 logged steps 75 to 125), the run's own validation loss at its last evaluation, and the fp32
-validation losses of bench/recipe_search.py (64 fixed batches of random and of poem-start
-windows). The runs are deterministic on CPU, so the load changes their wall time only, which is
-not recorded. ``python bench/pretraining_exercises.py`` (the `cpu` profile's `char-cpu`, about 20
-minutes on 2 cores) writes ``data/reference/pretraining_exercises_cpu.json``; ``--run char-ci``
-is the CI-sized check.
+validation losses bench/recipe_search.py records too (`tinylm.evaluate.validation_losses`: 64
+fixed batches of random and of poem-start windows). The runs are deterministic on CPU, so the
+load changes their wall time only, which is not recorded. ``python bench/pretraining_exercises.py``
+(the `cpu` profile's `char-cpu`, about 20 minutes on 2 cores) writes
+``data/reference/pretraining_exercises_cpu.json``; ``--run char-ci`` is the CI-sized check.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from machine_info import ROOT, machine, save
-from recipe_search import validation_losses
 
+from tinylm import data
+from tinylm.evaluate import validation_losses
+from tinylm.machine import REFERENCE_DIR, machine, save_result
 from tinylm.runs import RUNS, TrainConfig
 from tinylm.train import train
 
@@ -56,7 +57,7 @@ def score(cfg: TrainConfig) -> dict:
         "final_val_loss": evals[-1]["val_loss"],
         "final_step": evals[-1]["step"],
         "curve": {"step": [r["step"] for r in evals], "val_loss": [r["val_loss"] for r in evals]},
-        **validation_losses(result),
+        **validation_losses(result.model, data.load_packed("char").val, result.tokenizer.eot_id),
     }
 
 
@@ -72,7 +73,7 @@ def main() -> None:
         ".json for char-cpu, else pretraining_exercises_<run>.json)",
     )
     args = parser.parse_args()
-    out = args.out or ROOT / "data" / "reference" / (
+    out = args.out or REFERENCE_DIR / (
         "pretraining_exercises_cpu.json"
         if args.run == "char-cpu"
         else f"pretraining_exercises_{args.run}.json"
@@ -89,16 +90,14 @@ def main() -> None:
             f"{row['val_documents_64']:.3f}",
             flush=True,
         )
-    save(
-        {
-            "benchmark": "pretraining_exercises",
-            "machine": machine(torch.device("cpu")),
-            "reference_run": args.run,
-            "early_steps": EARLY_STEPS,
-            "results": results,
-        },
-        out,
-    )
+    result = {
+        "benchmark": "pretraining_exercises",
+        "machine": machine(torch.device("cpu")),
+        "reference_run": args.run,
+        "early_steps": EARLY_STEPS,
+        "results": results,
+    }
+    print(f"saved {save_result(result, out)}")
 
 
 if __name__ == "__main__":

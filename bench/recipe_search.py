@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from machine_info import ROOT, machine, save
 
 from tinylm import cleaning, data, poetry
+from tinylm.evaluate import EVAL_SEED, JUDGED_POEMS, POEM_METRICS, validation_losses
+from tinylm.machine import REFERENCE_DIR, machine, save_result
 from tinylm.runs import RUNS, TrainConfig
-from tinylm.train import EVAL_SEED, estimate_loss, fixed_batches, train
+from tinylm.train import train
 
 BASE = TrainConfig(
     "char-cpu",
@@ -104,8 +104,6 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     ),
     "char-cpu": ("the course's run (tinylm.runs.RUNS), 3.1M tokens", None),
 }
-POEMS = 200
-JUDGED = ("finished", "regulated", "uniform_verses", "copied_verses", "rhymes", "tone_agreement")
 
 
 def variant_config(name: str) -> TrainConfig:
@@ -114,36 +112,18 @@ def variant_config(name: str) -> TrainConfig:
     return RUNS[name] if settings is None else replace(BASE, run_name=name, **settings)
 
 
-@torch.no_grad()
-def validation_losses(result) -> dict[str, float]:
-    """fp32 validation loss on random windows (8 and 64 batches) and on poem-start windows."""
-    packed = data.load_packed("char")
-    block, eot = result.model.config.block_size, result.tokenizer.eot_id
-    scored = {
-        "val_random_8": replace(BASE, eval_batches=8),
-        "val_random_64": replace(BASE, eval_batches=64),
-        "val_documents_64": replace(BASE, eval_batches=64, windows="documents"),
-    }
-    return {
-        key: estimate_loss(
-            result.model, fixed_batches(packed.val, eval_cfg, block, "cpu", eot), nullcontext()
-        )
-        for key, eval_cfg in scored.items()
-    }
-
-
 def score(name: str, judge: poetry.PoemJudge) -> dict:
     """Train (or load) one variant and score its loss and its poems."""
     cfg = variant_config(name)
     result = train(cfg)
-    report, documents = poetry.judge_model(result.model, result.tokenizer, judge, POEMS)
+    report, documents = poetry.judge_model(result.model, result.tokenizer, judge, JUDGED_POEMS)
     return {
         "variant": name,
         "what": VARIANTS[name][0],
         "settings": dict(VARIANTS[name][1] or asdict(cfg)),
         "tokens": result.history[-1]["tokens"],
-        **validation_losses(result),
-        **{key: report[key] for key in JUDGED},
+        **validation_losses(result.model, data.load_packed("char").val, result.tokenizer.eot_id),
+        **{key: report[key] for key in POEM_METRICS},
         "examples": documents[:3],
     }
 
@@ -152,9 +132,7 @@ def main() -> None:
     """Score the chosen variants and merge them into the JSON file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "data" / "reference" / "recipe_search_cpu.json"
-    )
+    parser.add_argument("--out", type=Path, default=REFERENCE_DIR / "recipe_search_cpu.json")
     args = parser.parse_args()
     judge = poetry.PoemJudge.from_training(cleaning.load_corpus().train)
     old = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
@@ -169,17 +147,15 @@ def main() -> None:
             f"copied {row['copied_verses']:.1%}",
             flush=True,
         )
-    save(
-        {
-            "machine": machine(torch.device("cpu")),
-            "base": {k: v for k, v in vars(BASE).items() if k != "run_name"},
-            "eval_seed": EVAL_SEED,
-            "poems": POEMS,
-            "sampling": {"temperature": 0.8, "top_k": 200, "seed": 0},
-            "results": [results[name] for name in VARIANTS if name in results],
-        },
-        args.out,
-    )
+    result = {
+        "machine": machine(torch.device("cpu")),
+        "base": {k: v for k, v in vars(BASE).items() if k != "run_name"},
+        "eval_seed": EVAL_SEED,
+        "poems": JUDGED_POEMS,
+        "sampling": {"temperature": 0.8, "top_k": 200, "seed": 0},
+        "results": [results[name] for name in VARIANTS if name in results],
+    }
+    print(f"saved {save_result(result, args.out)}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from machine_info import ROOT, machine, save, slug
 
+from tinylm.machine import REFERENCE_DIR, machine, save_result, slug
 from tinylm.model import CONFIG_FILE, GPTConfig, count_parameters, flops_per_token
 from tinylm.profiles import best_device
 from tinylm.run_files import TRAIN_CONFIG_FILE, read_log
@@ -78,7 +78,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = torch.device(best_device())
-    out = args.out or ROOT / "data" / "reference" / f"runs_{slug(device)}.json"
+    out = args.out or REFERENCE_DIR / f"runs_{slug(device)}.json"
     records = [run_record(name) for name in args.runs]
     print(
         f"{'run':<14}{'steps':>7}{'tokens (M)':>12}{'val loss':>10}{'minutes':>9}{'tokens/s':>10}"
@@ -96,7 +96,7 @@ def main() -> None:
         "logged intervals (less sensitive to other work on the machine)",
         "results": records,
     }
-    save(result, out)
+    print(f"saved {save_result(result, out)}")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from machine_info import ROOT
+from tinylm.download import PROJECT_ROOT
+from tinylm.machine import REFERENCE_DIR
 
-REFERENCE = ROOT / "data" / "reference"
-PAGE = ROOT / "docs" / "benchmarks.md"
+PAGE = PROJECT_ROOT / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
 
 Measured by the scripts in [`bench/`](../bench) and saved as JSON under
@@ -338,7 +338,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str], tuple[str, ...]]] = [
 ]
 GPU_FIGURES = [
     "the machine record: GPU, torch, CUDA, and the precision `auto` resolves to for the talk's "
-    "runs (`bench/machine_info.py`)",
+    "runs (`bench/machine_info.py`, `tinylm.machine`)",
     "the training ladder (`bench/train_throughput.py`, presets 30m and 124m) with MFU: targets "
     "30m ≥ 45 % and 124m ≥ 55 % MFU against 989 TFLOPS dense bf16",
     "the talk's runs end to end, `talk-30m` and `talk-124m` (80.3M GPT-2 tokens each, compile "
@@ -391,11 +391,11 @@ def source_line(path: Path, result: dict) -> str:
     return f"[`{path.name}`](../data/reference/{path.name}): {where}"
 
 
-def render() -> str:
-    """The whole page: one part per kind of device (the GPU part always), then the recipe."""
+def render(reference: Path = REFERENCE_DIR) -> str:
+    """The whole page from the JSON in `reference`: one part per kind of device, then the recipe."""
     found: dict[str, list[tuple[int, Path, dict]]] = {}
     for number_, (_, pattern, _, _) in enumerate(SECTIONS):
-        for path in sorted(REFERENCE.glob(pattern)):
+        for path in sorted(reference.glob(pattern)):
             result = json.loads(path.read_text(encoding="utf-8"))
             found.setdefault(device_type(path, result), []).append((number_, path, result))
     parts = [HEADER]

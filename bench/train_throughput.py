@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine_info import ROOT, failure, machine, save, slug
 
 from tinylm.data import BatchSampler
 from tinylm.hardware import autocast_context, mfu, peak_flops
+from tinylm.machine import REFERENCE_DIR, failure, machine, save_result, slug
 from tinylm.model import GPT, flops_per_token, preset
 from tinylm.profiles import best_device
 from tinylm.train import build_optimizer, timed_steps
@@ -176,7 +176,7 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    out = args.out or ROOT / "data" / "reference" / f"bench_train_throughput_{slug(device)}.json"
+    out = args.out or REFERENCE_DIR / f"bench_train_throughput_{slug(device)}.json"
     info = machine(device)
     print(
         f"{info['device_name']} ({device}), torch {info['torch']}, "
@@ -197,7 +197,8 @@ def main() -> None:
         rows += run_ladder(
             name.strip(), device, args.batch_size, args.steps, args.warmup, args.rungs
         )
-        save(result, out)  # after each preset: a run stopped by a time limit keeps the others
+        # Saved after each preset: a run stopped by a time limit keeps the presets it measured.
+        print(f"saved {save_result(result, out)}")
     print(format_table(rows))
 
 

@@ -226,12 +226,10 @@ def test_benchmarks_page_is_generated_from_the_committed_json():
     assert done.returncode == 0, done.stderr + " (run `python bench/report.py` and commit)"
 
 
-def load_report(monkeypatch, reference: Path):
-    """bench/report.py as a module, reading its JSON files from `reference`."""
+def load_report(monkeypatch):
+    """bench/report.py as a module."""
     monkeypatch.syspath_prepend(str(BENCH))
-    report = importlib.import_module("report")
-    monkeypatch.setattr(report, "REFERENCE", reference)
-    return report
+    return importlib.import_module("report")
 
 
 def gpu_part(page: str) -> tuple[str, str]:
@@ -246,8 +244,8 @@ def test_benchmarks_page_never_shows_a_cpu_figure_under_a_gpu_title(tmp_path, mo
     for path in reference.glob("*.json"):  # the committed files, whatever GPU ones exist
         if "cuda" in path.name:
             path.unlink()
-    report = load_report(monkeypatch, reference)
-    cpu, gpu = gpu_part(report.render())
+    report = load_report(monkeypatch)
+    cpu, gpu = gpu_part(report.render(reference))
     assert "No GPU run has been recorded yet" in gpu and ".json" not in gpu
     assert "bench_cpu_speed_cpu.json" in cpu
 
@@ -266,7 +264,7 @@ def test_benchmarks_page_never_shows_a_cpu_figure_under_a_gpu_title(tmp_path, mo
         "sampling": {"temperature": 0.8, "top_k": 200, "max_new_tokens": 256, "seed": 0},
     }
     (reference / "eval_talk-30m_cuda-nvidia-h200.json").write_text(json.dumps(judged))
-    cpu, gpu = gpu_part(report.render())
+    cpu, gpu = gpu_part(report.render(reference))
     assert "No GPU run has been recorded yet" not in gpu
     assert "bench_generate_cuda-nvidia-h200.json" in gpu and "_cpu.json" not in gpu
     assert "eval_talk-30m_cuda-nvidia-h200.json" in gpu and "| `talk-30m` | 200 | 90.0 %" in gpu
@@ -287,7 +285,7 @@ def test_gpu_check_parses_and_its_time_limits_fit_ten_minutes(monkeypatch):
     total = sum(map(int, limits.values()))
     assert total < 600
     assert f"= {total}, under 600" in text  # the script's own sum, as its header says
-    assert f"together {total} s" in load_report(monkeypatch, REFERENCE).RECORDING
+    assert f"together {total} s" in load_report(monkeypatch).RECORDING
 
 
 def test_saved_notebooks_keep_final_bars_and_no_bertviz_scripts(tmp_path, monkeypatch):

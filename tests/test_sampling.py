@@ -17,6 +17,7 @@ from tinylm.sampling import (
     generate,
     next_token,
     plain_greedy,
+    sample_documents,
     sample_poems,
     top_k_filter,
     top_k_mask,
@@ -318,6 +319,30 @@ def test_sample_poems_starts_a_document_and_cuts_at_end_of_text():
     assert sample_poems(counter(), tokenizer, n=2, temperature=0) == ["<unk>春江花月夜"] * 2
     assert sample_poems(counter(), tokenizer, ["花"], n=1) == ["花月夜"]
     assert beam_poems(counter(), tokenizer, ["花", "江"], num_beams=2) == ["花月夜", "江花月夜"]
+
+
+def test_sample_documents_say_which_poems_the_model_ended():
+    tokenizer = CharTokenizer("春江花月夜")  # ids: 0 <|endoftext|>, 1 <unk>, 2 春 … 6 夜
+    # the counter needs 8 tokens to reach end-of-text from <|endoftext|>: 7 are too few
+    assert (
+        sample_documents(counter(), tokenizer, n=2, max_new_tokens=8)
+        == [("<unk>春江花月夜", True)] * 2
+    )
+    assert (
+        sample_documents(counter(), tokenizer, n=3, max_new_tokens=7, batch_size=2)
+        == [("<unk>春江花月夜", False)] * 3
+    )
+
+
+def test_sample_documents_batches_rows_from_one_generator(model):
+    tokenizer = CharTokenizer([chr(0x4E00 + i) for i in range(62)])
+    kwargs = dict(n=5, max_new_tokens=8, seed=3)
+    whole = sample_documents(model, tokenizer, **kwargs)
+    assert [text for text, _ in whole] == sample_poems(model, tokenizer, **kwargs)
+    assert sample_documents(model, tokenizer, **kwargs, batch_size=2) == sample_documents(
+        model, tokenizer, **kwargs, batch_size=2
+    )
+    assert len(sample_documents(model, tokenizer, **kwargs, batch_size=2)) == 5
 
 
 def test_sample_poems_with_a_real_model_is_seeded(model):

@@ -134,3 +134,8 @@ def peak_flops(device: torch.device | str) -> float | None:
 def mfu(flops: int, tokens_per_s: float, peak: float | None) -> float | None:
     """Model FLOPs utilisation: training FLOPs per token x tokens/s as a fraction of the peak."""
     return None if peak is None else flops * tokens_per_s / peak
+
+
+def course_precision(cfg: TrainConfig, device: torch.device) -> dict:
+    """The compute dtype and compile setting tinylm.train resolves for this run on this device."""
+    return {"dtype": resolve_precision(device, cfg.dtype), "compile": use_compile(cfg, device)}

@@ -19,9 +19,12 @@ from tinylm.cleaning import Poem, load_strains
 from tinylm.data import BatchSampler, PackedData
 from tinylm.download import fetch
 from tinylm.model import GPT
-from tinylm.sampling import decode_document, generate
+from tinylm.sampling import sample_documents
 from tinylm.tokenizers import Tokenizer
 
+JUDGE_BATCH_SIZE = (
+    50  # poems judge_model writes at a time (its reports depend on it, as on the seed)
+)
 _VERSE = re.compile(r"[^，。！？；：、\n]+")  # a verse: a run between punctuation and line breaks
 
 FORMS = ("五绝", "七绝", "五律", "七律")
@@ -338,40 +341,6 @@ def _share(part: int, whole: int) -> float | None:
 # --------------------------------------------------------------------------- a model's poems
 
 
-def write_poems(
-    model: GPT,
-    tokenizer: Tokenizer,
-    n: int,
-    temperature: float = 0.8,
-    top_k: int | None = 200,
-    max_new_tokens: int = 256,
-    seed: int = 0,
-    batch_size: int = 50,
-    *,
-    top_p: float | None = None,
-) -> list[tuple[str, bool]]:
-    """n documents written from end-of-text, each with whether it reached end-of-text itself."""
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    documents = []
-    for start in range(0, n, batch_size):
-        rows = min(batch_size, n - start)
-        idx = torch.full((rows, 1), tokenizer.eot_id, dtype=torch.long, device=device)  # (B, 1)
-        out = generate(
-            model,
-            idx,
-            max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            eot_id=tokenizer.eot_id,
-            generator=generator,
-        )
-        for row in out[:, 1:].tolist():
-            documents.append((decode_document(row, tokenizer), tokenizer.eot_id in row))
-    return documents
-
-
 def judge_model(
     model: GPT,
     tokenizer: Tokenizer,
@@ -389,8 +358,16 @@ def judge_model(
     A document counts as finished only if it ended with end-of-text and has the
     ``title\\nauthor\\ncontent`` layout; its body is what the metrics score.
     """
-    documents = write_poems(
-        model, tokenizer, samples, temperature, top_k, max_new_tokens, seed, top_p=top_p
+    documents = sample_documents(
+        model,
+        tokenizer,
+        n=samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        seed=seed,
+        top_p=top_p,
+        batch_size=JUDGE_BATCH_SIZE,
     )
     poems = [parse_document(text) for text, _ in documents]
     report = judge.report(

@@ -338,25 +338,65 @@ def sample_poems(
     Every row starts with the end-of-text token, as every poem did in training, so the model
     begins a new document: the prompt (a title, say) and then what the model adds to it.
     """
+    documents = sample_documents(
+        model,
+        tokenizer,
+        prompts,
+        n,
+        max_new_tokens,
+        temperature,
+        top_k,
+        seed,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        use_cache=use_cache,
+    )
+    return [text for text, _ in documents]
+
+
+def sample_documents(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompts: list[str] | None = None,
+    n: int = 5,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    seed: int = 1337,
+    *,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    use_cache: bool = True,
+    batch_size: int | None = None,
+) -> list[tuple[str, bool]]:
+    """`sample_poems`, each poem with whether the model ended it (wrote end-of-text) itself.
+
+    Rows are written batch_size at a time (all n of a prompt at once by default) from one
+    generator, so the poems depend on the seed and the batch size, not on the device's memory.
+    """
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    poems = []
+    step = batch_size or max(n, 1)
+    documents = []
     for prompt in [""] if prompts is None else prompts:
-        idx = document_start(tokenizer, prompt, n, device)  # (n, 1 + len(prompt))
-        out = generate(
-            model,
-            idx,
-            max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            eot_id=tokenizer.eot_id,
-            generator=generator,
-            use_cache=use_cache,
-        )
-        poems += [decode_document(row[1:].tolist(), tokenizer) for row in out]
-    return poems
+        for first in range(0, n, step):
+            rows = min(step, n - first)
+            idx = document_start(tokenizer, prompt, rows, device)  # (rows, 1 + len(prompt))
+            out = generate(
+                model,
+                idx,
+                max_new_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                repetition_penalty=repetition_penalty,
+                eot_id=tokenizer.eot_id,
+                generator=generator,
+                use_cache=use_cache,
+            )
+            for row in out[:, 1:].tolist():
+                documents.append((decode_document(row, tokenizer), tokenizer.eot_id in row))
+    return documents
 
 
 def beam_poems(

@@ -23,7 +23,6 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -42,6 +41,7 @@ from tinylm.distributed import (
     shard_optimizer_state,
     sync_gradients_if,
 )
+from tinylm.evaluate import estimate_loss, fixed_batches, window_start
 from tinylm.hardware import (
     COMPILE_BACKEND_ENV,
     autocast_context,
@@ -75,8 +75,6 @@ from tinylm.run_files import (
 from tinylm.runs import TrainConfig
 from tinylm.timing import synchronize
 from tinylm.tokenizers import Tokenizer
-
-EVAL_SEED = 1234  # one seed for the fixed eval batches, so every run is scored on the same text
 
 
 def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
@@ -193,51 +191,6 @@ def timed_steps(
         "warmup_s": warmup_s,
         "loss": loss,
     }
-
-
-def fixed_batches(
-    tokens: np.ndarray,
-    cfg: TrainConfig,
-    block_size: int,
-    device: torch.device,
-    eot_id: int | None = None,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """eval_batches batches drawn once with EVAL_SEED: every evaluation scores the same text."""
-    sampler = BatchSampler(
-        tokens,
-        cfg.batch_size,
-        block_size,
-        device,
-        seed=EVAL_SEED,
-        start_token=window_start(cfg, eot_id),
-    )
-    return [sampler.sample() for _ in range(cfg.eval_batches)]
-
-
-def window_start(cfg: TrainConfig, eot_id: int | None) -> int | None:
-    """The token every window starts at (end-of-text for windows="documents"), else None."""
-    if cfg.windows == "random":
-        return None
-    if eot_id is None:
-        raise ValueError('windows="documents" needs the tokenizer\'s end-of-text id (eot_id)')
-    return eot_id
-
-
-@torch.no_grad()
-def estimate_loss(
-    model: torch.nn.Module,
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
-    autocast: torch.autocast | nullcontext,
-) -> float:
-    """Mean loss over fixed batches with dropout off (eval mode), then back to train mode."""
-    model.eval()
-    total = torch.zeros((), device=batches[0][0].device)
-    for x, y in batches:
-        with autocast:
-            _, loss = model(x, y)
-        total += loss.float()
-    model.train()
-    return (total / len(batches)).item()
 
 
 class TrainingDiverged(RuntimeError):

@@ -18,7 +18,7 @@ import torch
 from IPython.display import HTML
 from matplotlib import font_manager
 
-from tinylm.download import PROJECT_ROOT
+from tinylm.machine import REFERENCE_DIR
 
 # Fonts with Chinese glyphs found on common systems (Linux packages, macOS, Windows), used only
 # when the course's own font (below) is missing.
@@ -128,9 +128,9 @@ def head_view(attention: Sequence[torch.Tensor], tokens: Sequence[str], decimals
 
 # Recorded reference runs -------------------------------------------------------------------
 # bench scripts write data/reference/<benchmark>_<device slug>.json, the slug being "cpu", "mps"
-# or "cuda-<GPU name>" (bench/machine_info.py), and poem reports as eval_<run>_<slug>.json
+# or "cuda-<GPU name>" (tinylm.machine.slug), and poem reports as eval_<run>_<slug>.json
 # (bench/gpu_check.sh, or `python -m tinylm eval --run RUN --out ...` by hand).
-REFERENCE_DIR = PROJECT_ROOT / "data" / "reference"
+
 DEVICE_KINDS = ("cuda", "cpu", "mps")
 
 

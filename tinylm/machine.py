@@ -1,0 +1,99 @@
+"""What a measurement ran on: the machine record every benchmark saves beside its figures.
+
+A figure without its machine is noise, so every script in ``bench/`` saves `machine(device)`
+(device and CPU names, torch, threads, load average, native bf16, commit, profile) with its
+results, under ``data/reference/`` by default, where `tinylm.viz` reads them back.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from tinylm.data import write_json
+from tinylm.download import PROJECT_ROOT
+from tinylm.hardware import cuda_has_native_bf16
+from tinylm.profiles import cpu_bf16_support, get_profile
+
+REFERENCE_DIR = PROJECT_ROOT / "data" / "reference"  # the committed measurements
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        if found:
+            return found.group(1).strip()
+    return platform.processor() or platform.machine()
+
+
+def native_bf16(device: torch.device) -> bool | None:
+    """Whether the device computes bf16 natively (CPU: AMX or AVX-512 BF16); None: unknown (MPS)."""
+    if device.type == "cuda":
+        return cuda_has_native_bf16()
+    if device.type == "cpu":
+        return cpu_bf16_support() is not None
+    return None
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none, e.g. Windows)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def machine(device: torch.device) -> dict:
+    """What the figures were measured on, including how busy the machine was."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, text=True, capture_output=True
+    ).stdout.strip()
+    info = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "commit": commit or None,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "profile": get_profile().name,
+        "load_average_1min": load_average(),
+        "native_bf16": native_bf16(device),
+    }
+    if device.type == "cpu":
+        info["cpu_bf16"] = cpu_bf16_support()  # "AMX", "AVX-512 BF16" or None (emulated)
+    if device.type == "cuda":
+        info["cuda"] = torch.version.cuda
+        info["device_memory_gib"] = round(
+            torch.cuda.get_device_properties(device).total_memory / 2**30, 1
+        )
+    return info
+
+
+def slug(device: torch.device) -> str:
+    """cpu, mps, or the GPU's name in lower case, e.g. cuda-nvidia-a10g (for file names)."""
+    if device.type != "cuda":
+        return device.type
+    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
+
+
+def failure(error: Exception) -> str:
+    """How a measurement that raised is recorded: its type and the first line of its message."""
+    message = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return f"failed: {type(error).__name__}: {message}"
+
+
+def save_result(result: dict, out: Path) -> Path:
+    """Write a benchmark's result as JSON (folders made as needed, atomically) and return out."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(result, out)  # to a temporary name, then renamed
+    return out
