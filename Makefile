@@ -67,6 +67,8 @@ bench: data
 	$(BIN)/python bench/data_prep.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/generate.py --model char-cpu --new-tokens 127,255 --plain-batch-sizes 1,16 \
+		--variants threads1,bf16
 	$(BIN)/python bench/cpu_speed.py
 	$(BIN)/python bench/report.py
 

@@ -1,4 +1,4 @@
-"""The cpu profile on CPU: training and sampling tokens/s against the talk's plain loops.
+"""The cpu profile on CPU: training tokens/s against the talk's plain loop.
 
 The figure the project tracks is the training ratio "course tokens/s ÷ reference tokens/s" at the
 char-cpu shape, measured in one run, for the course as a learner gets it (`default` below): at
@@ -32,29 +32,13 @@ so a burst of load elsewhere on the machine hits them all, and the median round 
   (compile-bf16 after a compiled bf16 default) reuses kernels already built in this process, so
   its warm-up is shorter than a first run's.
 
-Sampling. Greedy decoding (temperature 0) after a 1-token prompt, at batch 1 and 16, the same
-random weights (seeded) for every way, each way run once untimed for a few tokens first:
+Sampling speed at the same shape, the KV cache against the talk's loop, is bench/generate.py's
+(``--model char-cpu``): one script per figure.
 
-- reference: the talk's (nanoGPT's) generation loop, `tinylm.sampling.plain_greedy`: the
-  whole context through the model every step, logits at every position, attention by hand,
-  fp32, no KV cache;
-- course: `tinylm.sampling.generate` with the KV cache (SDPA, fp32);
-- the course's sampler with one thing changed (`--sample-variants`): no cache, 1 thread, bf16
-  autocast. torch.compile is not tried: the cache grows by torch.cat, so every step has new
-  shapes and recompiles.
-
-char-cpu's context is 128 tokens. Past it the sampler drops the cache and recomputes the last 128
-tokens every step (absolute positions shift as the window slides), so by default every batch
-size decodes block_size - 1 = 127 new tokens (the context fills up exactly: the cache serves
-every step) and 2 * block_size - 1 = 255 (the second half runs without the cache, like the
-reference throughout). Whether each way wrote the reference's tokens is recorded, not asserted:
-in fp32 they should agree (manual attention and SDPA round differently, so a near-tie could
-flip); in bf16 they are expected to differ.
-
-Run it with `python bench/cpu_speed.py` on an otherwise idle machine (2 cores: about five
-minutes). It prints two tables and the tracked ratio, and writes JSON to
+Run it with `python bench/cpu_speed.py` on an otherwise idle machine (2 cores: about four
+minutes). It prints a table and the tracked ratio, and writes JSON to
 ``data/reference/bench_cpu_speed_cpu.json`` (or ``--out``); it never asserts a timing. The flags
-shrink it, e.g. ``--run char-ci --steps 1 --rounds 1 --new-tokens 4``.
+shrink it, e.g. ``--run char-ci --steps 1 --rounds 1``.
 """
 
 from __future__ import annotations
@@ -65,8 +49,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -88,12 +71,10 @@ from tinylm.machine import (
 from tinylm.model import GPT, GPTConfig, count_parameters
 from tinylm.profiles import PROFILES, cpu_bf16_support
 from tinylm.runs import RUNS, TrainConfig
-from tinylm.sampling import generate, plain_greedy
-from tinylm.timing import DECODE_WARMUP_TOKENS, timed
+from tinylm.timing import num_threads
 from tinylm.train import build_model_config, build_optimizer, lr_at, train_step
 
 CPU = torch.device("cpu")
-PARTS = ("train", "sample")
 # The least ratio default ÷ reference the project accepts: with native bf16 on the CPU, and
 # without it ("never slower than fp32", 1.0 less the 5 % a shared machine's timings wander).
 GOALS = {True: 1.5, False: 0.95}
@@ -112,18 +93,6 @@ class TrainVariant:
     compile: bool = False  # torch.compile
 
 
-@dataclass(frozen=True)
-class SampleVariant:
-    """One way to decode greedily: the talk's loop or the course's sampler, and what it changes."""
-
-    key: str
-    description: str
-    reference: bool = False  # plain_greedy on the manual-attention copy of the model
-    cache: bool = True  # the KV cache (course sampler only)
-    threads: int | None = None  # torch threads while it runs; None: as set (all cores)
-    dtype: str = "float32"  # "bfloat16": bf16 autocast
-
-
 TRAIN_VARIANTS = [
     TrainVariant("reference", "reference: talk's loop (manual attn)", reference=True),
     TrainVariant("course", "course: train_step, fp32 (SDPA)"),
@@ -133,28 +102,6 @@ TRAIN_VARIANTS = [
     TrainVariant("compile", "course + torch.compile", compile=True),
     TrainVariant("compile-bf16", "course + compile + bf16", dtype="bfloat16", compile=True),
 ]
-SAMPLE_VARIANTS = [
-    SampleVariant(
-        "reference", "reference: whole context (manual attn)", reference=True, cache=False
-    ),
-    SampleVariant("course", "course: generate, KV cache (SDPA)"),
-    SampleVariant("no-cache", "course without the cache", cache=False),
-    SampleVariant("threads1", "course, 1 thread", threads=1),
-    SampleVariant("bf16", "course + bf16 autocast", dtype="bfloat16"),
-]
-
-
-@contextmanager
-def num_threads(threads: int | None) -> Iterator[None]:
-    """Run the block on `threads` torch threads (None: as set), then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -329,69 +276,6 @@ def add_ratios(rows: list[dict]) -> None:
             row["ratio_to_reference"] = round(row["tokens_per_s"] / base, 2) if base else None
 
 
-# --------------------------------------------------------------------------- sampling
-
-
-def decoder(variant: SampleVariant) -> Callable[[GPT, torch.Tensor, int], torch.Tensor]:
-    """The variant's greedy loop: (model, idx (B, T), new tokens) → (B, T + new)."""
-    if variant.reference:
-        return plain_greedy
-
-    def decode(model: GPT, idx: torch.Tensor, new_tokens: int) -> torch.Tensor:
-        with autocast_context(CPU, variant.dtype):
-            return generate(model, idx, new_tokens, temperature=0, use_cache=variant.cache)
-
-    return decode
-
-
-def measure_sampling(
-    variants: list[SampleVariant],
-    config: GPTConfig,
-    seed: int,
-    batch_sizes: list[int],
-    new_tokens: list[int],
-) -> list[dict]:
-    """Tokens/s of every way to decode, per batch size and length, and whether tokens agree."""
-    torch.manual_seed(seed)
-    course = GPT(config).eval()
-    reference = GPT(replace(config, attention="manual")).eval()
-    reference.load_state_dict(course.state_dict())
-    rows = []
-    for batch_size in batch_sizes:
-        prompt = torch.randint(
-            config.vocab_size, (batch_size, 1), generator=torch.Generator().manual_seed(batch_size)
-        )
-        for n in new_tokens:
-            group, reference_tokens = [], None
-            for variant in variants:
-                print(
-                    f"  sample: batch {batch_size}, {n} tokens: {variant.description}", flush=True
-                )
-                model = reference if variant.reference else course
-                with num_threads(variant.threads):
-                    decoder(variant)(model, prompt, DECODE_WARMUP_TOKENS)  # untimed
-                    out, seconds = timed(decoder(variant), model, prompt, n, device=CPU)
-                reference_tokens = out if reference_tokens is None else reference_tokens
-                group.append(
-                    {
-                        "variant": variant.key,
-                        "description": variant.description,
-                        "batch_size": batch_size,
-                        "new_tokens": n,
-                        "cache": variant.cache,
-                        "attention": "manual" if variant.reference else config.attention,
-                        "threads": variant.threads or torch.get_num_threads(),
-                        "dtype": variant.dtype,
-                        "seconds": round(seconds, 3),
-                        "tokens_per_s": round(batch_size * n / seconds, 1),
-                        "identical_to_reference": torch.equal(out, reference_tokens),
-                    }
-                )
-            add_ratios(group)
-            rows += group
-    return rows
-
-
 # --------------------------------------------------------------------------- report
 
 
@@ -426,21 +310,6 @@ def format_speedup(summary: dict, run: str) -> str:
     )
 
 
-def format_sampling(rows: list[dict]) -> str:
-    """One line per batch size, length and way to decode: tokens/s, ratio, same tokens."""
-    lines = [
-        f"{'batch':>5}{'new':>5}  {'sampling':<40}{'tokens/s':>10}{'x ref':>8}"
-        "  same tokens as reference"
-    ]
-    for r in rows:
-        lines.append(
-            f"{r['batch_size']:>5}{r['new_tokens']:>5}  {r['description']:<40}"
-            f"{r['tokens_per_s']:>10,.0f}{ratio(r):>8}"
-            f"  {'yes' if r['identical_to_reference'] else 'no'}"
-        )
-    return "\n".join(lines)
-
-
 def positive(text: str) -> int:
     """argparse type: an integer >= 1."""
     value = int(text)
@@ -459,8 +328,7 @@ def chosen(parser: argparse.ArgumentParser, text: str, valid: list[str], what: s
 
 
 def main() -> None:
-    train_extras = [v.key for v in TRAIN_VARIANTS[2:]]  # all but the reference and the course
-    sample_extras = [v.key for v in SAMPLE_VARIANTS[2:]]
+    extras = [v.key for v in TRAIN_VARIANTS[2:]]  # all but the reference and the course
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -470,7 +338,6 @@ def main() -> None:
         choices=sorted(RUNS),
         help="the training run measured (default: the cpu profile's, %(default)s)",
     )
-    parser.add_argument("--parts", default=",".join(PARTS), help="train, sample or both")
     parser.add_argument("--steps", type=positive, default=10, help="timed steps per round")
     parser.add_argument(
         "--rounds",
@@ -486,99 +353,61 @@ def main() -> None:
     )
     parser.add_argument(
         "--train-variants",
-        default=",".join(train_extras),
+        default=",".join(extras),
         help="ways to train besides the reference, the default and the "
         "course's fp32 step (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-sizes",
-        default="1,16",
-        help="comma-separated sampling batch sizes (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--new-tokens",
-        help="comma-separated numbers of tokens to decode (default: "
-        "block_size - 1 and 2 * block_size - 1)",
-    )
-    parser.add_argument(
-        "--sample-variants",
-        default=",".join(sample_extras),
-        help="ways to decode besides the reference and the course's (default: %(default)s)",
     )
     parser.add_argument(
         "--out", type=Path, help="JSON file (default: data/reference/bench_cpu_speed_cpu.json)"
     )
     args = parser.parse_args()
-    parts = chosen(parser, args.parts, list(PARTS), "parts")
-    train_keys = ["course"] + chosen(parser, args.train_variants, train_extras, "train variants")
-    sample_keys = ["reference", "course"] + chosen(
-        parser, args.sample_variants, sample_extras, "sample variants"
-    )
+    keys = ["course"] + chosen(parser, args.train_variants, extras, "train variants")
     out = args.out or REFERENCE_DIR / f"bench_cpu_speed_{slug(CPU)}.json"
 
     cfg = RUNS[args.run]
     packed = data.load_packed(cfg.tokenizer)
     config = build_model_config(cfg, packed.tokenizer.vocab_size)
-    block = config.block_size
-    new_tokens = [int(n) for n in (args.new_tokens or f"{block - 1},{2 * block - 1}").split(",")]
     info = machine(CPU)
     print(
         f"{info['device_name']}, torch {info['torch']}, {info['torch_threads']} threads, "
         f"load average {info['load_average_1min']}; run {args.run}: preset {cfg.model} "
-        f"({count_parameters(config) / 1e6:.1f}M parameters, context {block}), "
+        f"({count_parameters(config) / 1e6:.1f}M parameters, context {config.block_size}), "
         f"{cfg.tokenizer} data"
     )
-    profile = next((p.name for p in PROFILES.values() if p.train_run == args.run), None)
-    result: dict = {
+    variants = [
+        TRAIN_VARIANTS[0],
+        default_variant(cfg),
+        *(v for v in TRAIN_VARIANTS[1:] if v.key in keys),
+    ]
+    with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # compile from scratch, not from disk
+        rows = measure_training(
+            variants, config, cfg, packed.train, args.steps, args.rounds, args.warmup
+        )
+    summary = speedup(rows, cfg)
+    result = {
         "benchmark": "cpu_speed",
         "machine": info,
         "run": args.run,
-        "profile": profile,
+        "profile": next((p.name for p in PROFILES.values() if p.train_run == args.run), None),
         "model": cfg.model,
         "config": asdict(config),
         "parameters": count_parameters(config),
         "data": f"real packed tokens: tinylm.data.load_packed({cfg.tokenizer!r})",
-    }
-    tables = []
-    if "train" in parts:
-        variants = [
-            TRAIN_VARIANTS[0],
-            default_variant(cfg),
-            *(v for v in TRAIN_VARIANTS[1:] if v.key in train_keys),
-        ]
-        with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # compile from scratch, not from disk
-            rows = measure_training(
-                variants, config, cfg, packed.train, args.steps, args.rounds, args.warmup
-            )
-        summary = speedup(rows, cfg)
-        tables.append(format_training(rows))
-        result["train"] = {
+        "train": {
             "batch_size": cfg.batch_size,
-            "block_size": block,
+            "block_size": config.block_size,
             "warmup_steps": args.warmup,
             "steps_per_round": args.steps,
             "rounds": args.rounds,
             "statistic": "median round",
             "speedup": summary,
             "results": rows,
-        }
-    if "sample" in parts:
-        variants = [v for v in SAMPLE_VARIANTS if v.key in sample_keys]
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-        rows = measure_sampling(variants, config, cfg.seed, batch_sizes, new_tokens)
-        tables.append(format_sampling(rows))
-        result["sample"] = {
-            "decoding": "greedy",
-            "weights": f"random (seed {cfg.seed})",
-            "prompt_tokens": 1,
-            "warmup_tokens": DECODE_WARMUP_TOKENS,
-            "results": rows,
-        }
-    result["load_average_1min_end"] = load_average()
-    print("\n\n".join(tables))
-    if "train" in result:
-        print("\n" + format_speedup(result["train"]["speedup"], args.run))
+        },
+        "load_average_1min_end": load_average(),
+    }
+    print(format_training(rows))
+    print("\n" + format_speedup(summary, args.run))
     print(f"saved {save_result(result, out)}")
 
 

@@ -207,10 +207,12 @@ def generate(
 
 @torch.no_grad()
 def plain_greedy(model: GPT, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-    """nanoGPT's (and the talk's) loop: the whole context each step, logits at every position.
+    """The plainest loop around ``model(idx)``: the whole context each step, logits everywhere.
 
-    Greedy, no cache: the baseline bench/generate.py and bench/cpu_speed.py measure the KV cache
-    against (the same tokens as `generate(..., temperature=0)`).
+    Greedy, no cache: the baseline bench/generate.py measures the KV cache against (the same
+    tokens as `generate(..., temperature=0)`). nanoGPT's loop also runs the whole context every
+    step, but its forward applies the output layer to the last position only, as
+    ``generate(..., use_cache=False)`` does.
     """
     for _ in range(max_new_tokens):
         logits, _ = model(idx[:, -model.config.block_size :])  # (B, T, V)

@@ -3,14 +3,16 @@
 A GPU runs kernels asynchronously: `fn()` returns once the work is queued, so a clock read right
 after it measures nothing. `synchronize` waits for the device; `timed` times one call that way
 and `best_time_ms` keeps the fastest of a few repeats (the least disturbed by other work on the
-machine). The bench/ scripts and the notebooks time with these.
+machine); `num_threads` runs a block on fewer CPU threads. The bench/ scripts and the notebooks
+time with these.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -25,6 +27,17 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+@contextmanager
+def num_threads(threads: int | None) -> Iterator[None]:
+    """Run the block on `threads` torch threads (None: as set), then restore the setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def timed(
