@@ -6,7 +6,7 @@ least 1.5x on a CPU with native bf16 (AMX or AVX-512 BF16), and never slower tha
 reference (about 1.0x) on a CPU without. It is printed last and saved as ``train.speedup``.
 
 The model is the cpu profile's run, `tinylm.runs.RUNS["char-cpu"]` (preset char-cpu: 4 layers of
-width 256, context 128, the character vocabulary; batches of 8 x 128), on the real packed
+width 256, context 128, the character vocabulary; batches of 16 x 128), on the real packed
 character data (`tinylm.data.load_packed("char")`, train split; speed does not depend on the
 text, but the losses then mean something). Prepare it first with `make data`.
 
