@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # only a type: the scaling arithmetic does not need the train
 # Hoffmann et al. 2022, arXiv:2203.15556, Table 3: a compute-optimal model sees about 20 tokens per
 # parameter (Chinchilla itself: 70B parameters, 1.4T tokens).
 CHINCHILLA_TOKENS_PER_PARAM = 20
-GPUS = ("A10G", "A100", "H100", "H200")  # the time table's GPUs; peaks from train.PEAK_FLOPS
+GPUS = ("A10G", "A100", "H100", "H200")  # the time table's GPUs; peaks from hardware.PEAK_FLOPS
 # Muennighoff et al. 2023, "Scaling Data-Constrained Language Models", arXiv:2305.16264, their
 # fitted R*_D: the R-th repetition of the data is worth e^(-R / 15.4) of as many new tokens.
 REPEAT_DECAY = 15.4
@@ -53,7 +53,7 @@ def peak(gpu: str) -> float:
     """Peak dense bf16 FLOP/s of a GPU named as in tinylm.hardware.PEAK_FLOPS (e.g. "A10G")."""
     if gpu not in PEAK_FLOPS:
         raise ValueError(
-            f"unknown GPU {gpu!r}; known: {sorted(PEAK_FLOPS)} (tinylm.train."
+            f"unknown GPU {gpu!r}; known: {sorted(PEAK_FLOPS)} (tinylm.hardware."
             "PEAK_FLOPS holds their datasheet peaks)"
         )
     return PEAK_FLOPS[gpu]
@@ -131,7 +131,7 @@ TALK_RUNS: dict[str, TalkRun] = {
 }
 
 # The A10G's dense bf16 tensor-core peak is on no NVIDIA or AWS datasheet. The course's code uses
-# the A10 datasheet's 125 TFLOPS (train.PEAK_FLOPS["A10G"]: the same GA102 chip, an assumption);
+# the A10 datasheet's 125 TFLOPS (hardware.PEAK_FLOPS["A10G"]: the same GA102 chip, an assumption);
 # third-party comparisons report about 70 TFLOPS for the A10G, whose variant favours CUDA cores
 # over tensor compute (e.g. Baseten, "NVIDIA A10 vs A10G for ML model inference", 2023).
 # Notebooks 05 and 08 show the talk's implied MFU under both.
