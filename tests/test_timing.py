@@ -1,9 +1,9 @@
-"""tinylm.timing: one timed call, a warm-up then the best repeat, no memory counter off CUDA."""
+"""tinylm.timing: one timed call, warm-up then best repeat, no memory counter off CUDA, threads."""
 
 import pytest
 import torch
 
-from tinylm.timing import best_time_ms, peak_memory_mib, synchronize, timed
+from tinylm.timing import best_time_ms, num_threads, peak_memory_mib, synchronize, timed
 
 
 def test_best_time_ms_warms_up_then_keeps_the_best_repeat():
@@ -27,3 +27,15 @@ def test_timed_returns_the_result_and_the_seconds():
     result, seconds = timed(sorted, [3, 1, 2], reverse=True)
     assert result == [3, 2, 1] and seconds >= 0
     assert timed(sum, [1, 2], device="cpu")[0] == 3
+
+
+def test_num_threads_sets_then_restores_the_setting():
+    before = torch.get_num_threads()
+    with num_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with num_threads(None):  # None: as set
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), num_threads(1):
+        raise RuntimeError("restored even when the block fails")
+    assert torch.get_num_threads() == before
