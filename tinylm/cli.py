@@ -212,11 +212,16 @@ def cmd_warm(args: argparse.Namespace) -> None:
     )
 
 
-def model_directory(run: str | None, folder: str | None) -> Path:
-    """The model folder to load: the given folder (or its model/), else the run's final model."""
+def load_cli_model(run: str | None, folder: str | None) -> tuple[Path, GPT, Tokenizer]:
+    """The model folder (or its model/), else the run's final model, with its tokenizer.
+
+    Without either, the profile's run. A damaged run model's error says how to write it again.
+    """
     if folder:
         directory = Path(folder)
-        return directory / "model" if (directory / "model").is_dir() else directory
+        directory = directory / "model" if (directory / "model").is_dir() else directory
+        model, tokenizer = load_model(directory)
+        return directory, model.to(best_device()), tokenizer
     run = run or get_profile().train_run
     directory = RUNS[run].out_dir / "model"
     if not directory.is_dir():
@@ -224,18 +229,9 @@ def model_directory(run: str | None, folder: str | None) -> Path:
             f"run {run} has no final model in {directory} yet: train it first "
             f"with `python -m tinylm train --run {run}`"
         )
-    return directory
-
-
-def load_cli_model(run: str | None, folder: str | None) -> tuple[Path, GPT, Tokenizer]:
-    """`model_directory`'s model and tokenizer; a damaged run model's error says how to redo it."""
-    directory = model_directory(run, folder)
     try:
         model, tokenizer = load_model(directory)
     except ValueError as error:
-        if folder:
-            raise
-        run = run or get_profile().train_run
         raise ValueError(
             f"{error}. Write the final model again from the run's checkpoint with "
             f"`python -m tinylm train --run {run}`, or retrain the run from "

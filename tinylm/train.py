@@ -9,8 +9,9 @@ checkpoint is written. `train` wraps it: it loads a finished run instead of trai
 joins torchrun's process group, and holds the run folder's lock while it trains.
 
 What the loop leans on lives beside it: `tinylm.runs` (TrainConfig, RUNS), `tinylm.hardware`
-(device, precision, compile, MFU), `tinylm.distributed` (DDP and FSDP under ``torchrun``) and
-`tinylm.run_files` (checkpoints, the final model and the log, and whether a folder resumes).
+(device, precision, compile, MFU), `tinylm.evaluate` (the fixed eval batches and their loss),
+`tinylm.distributed` (DDP and FSDP under ``torchrun``) and `tinylm.run_files` (checkpoints, the
+final model and the log, and whether a folder resumes).
 """
 
 from __future__ import annotations
