@@ -22,9 +22,8 @@ from tinylm.model import GPT
 from tinylm.sampling import sample_documents
 from tinylm.tokenizers import Tokenizer
 
-JUDGE_BATCH_SIZE = (
-    50  # poems judge_model writes at a time (its reports depend on it, as on the seed)
-)
+# Poems judge_model writes at a time: its reports depend on it, as on the seed.
+JUDGE_BATCH_SIZE = 50
 _VERSE = re.compile(r"[^，。！？；：、\n]+")  # a verse: a run between punctuation and line breaks
 
 FORMS = ("五绝", "七绝", "五律", "七律")

@@ -130,7 +130,6 @@ def head_view(attention: Sequence[torch.Tensor], tokens: Sequence[str], decimals
 # bench scripts write data/reference/<benchmark>_<device slug>.json, the slug being "cpu", "mps"
 # or "cuda-<GPU name>" (tinylm.machine.slug), and poem reports as eval_<run>_<slug>.json
 # (bench/gpu_check.sh, or `python -m tinylm eval --run RUN --out ...` by hand).
-
 DEVICE_KINDS = ("cuda", "cpu", "mps")
 
 
