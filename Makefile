@@ -1,26 +1,53 @@
 # TinyLM course. Main job: `make lab` (set up, prepare the data, open JupyterLab).
 # Tests: `make test` (same set-up, then lint and pytest with every notebook in the `ci` profile).
+# Versions: `make setup` installs every package at the version pinned in requirements.lock (the
+# versions CI tests); `make lock` refreshes that file with uv after pyproject.toml changes.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # PyTorch is installed first and on its own so you can choose the build, e.g. a CUDA build:
-#   make setup TORCH=torch==2.13.0 TORCH_PIP_ARGS="--index-url <your CUDA wheel index>"
+#   make setup TORCH_PIP_ARGS="--extra-index-url <your CUDA wheel index>"
+# The lock pins torch to $(TORCH), which a local build such as 2.13.0+cu128 satisfies (another
+# release needs `make lock TORCH=torch==X.Y.Z` first). Keep PyPI reachable (--extra-index-url, not
+# --index-url): torch's own dependencies come from PyPI at their locked versions, which a CUDA
+# wheel index may not carry.
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+# Every dependency, for Linux, macOS and Windows and each Python >= 3.10, used as pip constraints:
+# a package is installed at its pinned version, and only if something requires it (so the nvidia-*
+# and triton pins that PyPI's Linux torch needs cost nothing to a CPU or CUDA build without them).
+LOCK := requirements.lock
+# uv resolves the lock; a maintainer's tool installed into $(VENV) by `make lock` only, not a
+# dependency of the course.
+UV ?= uv==0.13.9
 # Extra JupyterLab options, e.g. LAB_ARGS="--no-browser --port 8899"; root (a container or a
 # cloud VM) needs --allow-root, which is added for you.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup data lab demo warm test test-fast browser-test exercises bench notebooks lint clean
+.PHONY: setup lock data lab demo warm test test-fast browser-test exercises bench notebooks lint \
+	clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)" $(TORCH_PIP_ARGS)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) "$(TORCH)" $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev]"
 	touch $@
+
+# Re-resolve requirements.lock from pyproject.toml (with the dev extra) against PyPI, for every
+# platform (--universal) and Python from 3.10, torch pinned to $(TORCH). uv keeps each version the
+# old lock pinned unless pyproject.toml rules it out, so only what changed moves; to move
+# everything to the newest releases: `make lock LOCK_ARGS=--upgrade` (one package:
+# LOCK_ARGS="--upgrade-package NAME"). Commit the result; then raise pyproject.toml's lower bounds
+# to the new versions. Needs network access to PyPI.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(UV)"
+	echo "$(TORCH)" | $(BIN)/uv pip compile --quiet pyproject.toml --extra dev --universal \
+		--python-version 3.10 --no-python-downloads --constraints - \
+		--custom-compile-command "make lock" $(LOCK_ARGS) --output-file $(LOCK)
 
 data: setup
 	$(BIN)/python -m tinylm data
