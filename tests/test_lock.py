@@ -5,13 +5,13 @@ of training twice (issue 14, 1).
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import filelock
 import pytest
 
 from tinylm import lock, pretrained, run_files
@@ -67,6 +67,13 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+# A script (so that its command line names it) that holds the folder argv[1] for 10 minutes.
+HOLD_LOCK = (
+    "import sys, time\nfrom tinylm.lock import folder_lock\n"
+    "with folder_lock(sys.argv[1]):\n    time.sleep(600)\n"
+)
+
+
 def wait_for_lock(folder: Path, process: subprocess.Popen, timeout_s: float = 120) -> None:
     """Return once `process` holds the folder's lock (fail if it ends first)."""
     deadline = time.monotonic() + timeout_s
@@ -87,8 +94,52 @@ def test_the_lock_is_taken_released_and_nests(tmp_path):
         assert lock.holder(folder)["pid"] == os.getpid()
         with folder_lock(folder):  # the same process again: no deadlock
             pass
-        assert (folder / lock.LOCK_FILE).is_file()
-    assert not (folder / lock.LOCK_FILE).exists()
+        assert (folder / lock.LOCK_FILE).is_file() and (folder / lock.HOLDER_FILE).is_file()
+    assert not (folder / lock.HOLDER_FILE).exists() and lock.holder(folder) == {}
+    with folder_lock(folder):  # released: taken again (the empty lock file stays on Linux)
+        pass
+
+
+@pytest.mark.slow
+def test_the_message_names_the_holder_and_a_killed_holders_lock_is_taken_over(tmp_path):
+    folder, script = tmp_path / "run", tmp_path / "hold_lock.py"
+    script.write_text(HOLD_LOCK, encoding="utf-8")
+    other = subprocess.Popen([sys.executable, str(script), str(folder)])
+    try:
+        wait_for_lock(folder, other)
+        with pytest.raises(FolderLocked) as refused, folder_lock(folder):
+            pass
+        message = str(refused.value)
+        assert f"in use by process {other.pid} on " in message
+        assert f"{script} {folder}" in message and f"(kill {other.pid})" in message
+    finally:
+        other.kill()  # no clean-up: its lock.json stays behind
+        other.wait()
+    assert lock.holder(folder)["pid"] == other.pid
+    with folder_lock(folder):  # the operating system released the dead one's lock
+        assert lock.holder(folder)["pid"] == os.getpid()
+
+
+def test_the_windows_path_as_far_as_linux_goes(tmp_path, monkeypatch):
+    assert not {"fcntl", "msvcrt"} & set(vars(lock))  # filelock picks the OS's lock
+    real_replace = os.replace
+    refusals = [PermissionError(13, "in use by another process")] * 2
+
+    def replace_as_windows(src, dst):  # Windows refuses while another process reads dst
+        if refusals:
+            raise refusals.pop()
+        real_replace(src, dst)
+
+    monkeypatch.setattr(lock.os, "replace", replace_as_windows)
+    folder = tmp_path / "run"
+    with folder_lock(folder):
+        assert not refusals and lock.holder(folder)["pid"] == os.getpid()
+        with monkeypatch.context() as windows:
+            windows.setattr(lock.sys, "platform", "win32")
+            assert f"(taskkill /PID {os.getpid()})" in lock._locked_message(folder)
+    monkeypatch.setattr(lock, "FileLock", filelock.WindowsFileLock)  # it accepts our options
+    with pytest.raises(NotImplementedError), folder_lock(folder):  # LockFileEx: Windows only
+        pass
 
 
 @pytest.mark.slow
@@ -104,7 +155,7 @@ def test_a_second_training_is_refused_and_a_killed_ones_lock_taken_over(slow_run
             assert "Traceback" not in second.stderr
         assert first.poll() is None  # still training, undisturbed
     finally:
-        os.kill(first.pid, signal.SIGKILL)  # no clean-up: the lock file stays behind
+        first.kill()  # SIGKILL (TerminateProcess on Windows): no clean-up, lock.json stays
         first.wait()
     steps = logged_steps(slow_run)
     assert steps == sorted(set(steps))  # each record once: nobody else wrote into the log

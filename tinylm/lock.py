@@ -1,12 +1,23 @@
-"""One writer per run folder: a lock file that the operating system releases when its holder ends.
+"""One writer per run folder: a lock that the operating system releases when its holder ends.
 
 Two trainings writing into one run folder would interleave their logs and overwrite each other's
-checkpoints, so `tinylm.train.train` holds ``<run folder>/lock`` while it trains. The lock is
-``flock`` on that file: taken atomically, released by the kernel when the holding process exits
-or is killed, so a lock file left behind by a dead process is simply taken over (it is stale).
-The file names its holder (PID, host, start time, command) for the message a second run gets.
+checkpoints, so `tinylm.train.train` holds the run folder's lock while it trains. It is two
+files in the folder:
 
-Needs ``fcntl`` (Linux, macOS, WSL); on native Windows folders are not locked.
+- ``lock``, the lock itself: `filelock.FileLock`, which is ``flock`` on Linux, macOS and WSL and
+  ``LockFileEx`` on native Windows. Either is taken atomically and released by the operating
+  system when the holding process exits or is killed, so a lock file left behind by a dead
+  process is simply taken over. Linux and macOS keep the empty file after release (filelock
+  leaves it, so that all waiters lock the same file); Windows deletes it. We never use
+  `filelock.SoftFileLock` (``fallback_to_soft=False``: on a filesystem without ``flock``,
+  locking fails instead): its lock is the file's existence, which nothing removes when the
+  holder is killed, and it guesses from a PID whether the holder still lives (a PID from another
+  host, or a reused one, fools it).
+- ``lock.json``, who holds it (PID, host, start time, command), for the message a second run
+  gets. It is a separate file because a Windows lock is mandatory: while the lock is held, no
+  other process can read the locked part of ``lock``. The holder writes it after taking the lock,
+  under a temporary name and then renamed, so readers see a whole record; it deletes it before
+  letting go, so only a holder that died leaves one behind (naming the dead process).
 """
 
 from __future__ import annotations
@@ -16,18 +27,16 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import BaseFileLock, FileLock, Timeout
+
 from tinylm.progress import progress_bar
 
-try:
-    import fcntl
-except ImportError:  # native Windows
-    fcntl = None
-
 LOCK_FILE = "lock"
+HOLDER_FILE = "lock.json"
 _held: set[Path] = set()  # the folders this process holds (a nested folder_lock passes)
 
 
@@ -35,10 +44,10 @@ class FolderLocked(RuntimeError):
     """Another process holds the folder's lock; the message names it and what to do."""
 
 
-def holder(folder: Path) -> dict:
+def holder(folder: str | os.PathLike) -> dict:
     """Who holds (or last held) the folder's lock: pid, host, since, command; {} if unknown."""
     try:
-        return json.loads((Path(folder) / LOCK_FILE).read_text(encoding="utf-8"))
+        return json.loads((Path(folder) / HOLDER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
@@ -54,72 +63,82 @@ def folder_lock(
     """
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    if fcntl is None or folder in _held:  # no flock here (native Windows), or held already
+    if folder in _held:  # this process holds it already
         yield
         return
-    fd = _acquire(folder / LOCK_FILE)
-    if fd is None and not wait:
+    os_lock = _try_lock(folder)
+    if os_lock is None and not wait:
         raise FolderLocked(_locked_message(folder))
-    if fd is None:
-        fd = _wait(folder, poll_s)
+    if os_lock is None:
+        os_lock = _wait(folder, poll_s)
     _held.add(folder)
     try:
         yield
     finally:
         _held.discard(folder)
-        _release(folder / LOCK_FILE, fd)
+        _release(folder, os_lock)
 
 
-def _acquire(path: Path) -> int | None:
-    """Lock `path` (creating it) and write who holds it; None if another process holds it."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        if _is_still(path, fd):
-            break
-        os.close(fd)  # its holder deleted the file while we waited for it: take the new one
+def _try_lock(folder: Path) -> BaseFileLock | None:
+    """Take the folder's lock now and record this process as its holder; None if it is taken."""
+    os_lock = FileLock(folder / LOCK_FILE, fallback_to_soft=False)
+    try:
+        os_lock.acquire(blocking=False)
+    except Timeout:
+        return None
+    _write_holder(folder)
+    return os_lock
+
+
+def _write_holder(folder: Path) -> None:
+    """Write lock.json naming this process, atomically: readers see the old record or the new."""
     me = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "since": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": " ".join(sys.argv),
     }
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps(me).encode())
-    return fd
+    partial = folder / f"{HOLDER_FILE}.{os.getpid()}.part"
+    partial.write_text(json.dumps(me), encoding="utf-8")
+    _retry_while_read(lambda: os.replace(partial, folder / HOLDER_FILE))
 
 
-def _is_still(path: Path, fd: int) -> bool:
-    """True when `path` still names the file open as `fd` (not deleted or replaced)."""
-    try:
-        return os.path.samestat(os.stat(path), os.fstat(fd))
-    except FileNotFoundError:
-        return False
+def _retry_while_read(change: Callable[[], object], tries: int = 100) -> None:
+    """Rename or delete a file that another process may be reading, retrying for up to ~1 s.
+
+    Windows refuses both while any process has the file open (Python opens files without
+    FILE_SHARE_DELETE); `holder` keeps it open for a moment only.
+    """
+    for _ in range(tries - 1):
+        try:
+            change()
+            return
+        except PermissionError:
+            time.sleep(0.01)
+    change()
 
 
-def _wait(folder: Path, poll_s: float) -> int:
-    """Poll until the lock is free, showing how long this has waited; return the lock's fd."""
+def _wait(folder: Path, poll_s: float) -> BaseFileLock:
+    """Poll until the lock is free, showing how long this has waited; return the lock taken."""
     who = holder(folder)
     bar = progress_bar(
         desc=f"waiting for process {who.get('pid', '?')} to finish with {folder.name}", unit="s"
     )
     try:
-        while (fd := _acquire(folder / LOCK_FILE)) is None:
+        while (os_lock := _try_lock(folder)) is None:
             time.sleep(poll_s)
             bar.update(poll_s)
     finally:
         bar.close()
-    return fd
+    return os_lock
 
 
-def _release(path: Path, fd: int) -> None:
-    """Delete the lock file while still holding it, then let go."""
-    path.unlink(missing_ok=True)
-    os.close(fd)
+def _release(folder: Path, os_lock: BaseFileLock) -> None:
+    """Delete lock.json while still holding the lock, then let go."""
+    try:
+        _retry_while_read(lambda: (folder / HOLDER_FILE).unlink(missing_ok=True))
+    finally:
+        os_lock.release()
 
 
 def _locked_message(folder: Path) -> str:
@@ -132,7 +151,8 @@ def _locked_message(folder: Path) -> str:
         if who
         else "another process"
     )
+    stop = f"taskkill /PID {pid}" if sys.platform == "win32" else f"kill {pid}"
     return (
         f"{folder} is in use by {what}. Two runs in one folder would overwrite each other: "
-        f"wait for it to finish, stop it (kill {pid}), or use another run_name."
+        f"wait for it to finish, stop it ({stop}), or use another run_name."
     )

@@ -6,13 +6,16 @@ A run's folder ``runs/<run_name>/`` (``$TINYLM_RUNS_DIR/<run_name>/`` if that is
   step, tokens (seen so far, all processes), lr, train_loss (mean over the steps since the
   last record, dropout on), val_loss and eval_train_loss (eval steps only: fixed validation and
   training batches, dropout off, so the two compare), grad_norm (mean, before clipping),
-  tokens_per_s, mfu (None off known GPUs), elapsed_s. Fields that do not apply are None.
+  tokens_per_s, mfu (None off known GPUs), elapsed_s, and micro_batch and grad_accum (how this
+  process cut each step: the TrainConfig's, or split to fit its GPU, see
+  `tinylm.hardware.micro_batch_layout`). Fields that do not apply are None.
 - ``checkpoint/``: the model (config.json + model.safetensors) and ``trainer_state.pt``
   (optimizer, step, RNG states, TrainConfig, data meta, and the gradient scaler's state in
   fp16), enough to resume exactly; ``checkpoint.old/``, the one before it, to fall back on if
   the newest is found damaged.
 - ``model/``: the final model, ``tokenizer.json`` and ``train_config.json``, once finished.
-- ``lock``, while a process trains the run: a second one is refused (`tinylm.lock`).
+- ``lock`` and ``lock.json`` (who holds it), while a process trains the run: a second one is
+  refused (`tinylm.lock`; the empty ``lock`` stays after a run on Linux and macOS).
 
 Every file is written under a temporary name and renamed, so a kill at any moment leaves the
 old or the new copy whole. Resuming needs the same TrainConfig (`tinylm.runs.LAYOUT_FIELDS`

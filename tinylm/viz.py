@@ -91,7 +91,7 @@ _AMD_PREAMBLE = re.compile(
 def offline_scripts() -> str:
     """d3 and jQuery in one script that defines no globals and hides any AMD loader from them."""
     libs = "\n".join(
-        f"(function () {{\n{(VENDOR_DIR / name).read_text()}\n}}).call(tinylm);"
+        f"(function () {{\n{(VENDOR_DIR / name).read_text(encoding='utf-8')}\n}}).call(tinylm);"
         for name in VENDOR_SCRIPTS
     )
     return (
