@@ -30,7 +30,7 @@ from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from tinylm.download import PROJECT_ROOT
 from tinylm.machine import REFERENCE_DIR, machine, save_result
-from tinylm.profiles import PROFILES
+from tinylm.profiles import PROFILES, get_profile
 from tinylm.progress import PROGRESS_ENV
 from tinylm.runs import runs_dir
 
@@ -129,10 +129,14 @@ def main() -> None:
         "(default: %(default)s; raise it when runs train cold)",
     )
     parser.add_argument(
-        "--out", type=Path, help="JSON file (default: data/reference/notebook_times_<profile>.json)"
+        "--out",
+        type=Path,
+        help="JSON file (default: data/reference/notebook_times_<profile>.json, with cpu-fp32 "
+        "for the cpu profile's fp32 sizes)",
     )
     args = parser.parse_args()
-    out = args.out or REFERENCE_DIR / f"notebook_times_{args.profile}.json"
+    label = get_profile(args.profile).label  # cpu-fp32 where this machine trains in fp32
+    out = args.out or REFERENCE_DIR / f"notebook_times_{label}.json"
     os.environ["TINYLM_PROFILE"] = args.profile  # the kernels inherit it
     os.environ[PROGRESS_ENV] = "text"  # text bars, which a saved notebook shows as they ended
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))

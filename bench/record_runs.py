@@ -1,11 +1,12 @@
 """Record finished training runs (final losses, time, throughput, loss curve) as references.
 
 Training writes everything to ``runs/<run>/log.jsonl``, which is not committed. This script
-reads the logs of the named runs (default: the cpu profile's runs of notebooks 05 and 10) and
-writes their final figures, with the machine record, to
-``data/reference/runs_<device>.json`` (or ``--out``), where `docs/benchmarks.md` and the
-notebooks can read them. Run it on the machine that trained the runs, e.g. after
-``python -m tinylm train --run talk-30m`` on a GPU: ``python bench/record_runs.py talk-30m``.
+reads the logs of the named runs (default: the profile's runs of notebooks 05 and 10) and
+writes their final figures, with the machine record, to ``data/reference/runs_<device>.json``
+(``runs_cpu-fp32.json`` for the cpu profile's fp32 sizes; or ``--out``), where
+`docs/benchmarks.md` and the notebooks can read them. Run it on the machine that trained the
+runs, e.g. after ``python -m tinylm train --run talk-30m`` on a GPU:
+``python bench/record_runs.py talk-30m``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from tinylm.machine import REFERENCE_DIR, machine, save_result, slug
 from tinylm.model import CONFIG_FILE, GPTConfig, count_parameters, flops_per_token
-from tinylm.profiles import best_device
+from tinylm.profiles import best_device, get_profile
 from tinylm.run_files import TRAIN_CONFIG_FILE, read_log
 from tinylm.runs import run_folder
 
@@ -34,7 +35,7 @@ def run_record(name: str) -> dict:
             f"`python -m tinylm train --run {name}`"
         )
     cfg = json.loads((model_dir / TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
-    config = GPTConfig.from_dict(json.loads((model_dir / CONFIG_FILE).read_text()))
+    config = GPTConfig.from_dict(json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8")))
     log = read_log(folder)
     last = log[-1]
     throughput = [r["tokens_per_s"] for r in log if r["tokens_per_s"] is not None]
@@ -70,16 +71,18 @@ def main() -> None:
     parser.add_argument(
         "runs",
         nargs="*",
-        default=["char-cpu", "mistral-cpu"],
-        help="run folders under runs/ (default: %(default)s)",
+        help="run folders under runs/ (default: the profile's notebook 05 and 10 runs: "
+        "char-cpu and mistral-cpu, or their -fp32 sizes where this machine trains in fp32)",
     )
     parser.add_argument(
         "--out", type=Path, help="JSON file (default: data/reference/runs_<device>.json)"
     )
     args = parser.parse_args()
     device = torch.device(best_device())
-    out = args.out or REFERENCE_DIR / f"runs_{slug(device)}.json"
-    records = [run_record(name) for name in args.runs]
+    profile = get_profile()
+    sizes = "-fp32" if profile.fp32_sizes else ""
+    out = args.out or REFERENCE_DIR / f"runs_{slug(device)}{sizes}.json"
+    records = [run_record(name) for name in args.runs or [profile.train_run, profile.mistral_run]]
     print(
         f"{'run':<14}{'steps':>7}{'tokens (M)':>12}{'val loss':>10}{'minutes':>9}{'tokens/s':>10}"
     )

@@ -4,7 +4,15 @@ import json
 
 import torch
 
-from tinylm.machine import REFERENCE_DIR, failure, machine, save_result, slug
+from tinylm.machine import (
+    CPU_RESTRICTION_ENV,
+    REFERENCE_DIR,
+    cpu_restrictions,
+    failure,
+    machine,
+    save_result,
+    slug,
+)
 
 
 def test_the_record_says_what_and_how_busy():
@@ -12,6 +20,17 @@ def test_the_record_says_what_and_how_busy():
     assert {"date", "device", "device_name", "torch", "cpu_count", "torch_threads"} <= set(info)
     assert {"load_average_1min", "native_bf16", "cpu_bf16", "profile", "commit"} <= set(info)
     assert info["device"] == "cpu" and info["torch"] == torch.__version__
+    assert {"cpu_capability", "cpu_restrictions", "profile_runs"} <= set(info)
+
+
+def test_the_record_names_the_cpu_restrictions(monkeypatch):
+    for name in CPU_RESTRICTION_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert cpu_restrictions() == {}
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("TINYLM_CPU_BF16", "0")
+    assert cpu_restrictions() == {"ATEN_CPU_CAPABILITY": "avx2", "TINYLM_CPU_BF16": "0"}
+    assert machine(torch.device("cpu"))["cpu_bf16"] is None  # the switch hides the CPU's bf16
 
 
 def test_slug_is_the_device_type_off_cuda():

@@ -15,6 +15,8 @@ def test_env_var_selects_profile(monkeypatch):
 def test_default_follows_hardware(monkeypatch):
     monkeypatch.delenv(profiles.ENV_VAR, raising=False)
     monkeypatch.setattr(profiles.torch.cuda, "is_available", lambda: True)
+    a10g = ("NVIDIA A10G", 22 * 2**30)  # its memory keeps it on the gpu profile
+    monkeypatch.setattr(profiles, "device_memory", lambda d: a10g if d == "cuda" else None)
     assert profiles.get_profile().name == "gpu"
     monkeypatch.setattr(profiles.torch.cuda, "is_available", lambda: False)
     assert profiles.get_profile().name == "cpu"
@@ -35,13 +37,14 @@ def test_profiles_grow_from_ci_to_gpu():
 @pytest.fixture
 def cpu_flags(monkeypatch):
     """Pretend the CPU lists these /proc/cpuinfo flags (None: not Linux); the cache is reset."""
+    monkeypatch.delenv(profiles.CPU_BF16_ENV, raising=False)
 
     def pretend(flags: set[str] | None) -> None:
         monkeypatch.setattr(profiles, "_cpu_flags", lambda: flags)
-        profiles.cpu_bf16_support.cache_clear()
+        profiles.detected_cpu_bf16.cache_clear()
 
     yield pretend
-    profiles.cpu_bf16_support.cache_clear()
+    profiles.detected_cpu_bf16.cache_clear()
 
 
 def test_cpu_bf16_support_reads_the_cpu_flags(cpu_flags):
@@ -71,7 +74,7 @@ def test_cpu_bf16_support_asks_torch_off_linux(cpu_flags, monkeypatch):
     monkeypatch.setattr(profiles.torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
     assert profiles.cpu_bf16_support() is None  # Apple silicon: MPS is what counts there
     monkeypatch.setattr(profiles.torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    profiles.cpu_bf16_support.cache_clear()
+    profiles.detected_cpu_bf16.cache_clear()
     assert profiles.cpu_bf16_support() == "AVX-512 BF16"
 
 
@@ -101,3 +104,45 @@ def test_environment_report_says_precision_and_compile(cpu_flags, monkeypatch):
     )  # an A10G
     assert profiles.training_setup("cuda")["precision"] == "bf16 autocast (GPU has native bf16)"
     assert {"cpu bf16", "precision", "compile"} <= set(profiles.describe_environment())
+
+
+def test_environment_report_says_no_compile_on_native_windows(cpu_flags, monkeypatch):
+    cpu_flags({"amx_bf16"})
+    monkeypatch.setattr(
+        profiles.torch.cuda, "is_bf16_supported", lambda including_emulation=True: True
+    )
+    monkeypatch.setattr(profiles.sys, "platform", "win32")
+    no = "no (torch.compile's inductor backend does not run on native Windows)"
+    assert profiles.training_setup("cpu")["compile"] == no
+    assert profiles.training_setup("cuda")["compile"] == no
+
+
+def test_the_switch_hides_the_cpus_bf16(cpu_flags, monkeypatch):
+    cpu_flags({"avx512_bf16", "amx_bf16"})
+    assert profiles.cpu_bf16_support() == "AMX"
+    for off in ("0", "off", " No "):
+        monkeypatch.setenv(profiles.CPU_BF16_ENV, off)
+        assert profiles.cpu_bf16_support() is None
+    monkeypatch.setenv(profiles.CPU_BF16_ENV, "1")
+    assert profiles.cpu_bf16_support() == "AMX"
+
+
+@pytest.mark.parametrize(
+    ("device", "flags", "train_run"),
+    [
+        ("cpu", {"amx_bf16"}, "char-cpu"),  # native bf16: today's runs
+        ("cpu", {"avx2"}, "char-cpu-fp32"),  # most laptops
+        ("mps", set(), "char-cpu-fp32"),  # Apple silicon trains in fp32
+        ("cuda", {"avx2"}, "char-cpu"),  # TINYLM_PROFILE=cpu on a GPU: the GPU is fast enough
+    ],
+)
+def test_the_cpu_profile_is_sized_by_the_precision_it_trains_in(
+    cpu_flags, monkeypatch, device, flags, train_run
+):
+    cpu_flags(flags)
+    monkeypatch.setattr(profiles, "best_device", lambda: device)
+    profile = profiles.get_profile("cpu")
+    assert profile.name == "cpu" and profile.train_run == train_run
+    fp32 = train_run.endswith("-fp32")
+    assert all(run.endswith("-fp32") == fp32 for run in (profile.mistral_run, *profile.eval_runs))
+    assert profiles.get_profile("ci") is profiles.PROFILES["ci"]  # only cpu has two sizes

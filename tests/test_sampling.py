@@ -15,6 +15,7 @@ from tinylm.sampling import (
     beam_search,
     document_start,
     generate,
+    next_logits,
     next_token,
     plain_greedy,
     sample_documents,
@@ -41,6 +42,7 @@ class Markov(torch.nn.Module):
         )
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # so the model has a device
         self.calls: list[int] = []  # how many tokens each forward call was given
+        self.rows: list[int] = []  # how many batch rows each forward call was given
 
     def new_cache(self) -> KVCache:
         return KVCache(1)
@@ -54,6 +56,7 @@ class Markov(torch.nn.Module):
             dummy = torch.zeros(idx.size(0), 1, idx.size(1), 1)  # (B, nh, T, hs)
             cache.update(0, dummy, dummy)
         self.calls.append(idx.size(1))
+        self.rows.append(idx.size(0))
         logits = self.table[idx]  # (B, T, V)
         return (logits[:, [-1]] if last_only else logits), None
 
@@ -229,6 +232,55 @@ def test_rows_stop_at_end_of_text_and_crop_to_block_size():
             counter(), torch.tensor([[0]]), max_new_tokens=20, temperature=0, use_cache=use_cache
         )
         assert long.shape == (1, 21) and long[0, -1].item() == 20 % 8
+
+
+def test_finished_rows_leave_the_batch():
+    model = counter()
+    out = generate(model, torch.tensor([[3], [5]]), max_new_tokens=20, temperature=0, eot_id=7)
+    assert out.tolist() == [[3, 4, 5, 6, 7], [5, 6, 7, 7, 7]]
+    assert model.rows == [2, 2, 1, 1]  # row 1 ended at the second step: only row 0 runs after
+
+
+def generate_every_row(
+    model: GPT, idx: torch.Tensor, max_new_tokens: int, *, eot_id: int, generator, **decoding
+) -> torch.Tensor:
+    """generate as it was before finished rows left the batch: the model runs on every row."""
+    cache = model.new_cache()
+    finished = torch.zeros(idx.size(0), dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        cache = cache if idx.size(1) <= model.config.block_size else None
+        logits = apply_repetition_penalty(next_logits(model, idx, cache), idx, 1.3)
+        new = next_token(logits, generator=generator, **decoding).masked_fill(
+            finished[:, None], eot_id
+        )
+        finished |= new[:, 0] == eot_id
+        idx = torch.cat((idx, new), dim=1)
+        if bool(finished.all()):
+            break
+    return idx
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_dropping_finished_rows_keeps_every_rows_tokens(model, use_cache):
+    idx = torch.randint(64, (16, 2), generator=torch.Generator().manual_seed(1))
+    decoding = {"temperature": 1.0, "top_k": 40}
+    model.eval()
+    before = generate_every_row(
+        model, idx, 40, eot_id=5, generator=torch.Generator().manual_seed(7), **decoding
+    )
+    after = generate(
+        model,
+        idx,
+        40,  # past block_size 16, where the window is recomputed for the running rows
+        eot_id=5,
+        generator=torch.Generator().manual_seed(7),
+        repetition_penalty=1.3,
+        use_cache=use_cache,
+        **decoding,
+    )
+    ended = (after[:, 2:] == 5).any(dim=1)
+    assert 0 < int(ended.sum()) < 16  # some rows ended early, others ran to the end
+    assert torch.equal(after, before)
 
 
 def test_beam_width_1_is_greedy(model):

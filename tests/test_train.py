@@ -133,7 +133,7 @@ def test_peak_flops_by_device_name(monkeypatch):
         ("NVIDIA A100-SXM4-80GB", 312e12),
         ("NVIDIA H100 80GB HBM3", 989e12),
         ("NVIDIA H100 PCIe", 756e12),
-        ("Tesla T4", None),
+        ("Tesla T4", 65e12),  # fp16: no bf16 on a T4 (more names: tests/test_small_gpus.py)
     ]:
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device, n=name: n)
         assert hardware.peak_flops(torch.device("cuda")) == peak
@@ -259,6 +259,15 @@ def test_compile_auto_on_cpu_only_for_long_bf16_runs(monkeypatch):
     assert not use_compile(long, cpu) and use_compile(replace(long, dtype="bfloat16"), cpu)
     assert use_compile(replace(short, compile=True), cpu)  # asked for: as asked
     assert not use_compile(replace(short, compile=False), cuda)
+
+
+def test_compile_auto_is_off_on_native_windows(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(hardware, "cpu_bf16_support", lambda: "AMX")
+    monkeypatch.setattr(hardware.sys, "platform", "win32")  # inductor does not run there
+    long = RUNS["char-cpu"]
+    assert not hardware.use_compile(long, cpu) and not hardware.use_compile(long, cuda)
+    assert hardware.use_compile(replace(long, compile=True), cuda)  # asked for: as asked
 
 
 def test_train_writes_log_checkpoint_and_model(tiny):

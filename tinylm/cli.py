@@ -12,9 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from tinylm import cleaning, data, download, poetry, pretrained
+from tinylm.hardware import resolve_device
 from tinylm.lock import FolderLocked
 from tinylm.model import GPT
-from tinylm.profiles import PROFILES, best_device, get_profile
+from tinylm.profiles import PROFILES, get_profile
 from tinylm.run_files import is_finished, load_model
 from tinylm.runs import RUNS, RUNS_DIR_ENV, TrainConfig, config_fields, runs_dir
 from tinylm.sampling import beam_poems, sample_poems
@@ -216,12 +217,13 @@ def load_cli_model(run: str | None, folder: str | None) -> tuple[Path, GPT, Toke
     """The model folder (or its model/), else the run's final model, with its tokenizer.
 
     Without either, the profile's run. A damaged run model's error says how to write it again.
+    It goes on the device training picks (`resolve_device`: MPS only if its self-check passes).
     """
     if folder:
         directory = Path(folder)
         directory = directory / "model" if (directory / "model").is_dir() else directory
         model, tokenizer = load_model(directory)
-        return directory, model.to(best_device()), tokenizer
+        return directory, model.to(resolve_device("auto")), tokenizer
     run = run or get_profile().train_run
     directory = RUNS[run].out_dir / "model"
     if not directory.is_dir():
@@ -237,7 +239,7 @@ def load_cli_model(run: str | None, folder: str | None) -> tuple[Path, GPT, Toke
             f"`python -m tinylm train --run {run}`, or retrain the run from "
             f"scratch with `python -m tinylm train --run {run} --no-resume`."
         ) from None
-    return directory, model.to(best_device()), tokenizer
+    return directory, model.to(resolve_device("auto")), tokenizer
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -329,7 +331,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--run",
         choices=sorted(RUNS),
-        help="a run of tinylm.runs.RUNS (default: the profile's: char-ci, char-cpu or char-gpu)",
+        help="a run of tinylm.runs.RUNS (default: the profile's: char-ci, char-cpu, "
+        "char-cpu-fp32 or char-gpu)",
     )
     p.add_argument(
         "--steps",

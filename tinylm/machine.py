@@ -1,8 +1,9 @@
 """What a measurement ran on: the machine record every benchmark saves beside its figures.
 
 A figure without its machine is noise, so every script in ``bench/`` saves `machine(device)`
-(device and CPU names, torch, threads, load average, native bf16, commit, profile) with its
-results, under ``data/reference/`` by default, where `tinylm.viz` reads them back.
+(device and CPU names, torch, threads, load average, native bf16 and any restriction of the
+CPU's instructions, commit, profile and its sizes) with its results, under ``data/reference/``
+by default, where `tinylm.viz` reads them back.
 """
 
 from __future__ import annotations
@@ -45,6 +46,21 @@ def native_bf16(device: torch.device) -> bool | None:
     return None
 
 
+# Settings that hold the CPU back from what it has (to measure the common laptop on a bigger
+# machine): PyTorch's, oneDNN's and MKL's instruction sets, and the course's bf16 switch.
+CPU_RESTRICTION_ENV = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "TINYLM_CPU_BF16",
+)
+
+
+def cpu_restrictions() -> dict[str, str]:
+    """Which of CPU_RESTRICTION_ENV are set for this measurement, and to what ({}: none)."""
+    return {name: os.environ[name] for name in CPU_RESTRICTION_ENV if name in os.environ}
+
+
 def load_average() -> float | None:
     """The 1-minute load average (None where the OS has none, e.g. Windows)."""
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
@@ -71,6 +87,9 @@ def machine(device: torch.device) -> dict:
     }
     if device.type == "cpu":
         info["cpu_bf16"] = cpu_bf16_support()  # "AMX", "AVX-512 BF16" or None (emulated)
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
+        info["cpu_restrictions"] = cpu_restrictions()
+    info["profile_runs"] = get_profile().train_run  # char-cpu or char-cpu-fp32: which sizes
     if device.type == "cuda":
         info["cuda"] = torch.version.cuda
         info["device_memory_gib"] = round(

@@ -20,9 +20,9 @@ from tinylm.train import TrainResult, train
 
 MODELS: dict[str, str] = {
     "poem-char": "the profile's character-level poem model (Profile.train_run: "
-    "char-ci, char-cpu or char-gpu)",
+    "char-ci, char-cpu, char-cpu-fp32 or char-gpu)",
     "poem-mistral": "its Mistral-style twin, trained with the same FLOPs (Profile.mistral_run: "
-    "mistral-ci, mistral-cpu or mistral-gpu)",
+    "mistral-ci, mistral-cpu, mistral-cpu-fp32 or mistral-gpu)",
 }
 RUN_FIELDS = {"poem-char": "train_run", "poem-mistral": "mistral_run"}  # Profile fields
 

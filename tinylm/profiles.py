@@ -1,8 +1,9 @@
 """Run profiles: one code path, three sizes (`ci` tests, `cpu` laptops, `gpu` workshops).
 
 Pick one with the environment variable ``TINYLM_PROFILE``; without it the course uses ``gpu`` when
-PyTorch sees a CUDA device and ``cpu`` otherwise. Every notebook reads its sizes from here, so the
-same cells run in seconds under CI and at full scale on a GPU.
+PyTorch sees a CUDA device with at least GPU_PROFILE_MIN_BYTES of memory and ``cpu`` otherwise.
+Every notebook reads its sizes from here, so the same cells run in seconds under CI and at full
+scale on a GPU.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -35,6 +36,12 @@ class Profile:
     scaling_sweep: tuple[tuple[str, int], ...]  # notebook 08's sweep: (model preset, steps) runs
     eval_runs: tuple[str, ...]  # runs of tinylm.runs.RUNS whose poems notebook 09 scores
     eval_samples: int  # poems each model writes for notebook 09's metrics
+    fp32_sizes: bool = False  # the cpu profile's runs for machines that train in fp32 (CPU_FP32)
+
+    @property
+    def label(self) -> str:
+        """The name, plus "-fp32" for the fp32 sizes: how file names and reports tell them apart."""
+        return f"{self.name}-fp32" if self.fp32_sizes else self.name
 
 
 PROFILES: dict[str, Profile] = {
@@ -101,16 +108,51 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+# The least memory a CUDA GPU needs for the gpu profile by default; smaller GPUs get the cpu
+# profile's sizes. An 8 GB card reports about 7.6 GiB and keeps the gpu profile: its runs fit
+# there with gradient accumulation (tinylm.hardware.fit_micro_batch; talk-124m as 4 x 16). At
+# 6 GB or less (laptop GPUs, mostly) talk-124m would shrink to micro-batches of 8 and fewer, on
+# slow chips: hours per run, where the cpu profile's runs take minutes.
+GPU_PROFILE_MIN_BYTES = 7 * 2**30
+
+
+# The cpu profile on a machine that trains in fp32: a CPU without native bf16 (most laptops: Intel
+# Core since 12th gen and AMD before Zen 4 stop at AVX2) or Apple's MPS. fp32 trains the cpu
+# shape at about half the speed (char-cpu: 2,800 against 5,600 tokens/s on 2 cores), so these
+# runs are smaller and shorter, and named *-fp32: a result says which size it is, and a run
+# never changes size when it resumes (tinylm.runs.RUNS explains each). Same profile name.
+CPU_FP32 = replace(
+    PROFILES["cpu"],
+    description="a laptop without a GPU or native bf16 (fp32 sizes): each notebook in about "
+    "10 minutes at most",
+    train_run="char-cpu-fp32",
+    mistral_run="mistral-cpu-fp32",
+    sft_steps=200,
+    eval_runs=("tok-char-cpu-fp32", "tok-bpe-cpu-fp32", "tok-gpt2-cpu-fp32"),
+    fp32_sizes=True,
+)
+
+
+def trains_in_fp32() -> bool:
+    """True where the course's "auto" device trains in fp32: a CPU without bf16, or MPS."""
+    device = best_device()
+    return device == "mps" or (device == "cpu" and cpu_bf16_support() is None)
+
+
 def default_profile_name() -> str:
-    """Return ``gpu`` when CUDA is available, else ``cpu`` (used when TINYLM_PROFILE is unset)."""
-    return "gpu" if torch.cuda.is_available() else "cpu"
+    """``gpu`` on a CUDA GPU of GPU_PROFILE_MIN_BYTES or more, else ``cpu`` (no TINYLM_PROFILE)."""
+    memory = device_memory(best_device())
+    return "gpu" if memory is not None and memory[1] >= GPU_PROFILE_MIN_BYTES else "cpu"
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """Return the named profile, or the one TINYLM_PROFILE (or the hardware) selects."""
+    """The named profile, or the one TINYLM_PROFILE (or the hardware) selects.
+
+    ``cpu`` comes in two sizes: CPU_FP32's runs where the machine trains in fp32.
+    """
     chosen = name or os.environ.get(ENV_VAR) or default_profile_name()
     try:
-        return PROFILES[chosen.strip().lower()]
+        profile = PROFILES[chosen.strip().lower()]
     except KeyError:
         valid = ", ".join(PROFILES)
         source = "argument" if name else f"environment variable {ENV_VAR}"
@@ -119,6 +161,7 @@ def get_profile(name: str | None = None) -> Profile:
             f"Set {ENV_VAR} to one of them, for example `export {ENV_VAR}=cpu`, or unset it to "
             "let the course pick gpu or cpu from your hardware."
         ) from None
+    return CPU_FP32 if profile.name == "cpu" and trains_in_fp32() else profile
 
 
 def best_device() -> str:
@@ -130,14 +173,37 @@ def best_device() -> str:
     return "cpu"
 
 
+def device_memory(device: torch.device | str) -> tuple[str, int] | None:
+    """(name, total bytes) of a CUDA device, as the driver reports them; None off CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)
+    return props.name, props.total_memory
+
+
 # CPU flags (as /proc/cpuinfo names them) of native bf16 matrix instructions, best first: with
 # them bf16 autocast is faster than fp32 on the CPU; without them bf16 is emulated, and slower.
 CPU_BF16_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}
+# TINYLM_CPU_BF16=0 makes the course treat the CPU as one without bf16 (fp32 and the cpu
+# profile's fp32 runs): to try on a bf16 machine what most laptops get. Speed as on such a laptop
+# also needs PyTorch's own kernels held to AVX2: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2.
+CPU_BF16_ENV = "TINYLM_CPU_BF16"
+
+
+def cpu_bf16_support() -> str | None:
+    """The CPU's native bf16 instructions, "AMX" or "AVX-512 BF16", or None (bf16 emulated).
+
+    None too when TINYLM_CPU_BF16 is 0 (or off, no, false).
+    """
+    if os.environ.get(CPU_BF16_ENV, "").strip().lower() in ("0", "off", "no", "false"):
+        return None
+    return detected_cpu_bf16()
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_bf16_support() -> str | None:
-    """The CPU's native bf16 instructions, "AMX" or "AVX-512 BF16", or None (bf16 emulated)."""
+def detected_cpu_bf16() -> str | None:
+    """What the CPU itself reports (cpu_bf16_support without the switch), read once."""
     flags = _cpu_flags()
     if flags is None:  # not Linux: ask PyTorch's own CPU probe
         return _torch_cpu_bf16()
@@ -178,9 +244,8 @@ def describe_environment() -> dict[str, str]:
     import tiktoken
 
     device = best_device()
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        device = f"cuda ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
+    if (memory := device_memory(device)) is not None:
+        device = f"cuda ({memory[0]}, {memory[1] / 2**30:.1f} GiB)"
     profile = get_profile()
     return {
         "python": platform.python_version(),
@@ -191,8 +256,21 @@ def describe_environment() -> dict[str, str]:
         "device": device,
         "cpu threads": str(torch.get_num_threads()),
         **training_setup(best_device()),
-        "profile": f"{profile.name}: {profile.description}",
+        "profile": f"{profile.name}: {profile.description} ({_profile_reason()})",
     }
+
+
+def _profile_reason() -> str:
+    """Why get_profile() picks its profile: TINYLM_PROFILE, the GPU's memory, or no GPU."""
+    if os.environ.get(ENV_VAR):
+        return f"set by {ENV_VAR}"
+    memory = device_memory(best_device())
+    if memory is None:
+        return "no CUDA GPU"
+    size, least = memory[1] / 2**30, GPU_PROFILE_MIN_BYTES / 2**30
+    if size >= least:
+        return f"a GPU with {size:.1f} GiB, at least the {least:g} GiB the gpu profile needs"
+    return f"a GPU with {size:.1f} GiB, under the {least:g} GiB the gpu profile needs"
 
 
 def training_setup(device: str) -> dict[str, str]:
@@ -208,7 +286,9 @@ def training_setup(device: str) -> dict[str, str]:
         precision_line = "fp16 autocast + gradient scaler (GPU without native bf16)"
     else:
         precision_line = "fp32" + (" (no native bf16 on this CPU)" if device == "cpu" else "")
-    if device == "cuda":
+    if sys.platform == "win32":
+        compile_line = "no (torch.compile's inductor backend does not run on native Windows)"
+    elif device == "cuda":
         compile_line = "yes, every run"
     elif device == "cpu" and precision == "bfloat16":
         compile_line = (

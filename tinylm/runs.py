@@ -260,6 +260,11 @@ CHAR_CPU = TrainConfig(
     log_interval=25,
     windows="documents",
 )
+# A laptop that trains in fp32 (no native bf16, or Apple's MPS; tinylm.profiles.CPU_FP32): fp32
+# is about half as fast as bf16 there, so the same recipe (batches, schedule, poem-start windows)
+# on a narrower model (char-cpu-fp32: width 192) and fewer steps, to train in under 10 minutes
+# on 2 cores without bf16.
+CHAR_CPU_FP32 = replace(CHAR_CPU, run_name="char-cpu-fp32", model="char-cpu-fp32", max_steps=950)
 # A workshop GPU: the talk's 30M shape on characters, ~11 epochs of the 3.8M characters.
 CHAR_GPU = TrainConfig(
     "char-gpu",
@@ -310,6 +315,7 @@ RUNS: dict[str, TrainConfig] = {
     for cfg in (
         CHAR_CI,
         CHAR_CPU,
+        CHAR_CPU_FP32,
         CHAR_GPU,
         TALK_30M,
         replace(TALK_30M, run_name="talk-124m", model="124m"),
@@ -360,12 +366,50 @@ RUNS: dict[str, TrainConfig] = {
             eval_interval=52,
             log_interval=13,
         ),
+        # The same comparison for laptops that train in fp32: char-cpu-fp32's narrower model and
+        # two thirds of the steps (equal training FLOPs again for GPT-2's tokens).
+        replace(
+            CHAR_CPU_FP32,
+            run_name="tok-char-cpu-fp32",
+            batch_size=8,
+            max_steps=300,
+            warmup_steps=30,
+            lr=1e-3,
+            min_lr=1e-4,
+            eval_interval=100,
+            log_interval=50,
+        ),
+        replace(
+            CHAR_CPU_FP32,
+            run_name="tok-bpe-cpu-fp32",
+            tokenizer="bpe",
+            batch_size=8,
+            max_steps=300,
+            warmup_steps=30,
+            lr=1e-3,
+            min_lr=1e-4,
+            eval_interval=100,
+            log_interval=50,
+        ),
+        replace(
+            CHAR_CPU_FP32,
+            run_name="tok-gpt2-cpu-fp32",
+            tokenizer="gpt2",
+            batch_size=8,
+            max_steps=94,
+            warmup_steps=10,
+            lr=1e-3,
+            min_lr=1e-4,
+            eval_interval=47,
+            log_interval=47,
+        ),
         replace(CHAR_GPU, run_name="bpe-gpu", tokenizer="bpe"),
         # Architecture comparison (notebook 10): each profile's character model against its
         # Mistral-style twin (RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head), with the
         # same data, batches and schedule, and as many steps as give the same training FLOPs.
         mistral_twin(CHAR_CI, "mistral-ci", "mistral-ci"),
         mistral_twin(CHAR_CPU, "mistral-cpu", "mistral-cpu"),
+        mistral_twin(CHAR_CPU_FP32, "mistral-cpu-fp32", "mistral-cpu-fp32"),
         mistral_twin(CHAR_GPU, "mistral-gpu", "mistral-30m"),
     )
 }

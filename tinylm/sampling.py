@@ -178,18 +178,21 @@ def generate(
 ) -> torch.Tensor:
     """Extend idx (B, T) one token at a time, up to max_new_tokens; → (B, T + new).
 
-    The model runs in eval mode (no dropout). A row that has produced eot_id is finished and
-    padded with eot_id; generation stops early once every row is finished. use_cache=False
-    recomputes the whole context every step (the slow baseline, same tokens).
+    The model runs in eval mode (no dropout). A row that has produced eot_id is finished: it is
+    padded with eot_id and the model no longer runs on it, so a batch costs what its unfinished
+    rows cost; generation stops once every row is finished. The sampling step still draws for
+    every row, so each row's tokens are the ones it would get in a batch where no row ended.
+    use_cache=False recomputes the whole context every step (the slow baseline, same tokens).
     """
     _check_args(temperature, top_k, top_p, repetition_penalty)
     was_training = model.training
     model.eval()
     cache = model.new_cache() if use_cache else None
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
+    running = torch.arange(idx.size(0), device=idx.device)  # rows the model still runs on
     for _ in range(max_new_tokens):
         cache = _cache_for(model, idx, cache)
-        logits = next_logits(model, idx, cache)  # (B, V)
+        logits = _running_logits(model, idx, running, cache)  # (B, V)
         if repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, idx, repetition_penalty)
         new = next_token(
@@ -199,10 +202,40 @@ def generate(
             new = new.masked_fill(finished[:, None], eot_id)
             finished |= new[:, 0] == eot_id
         idx = torch.cat((idx, new), dim=1)
-        if eot_id is not None and bool(finished.all()):
-            break
+        if eot_id is not None:
+            if bool(finished.all()):
+                break
+            running, cache = _drop_finished(running, finished, cache)
     model.train(was_training)
     return idx
+
+
+def _running_logits(
+    model: GPT, idx: torch.Tensor, running: torch.Tensor, cache: KVCache | None
+) -> torch.Tensor:
+    """Next-token logits (B, V) computed for the running rows only; finished rows get zeros.
+
+    The zeros are never used (a finished row's token is replaced by end-of-text), but the rows
+    keep their place, so sampling draws the same random numbers for every row as without them.
+    """
+    if running.numel() == idx.size(0):
+        return next_logits(model, idx, cache)
+    logits = next_logits(model, idx[running], cache)  # (R, V)
+    full = logits.new_zeros(idx.size(0), logits.size(-1))  # (B, V)
+    full[running] = logits
+    return full
+
+
+def _drop_finished(
+    running: torch.Tensor, finished: torch.Tensor, cache: KVCache | None
+) -> tuple[torch.Tensor, KVCache | None]:
+    """The running rows without those that just finished, and the cache cut to match."""
+    still = ~finished[running]  # (R,)
+    if bool(still.all()):
+        return running, cache
+    if cache is not None:
+        cache.select(still.nonzero().squeeze(1))
+    return running[still], cache
 
 
 @torch.no_grad()

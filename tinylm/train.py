@@ -3,10 +3,12 @@
 Read `_train` top to bottom, as nanoGPT's train.py: load the packed tokens, build the model and
 the optimizer (or restore both from a checkpoint), then repeat one optimizer step at a time:
 set the learning rate (`lr_at`), run `grad_accum` micro-batches forward and backward, clip,
-step (`train_step`). Every `log_interval` steps a record goes to ``runs/<run_name>/log.jsonl``;
-every `eval_interval` steps the model is also scored on fixed batches (`estimate_loss`) and a
-checkpoint is written. `train` wraps it: it loads a finished run instead of training it again,
-joins torchrun's process group, and holds the run folder's lock while it trains.
+step (`train_step`). On a GPU too small for the batch, it is cut into more, smaller micro-batches
+(`tinylm.hardware.micro_batch_layout`): the same tokens per step, the same schedule. Every
+`log_interval` steps a record goes to ``runs/<run_name>/log.jsonl``; every `eval_interval` steps
+the model is also scored on fixed batches (`estimate_loss`) and a checkpoint is written. `train`
+wraps it: it loads a finished run instead of training it again, joins torchrun's process group,
+and holds the run folder's lock while it trains.
 
 What the loop leans on lives beside it: `tinylm.runs` (TrainConfig, RUNS), `tinylm.hardware`
 (device, precision, compile, MFU), `tinylm.evaluate` (the fixed eval batches and their loss),
@@ -48,6 +50,7 @@ from tinylm.hardware import (
     autocast_context,
     grad_scaler,
     mfu,
+    micro_batch_layout,
     peak_flops,
     resolve_device,
     use_bf16,
@@ -274,6 +277,8 @@ def _train(
     packed = _load_data(cfg, place)
     tokenizer, out = packed.tokenizer, cfg.out_dir
     config = build_model_config(cfg, tokenizer.vocab_size)
+    # cfg's batch, split into more micro-batches where it does not fit this process's GPU
+    micro_batch, grad_accum = micro_batch_layout(cfg, config, device, place.world_size)
     checkpoint, state, model = _starting_model(cfg, config, resume)
     model.to(device)
     fsdp = cfg.parallel == "fsdp" and place.world_size > 1
@@ -288,7 +293,7 @@ def _train(
     )  # on the shards, if any
     sampler = BatchSampler(
         packed.train,
-        cfg.batch_size,
+        micro_batch,
         config.block_size,
         device,
         seed=cfg.seed + place.rank,  # each rank draws its own batches
@@ -322,10 +327,13 @@ def _train(
         train_model = DDP(step_model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = autocast_context(device, cfg.dtype)
     evals = {
-        key: fixed_batches(tokens, cfg, config.block_size, device, tokenizer.eot_id)
+        key: _split_batches(
+            fixed_batches(tokens, cfg, config.block_size, device, tokenizer.eot_id), micro_batch
+        )
         for key, tokens in (("val_loss", packed.val), ("eval_train_loss", packed.train))
     }
-    tokens_per_step = cfg.batch_size * config.block_size * cfg.grad_accum * place.world_size
+    tokens_per_step = micro_batch * config.block_size * grad_accum * place.world_size
+    layout = {"micro_batch": micro_batch, "grad_accum": grad_accum}  # logged in every record
     flops, peak = flops_per_token(config), peak_flops(device)
     if peak is not None:
         peak *= place.world_size
@@ -374,7 +382,7 @@ def _train(
             )
 
     if step == 0:  # the loss at initialisation (≈ ln vocab_size)
-        record = _record(0, 0, lr_at(0, **cfg.schedule), elapsed)
+        record = _record(0, 0, lr_at(0, **cfg.schedule), elapsed, layout)
         evaluate(record)
         log(record)
     model.train()
@@ -390,7 +398,7 @@ def _train(
             optimizer,
             sampler,
             autocast,
-            grad_accum=cfg.grad_accum,
+            grad_accum=grad_accum,
             grad_clip=cfg.grad_clip,
             scaler=scaler,
         )
@@ -404,7 +412,9 @@ def _train(
             continue
         train_loss = loss_sum.item() / steps_since  # the host waits for the GPU here, then
         seconds = time.perf_counter() - t_interval  # the clock includes all queued work
-        record = _record(step, step * tokens_per_step, lr, elapsed + time.perf_counter() - t0)
+        record = _record(
+            step, step * tokens_per_step, lr, elapsed + time.perf_counter() - t0, layout
+        )
         record["train_loss"] = train_loss
         record["grad_norm"] = norm_sum.item() / steps_since
         record["tokens_per_s"] = steps_since * tokens_per_step / seconds
@@ -455,8 +465,18 @@ def _check_world_size(state: dict, checkpoint: Path, place: Distributed) -> None
         )
 
 
-def _record(step: int, tokens: int, lr: float, elapsed: float) -> dict:
-    """A log record with every field, None where it does not apply."""
+def _split_batches(
+    batches: list[tuple[torch.Tensor, torch.Tensor]], rows: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed eval batches cut into micro-batches of `rows`: the same text and mean loss."""
+    return [part for x, y in batches for part in zip(x.split(rows), y.split(rows), strict=True)]
+
+
+def _record(step: int, tokens: int, lr: float, elapsed: float, layout: dict[str, int]) -> dict:
+    """A log record with every field, None where it does not apply.
+
+    layout: the micro_batch and grad_accum this process trains with (`micro_batch_layout`).
+    """
     return {
         "step": step,
         "tokens": tokens,
@@ -468,6 +488,7 @@ def _record(step: int, tokens: int, lr: float, elapsed: float) -> dict:
         "tokens_per_s": None,
         "mfu": None,
         "elapsed_s": elapsed,
+        **layout,
     }
 
 
