@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from tinylm import data, hardware, profiles, run_files
+from tinylm import cli, data, hardware, profiles, run_files
 from tinylm.hardware import GIB, GPUTooSmall, MicroBatchSplitWarning, fit_micro_batch
 from tinylm.model import preset
 from tinylm.runs import RUNS, TrainConfig
@@ -130,6 +130,13 @@ def test_a_gpu_that_cannot_train_the_run_stops_it_before_the_model_is_built(
     gpu_of("Tiny GPU", 0.001)
     with pytest.raises(GPUTooSmall, match="too-big cannot train on Tiny GPU"):
         train(replace(SPLIT, run_name="too-big"), progress=False)
+
+
+def test_the_cli_says_a_gpu_is_too_small_in_one_line(workspace, gpu_of, capsys):
+    gpu_of("Tiny GPU", 0.001)
+    assert cli.main(["train", "--run", "char-ci", "--no-resume"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: char-ci cannot train on Tiny GPU") and "Traceback" not in error
 
 
 @pytest.mark.parametrize(

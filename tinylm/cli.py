@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tinylm import cleaning, data, download, poetry, pretrained
-from tinylm.hardware import resolve_device
+from tinylm.hardware import GPUTooSmall, resolve_device
 from tinylm.lock import FolderLocked
 from tinylm.model import GPT
 from tinylm.profiles import PROFILES, get_profile
@@ -483,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ValueError,
         TrainingDiverged,
         FolderLocked,
+        GPUTooSmall,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
