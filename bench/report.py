@@ -47,6 +47,11 @@ def machine_line(info: dict) -> str:
         parts.append(
             "native bf16: " + (info.get("cpu_bf16") or "yes" if info["native_bf16"] else "none")
         )
+    if info.get("cpu_capability"):
+        parts.append(f"PyTorch's CPU kernels: {info['cpu_capability']}")
+    if info.get("cpu_restrictions"):
+        held = " ".join(f"{k}={v}" for k, v in info["cpu_restrictions"].items())
+        parts.append(f"held back with {held}")
     return "*" + ", ".join(parts) + "*"
 
 
@@ -194,6 +199,29 @@ def runs(result: dict) -> str:
     )
 
 
+def fresh_start(result: dict) -> str:
+    """A learner's first commands from a fresh clone, timed, and the main run's poems judged."""
+    r = result["results"]
+    judged = r["eval"]
+    rows = [
+        ["`make demo` (new .venv, data, main run, three poems)", number(r["make_demo_s"])],
+        [f"training `{r['main_run']}` (inside `make demo`)", number(r["main_run_train_s"])],
+        ["120 poems, `python -m tinylm sample -n 120`", number(r["sample_120_cli_defaults_s"])],
+        [f"`python -m tinylm eval` ({judged['poems']} poems)", number(r["eval_s"])],
+    ]
+    if "make_warm_s" in r:
+        rows.append(
+            ["`make warm` (every run of the profile, from scratch)", number(r["make_warm_s"])]
+        )
+        rows += [[f"… `{name}`", number(s)] for name, s in r["warm_run_train_s"].items()]
+    verdict = (
+        f"The main run's {judged['poems']} poems: {percent(judged['regulated'])} regulated, "
+        f"{percent(judged['uniform_verses'])} with verses of one length, "
+        f"{percent(judged['copied_verses'])} of verses copied from the training poems."
+    )
+    return table(["step", "seconds"], rows) + "\n\n" + verdict
+
+
 def ratio_text(value: float | None) -> str:
     """A ratio to the reference, e.g. 1.95×, or a dash when missing."""
     return "–" if value is None else f"{value:.2f}×"
@@ -316,6 +344,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str], tuple[str, ...]]] = [
     ),
     ("CPU training against the talk's plain loop", "bench_cpu_speed_*.json", cpu_speed, ("cpu",)),
     ("Training runs", "runs_*.json", runs, ("cpu", "cuda")),
+    ("A learner's first commands, from a fresh clone", "fresh_start_*.json", fresh_start, ()),
     ("Poems judged", "eval_*.json", poems, ("cuda",)),
     (
         "Generation with and without the KV cache",

@@ -262,9 +262,8 @@ CHAR_CPU = TrainConfig(
 )
 # A laptop that trains in fp32 (no native bf16, or Apple's MPS; tinylm.profiles.CPU_FP32): fp32
 # is about half as fast as bf16 there, so the same recipe (batches, schedule, poem-start windows)
-# on a narrower model (char-cpu-fp32: width 192, ~3,850 tokens/s on 2 AVX2 cores) and 2.15M
-# tokens, to train in under 10 minutes there. 950 steps (1.95M tokens, 506 s on 2 idle AMD EPYC
-# cores without bf16) wrote 57.5 % regulated poems but only 79.0 % with verses of one length.
+# on a narrower model (char-cpu-fp32: width 192, ~4,000 tokens/s on 2 AVX2 cores) and 2.15M
+# tokens, to train in under 10 minutes there (data/reference/fresh_start_cpu-fp32.json).
 CHAR_CPU_FP32 = replace(CHAR_CPU, run_name="char-cpu-fp32", model="char-cpu-fp32", max_steps=1050)
 # A workshop GPU: the talk's 30M shape on characters, ~11 epochs of the 3.8M characters.
 CHAR_GPU = TrainConfig(
