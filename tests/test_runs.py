@@ -1,12 +1,13 @@
-"""The cpu profile's fp32 runs: the same recipes as the bf16 ones, smaller, and named so."""
+"""Runs: a run's name stays inside runs/; the cpu profile's fp32 runs keep the bf16 recipes."""
 
 from dataclasses import asdict
 
 import pytest
 
+from tinylm import cli
 from tinylm.model import PRESETS, flops_per_token, preset
 from tinylm.profiles import CPU_FP32, PROFILES
-from tinylm.runs import CHAR_VOCAB, RUNS
+from tinylm.runs import CHAR_VOCAB, RUNS, TrainConfig
 
 GPT2_VOCAB = 50257
 
@@ -49,3 +50,30 @@ def test_the_fp32_comparisons_keep_equal_compute():
     assert training_flops("tok-gpt2-cpu-fp32", GPT2_VOCAB) == pytest.approx(char, rel=0.02)
     main = training_flops("char-cpu-fp32", CHAR_VOCAB)
     assert training_flops("mistral-cpu-fp32", CHAR_VOCAB) == pytest.approx(main, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["..", ".", "", "a/b", "a\\b", "../x", "a\nb", "a:b", "a?", "x.", "x ", 123, True, (1, 2)],
+)
+def test_a_run_name_is_one_plain_folder_name(name):
+    with pytest.raises(ValueError, match="TrainConfig.run_name must be one plain folder name"):
+        TrainConfig(name)
+
+
+@pytest.mark.parametrize("name", ["char-cpu", "talk-30m", "my run 2", "v1.2_b16"])
+def test_ordinary_run_names_pass(name):
+    assert TrainConfig(name).run_name == name
+
+
+@pytest.mark.parametrize("override", ["run_name=..", "run_name=.", "run_name=123", "run_name=a/b"])
+def test_the_cli_touches_nothing_outside_the_runs_folder(workspace, capsys, override):
+    for parent in (workspace, workspace / "runs"):  # what run_name=.. and run_name=. would name
+        for name in ("model", "checkpoint"):
+            (parent / name).mkdir(parents=True)
+            (parent / name / "keep.txt").write_text("a user's file")
+        (parent / "log.jsonl").write_text("a user's log")
+    before = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
+    assert cli.main(["train", "--run", "char-ci", "--steps", "1", override]) == 1
+    assert "TrainConfig.run_name must be one plain folder name" in capsys.readouterr().err
+    assert sorted(p.relative_to(workspace) for p in workspace.rglob("*")) == before

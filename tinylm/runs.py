@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -78,9 +79,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(
-            bool(self.run_name) and "/" not in self.run_name and "\\" not in self.run_name,
+            is_plain_name(self.run_name),
             "run_name",
-            f"must be a non-empty folder name, got {self.run_name!r}",
+            "must be one plain folder name (not '.' or '..', no path separators, control or "
+            f"Windows-reserved characters such as : * ? < > |), got {self.run_name!r}",
         )
         _check_choice("model", self.model, sorted(PRESETS))
         _check_choice("tokenizer", self.tokenizer, TOKENIZER_NAMES)
@@ -164,6 +166,25 @@ class TrainConfig:
     def out_dir(self) -> Path:
         """The run's folder: ``$TINYLM_RUNS_DIR/<run_name>``, by default ``<project>/runs/…``."""
         return run_folder(self.run_name)
+
+
+# Characters a run folder's name may not hold: path separators, control characters, and those
+# Windows forbids in file names, so a run_name can only ever name a folder inside runs/.
+FORBIDDEN_NAME_CHARACTERS = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+
+
+def is_plain_name(name: object) -> bool:
+    """True for a string that names one folder inside another: no ".", "..", separators or controls.
+
+    A name ending in a dot or a space is refused too: Windows strips them, so two names would
+    share a folder there.
+    """
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not FORBIDDEN_NAME_CHARACTERS.search(name)
+        and not name.endswith((".", " "))
+    )
 
 
 def runs_dir() -> Path:
