@@ -85,16 +85,34 @@ def save_checkpoint(out_dir: Path, model: GPT, state: dict) -> None:
     replace_dir(tmp, out_dir / "checkpoint", keep_old=True)
 
 
+# What trainer_state.pt must hold, and of which type, before a run resumes from it.
+STATE_KEYS = {
+    "step": int,
+    "optimizer": dict,
+    "rng": list,
+    "train_config": dict,
+    "elapsed_s": (int, float),
+}
+
+
 def load_trainer_state(checkpoint: Path) -> dict:
     """trainer_state.pt, read with weights_only=True: tensors and plain containers, no code."""
     path = checkpoint / STATE_FILE
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
         reason = str(error).split("\n", 1)[0].split(". ", 1)[0] or "ends too early"
         raise ValueError(
             f"{path} is damaged or incomplete ({type(error).__name__}: {reason})"
         ) from None
+    missing = [
+        key
+        for key, kind in STATE_KEYS.items()
+        if not isinstance(state, dict) or not isinstance(state.get(key), kind)
+    ]
+    if missing:
+        raise ValueError(f"{path} is not a trainer state: {', '.join(missing)} missing or wrong")
+    return state
 
 
 def load_checkpoint(out_dir: Path, cfg: TrainConfig) -> tuple[Path, dict, GPT] | None:
@@ -152,13 +170,32 @@ def load_model(directory: str | Path) -> tuple[GPT, Tokenizer]:
 
 
 def read_log(out_dir: Path, last_step: int | None = None) -> list[dict]:
-    """The records of log.jsonl (those up to last_step, if given)."""
+    """The records of log.jsonl (those up to last_step, if given).
+
+    A last line cut short (the machine lost power while a record was appended) is dropped with
+    a warning: the records before it are whole, and resuming rewrites the log from its
+    checkpoint. A damaged line anywhere else is an error naming the file and the line.
+    """
     path = out_dir / LOG_FILE
     if not path.is_file():
         return []
-    records = [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+        elif number == len(lines):
+            warnings.warn(f"{path}: its last line is cut short; left out", stacklevel=2)
+        else:
+            raise ValueError(
+                f"{path}, line {number}, is not a log record. Remove that line (or the log, "
+                "which only records the run's progress) and run again, or start the run over "
+                "(CLI: --no-resume)."
+            )
     return [r for r in records if last_step is None or r["step"] <= last_step]
 
 

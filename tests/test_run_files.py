@@ -1,0 +1,59 @@
+"""A run folder's files read back with care: a torn log line, a trainer state without its keys."""
+
+import json
+
+import pytest
+import torch
+
+from tinylm.model import GPT, GPTConfig
+from tinylm.run_files import (
+    LOG_FILE,
+    STATE_FILE,
+    load_checkpoint,
+    load_trainer_state,
+    read_log,
+    save_checkpoint,
+)
+from tinylm.runs import TrainConfig
+
+TINY = GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=1, n_embd=8)
+
+
+def state(step: int) -> dict:
+    """A trainer state with every key a resume reads."""
+    return {"step": step, "optimizer": {}, "rng": [], "train_config": {}, "elapsed_s": 1.5}
+
+
+def write_log(folder, lines: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LOG_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def test_a_torn_last_log_line_is_left_out_with_a_warning(tmp_path):
+    records = [json.dumps({"step": s, "val_loss": None}) for s in (0, 10)]
+    write_log(tmp_path, [*records, '{"step": 20, "val_lo'])
+    with pytest.warns(UserWarning, match="last line is cut short"):
+        assert [r["step"] for r in read_log(tmp_path)] == [0, 10]
+
+
+def test_a_damaged_log_line_before_the_last_names_the_file_and_the_line(tmp_path):
+    write_log(tmp_path, [json.dumps({"step": 0}), "garbage", json.dumps({"step": 20})])
+    with pytest.raises(ValueError, match=r"log.jsonl, line 2, is not a log record.*--no-resume"):
+        read_log(tmp_path)
+
+
+@pytest.mark.parametrize("saved", [{"step": 3}, [1, 2], {**state(3), "step": "3"}])
+def test_a_trainer_state_without_its_keys_is_refused(tmp_path, saved):
+    torch.save(saved, tmp_path / STATE_FILE)
+    with pytest.raises(ValueError, match="is not a trainer state"):
+        load_trainer_state(tmp_path)
+
+
+def test_a_checkpoint_without_its_keys_falls_back_to_the_previous_one(tmp_path):
+    model = GPT(TINY)
+    save_checkpoint(tmp_path, model, state(10))
+    save_checkpoint(tmp_path, model, state(20))  # the step-10 one is now checkpoint.old
+    torch.save({"step": 20}, tmp_path / "checkpoint" / STATE_FILE)
+    with pytest.warns(UserWarning, match="resuming from the previous checkpoint"):
+        folder, loaded, _ = load_checkpoint(tmp_path, TrainConfig("tiny", dropout=0.0))
+    assert folder.name == "checkpoint.old" and loaded["step"] == 10
