@@ -82,6 +82,27 @@ def test_bad_counts_are_argument_errors(argv, capsys):
     assert "use an integer ≥" in err or "is not an integer" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["sample", "--temperature", "nan"], "nan is out of range: use a number in [0, inf)"),
+        (["sample", "--temperature", "-1"], "out of range"),
+        (["sample", "--repetition-penalty", "nan"], "use a number in (0, inf)"),
+        (["sample", "--repetition-penalty", "0"], "out of range"),
+        (["sample", "--top-p", "0"], "use a number in (0, 1]"),
+        (["sample", "--top-p", "inf"], "out of range"),
+        (["eval", "--temperature", "nan"], "out of range"),
+        (["sample", "--seed", str(2**64)], "is too large: use an integer ≤"),
+        (["eval", "--seed", "-1"], "is too small"),
+        (["sample", "--temperature", "warm"], "'warm' is not a number"),
+    ],
+)
+def test_bad_numbers_are_argument_errors_before_any_work(argv, says, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2 and says in capsys.readouterr().err
+
+
 def refuse_writes_under(folder: Path, monkeypatch) -> None:
     """Make creating folders and files under `folder` fail as a read-only folder would.
 

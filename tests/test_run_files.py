@@ -1,4 +1,4 @@
-"""A run folder's files read back with care: a torn log line, a trainer state without its keys."""
+"""A run folder's files read back with care: torn log, trainer state, model against tokenizer."""
 
 import json
 
@@ -9,12 +9,15 @@ from tinylm.model import GPT, GPTConfig
 from tinylm.run_files import (
     LOG_FILE,
     STATE_FILE,
+    TOKENIZER_FILE,
     load_checkpoint,
+    load_model,
     load_trainer_state,
     read_log,
     save_checkpoint,
 )
 from tinylm.runs import TrainConfig
+from tinylm.tokenizers import CharTokenizer
 
 TINY = GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=1, n_embd=8)
 
@@ -57,3 +60,10 @@ def test_a_checkpoint_without_its_keys_falls_back_to_the_previous_one(tmp_path):
     with pytest.warns(UserWarning, match="resuming from the previous checkpoint"):
         folder, loaded, _ = load_checkpoint(tmp_path, TrainConfig("tiny", dropout=0.0))
     assert folder.name == "checkpoint.old" and loaded["step"] == 10
+
+
+def test_a_model_with_fewer_rows_than_its_tokenizer_is_refused(tmp_path):
+    GPT(TINY).save_pretrained(tmp_path)  # 32 rows
+    CharTokenizer([chr(0x4E00 + i) for i in range(40)]).save(tmp_path / TOKENIZER_FILE)
+    with pytest.raises(ValueError, match="32 token rows and a tokenizer of 4[0-9] tokens"):
+        load_model(tmp_path)

@@ -1,5 +1,7 @@
 """Sampling: logits transforms, greedy, top-k/top-p, repetition penalty, beams, KV cache, poems."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -417,8 +419,15 @@ def test_cli_sample_with_top_p_repetition_penalty_and_beams(model, tmp_path, cap
     assert capsys.readouterr().out.count("一丁") >= 2
     assert cli.main([*common, "--beams", "3"]) == 0
     assert capsys.readouterr().out.startswith("一丁")
-    assert cli.main([*common, "--top-p", "1.5"]) == 1
-    assert "top_p" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused before the model is loaded
+        cli.main([*common, "--top-p", "1.5"])
+    assert exit_info.value.code == 2 and "--top-p: 1.5 is out of range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [{"temperature": float("nan")}, {"repetition_penalty": math.inf}])
+def test_decoding_numbers_must_be_finite(model, bad):
+    with pytest.raises(ValueError, match="must be a finite number"):
+        generate(model, torch.zeros(1, 1, dtype=torch.long), 2, **bad)
 
 
 def test_plain_greedy_writes_what_generate_writes_at_temperature_0(model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import errno
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +31,11 @@ from tinylm.train import TrainingDiverged, TrainResult, train
 
 def int_at_least(low: int):
     """An argparse type: an integer ≥ low, or an error that states the valid range."""
+    return int_in(low)
+
+
+def int_in(low: int, high: int | None = None):
+    """An argparse type: an integer from low to high (no upper end: None), else an error."""
 
     def parse(text: str) -> int:
         try:
@@ -38,9 +44,29 @@ def int_at_least(low: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is too small: use an integer ≥ {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is too large: use an integer ≤ {high}")
         return value
 
-    parse.__name__ = f"integer ≥ {low}"  # what argparse names in its messages
+    parse.__name__ = f"integer ≥ {low}" if high is None else f"integer in [{low}, {high}]"
+    return parse
+
+
+def number_in(low: float, high: float = math.inf, *, low_included: bool = True):
+    """An argparse type: a finite number from low (included or not) to high, else an error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        above_low = value >= low if low_included else value > low
+        if not (math.isfinite(value) and above_low and value <= high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: use a number in {shown}")
+        return value
+
+    shown = f"{'[' if low_included else '('}{low:g}, {high:g}{']' if high < math.inf else ')'}"
+    parse.__name__ = f"number in {shown}"  # what argparse names in its messages
     return parse
 
 
@@ -314,11 +340,11 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--samples", type=int_at_least(1), default=200, help="poems to write (default: %(default)s)"
     )
-    p.add_argument("--temperature", type=float, default=0.8, help="(default: %(default)s)")
+    p.add_argument("--temperature", type=number_in(0), default=0.8, help="(default: %(default)s)")
     p.add_argument(
         "--top-k", type=int_at_least(0), default=200, help="0 = all (default: %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="(default: %(default)s)")
     p.add_argument(
         "--out", help="where to write the JSON report (default: eval.json in the run folder)"
     )
@@ -374,7 +400,7 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
         "-n", type=int_at_least(1), default=5, help="poems per prompt (default: %(default)s)"
     )
     p.add_argument(
-        "--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)"
+        "--temperature", type=number_in(0), default=0.8, help="0 = greedy (default: %(default)s)"
     )
     p.add_argument(
         "--top-k",
@@ -384,13 +410,13 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--top-p",
-        type=float,
+        type=number_in(0, 1, low_included=False),
         help="nucleus sampling: sample among the most "
         "likely tokens holding this much probability, e.g. 0.9 (default: off)",
     )
     p.add_argument(
         "--repetition-penalty",
-        type=float,
+        type=number_in(0, low_included=False),
         default=1.0,
         help="> 1 makes tokens already written less likely (default: %(default)s = off)",
     )
@@ -405,7 +431,7 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-new-tokens", type=int_at_least(1), default=200, help="(default: %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=1337, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=1337, help="(default: %(default)s)")
     p.set_defaults(func=cmd_sample)
 
 

@@ -166,7 +166,15 @@ def load_model(directory: str | Path) -> tuple[GPT, Tokenizer]:
             f"{directory / TOKENIZER_FILE} is missing: not a model folder "
             "written by tinylm.train (train the run first)"
         )
-    return GPT.from_pretrained(directory).eval(), load_tokenizer(directory / TOKENIZER_FILE)
+    model = GPT.from_pretrained(directory).eval()
+    tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
+    if model.config.vocab_size < tokenizer.vocab_size:
+        raise ValueError(
+            f"{directory} holds a model of {model.config.vocab_size:,} token rows and a "
+            f"tokenizer of {tokenizer.vocab_size:,} tokens: they do not belong together. Copy "
+            "the model folder whole, or write it again from its run (python -m tinylm train)."
+        )
+    return model, tokenizer
 
 
 def read_log(out_dir: Path, last_step: int | None = None) -> list[dict]:

@@ -30,6 +30,8 @@ without the cache computes the same logits.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -45,7 +47,10 @@ def _check_args(
     repetition_penalty: float = 1.0,
     num_beams: int = 1,
 ) -> None:
-    """Raise ValueError for a decoding parameter out of its range."""
+    """Raise ValueError for a decoding parameter out of its range (NaN and infinity included)."""
+    for name, value in (("temperature", temperature), ("repetition_penalty", repetition_penalty)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
