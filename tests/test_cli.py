@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from tinylm import cli, data, download
+from tinylm.model import GPT, GPTConfig
+from tinylm.run_files import TOKENIZER_FILE
+from tinylm.tokenizers import CharTokenizer
 
 
 @pytest.fixture
@@ -160,3 +163,23 @@ def test_other_os_errors_keep_their_message():
     )
     full = OSError(errno.ENOSPC, "No space left on device", str(download.data_dir() / "x.bin"))
     assert "set TINYLM_DATA_DIR to a folder on another disk" in cli.os_error_message(full)
+
+
+def test_bpe_vocabularies_below_the_byte_values_are_argument_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["data", "--tokenizer", "bpe", "--bpe-vocab", "0"])
+    assert exit_info.value.code == 2 and "use an integer ≥ 256" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["a folder", "no parent"])
+def test_eval_checks_its_out_file_before_the_work(tmp_path, capsys, where):
+    model_dir = tmp_path / "model"
+    GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)).save_pretrained(
+        model_dir
+    )
+    CharTokenizer([chr(0x4E00 + i) for i in range(62)]).save(model_dir / TOKENIZER_FILE)
+    out = tmp_path if where == "a folder" else tmp_path / "missing" / "eval.json"
+    before = sorted(tmp_path.rglob("*"))
+    assert cli.main(["eval", "--checkpoint", str(model_dir), "--out", str(out)]) == 1
+    assert f"cannot write the report to {out}" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before

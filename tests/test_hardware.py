@@ -37,6 +37,7 @@ def fake_mps(monkeypatch: pytest.MonkeyPatch) -> list[torch.device]:
 
     monkeypatch.setattr(hardware, "best_device", lambda: "mps")
     monkeypatch.setattr(hardware, "device_agrees_with_cpu", disagree)
+    monkeypatch.setattr(hardware, "check_available", lambda device: None)  # MPS, CUDA "exist"
     return checked
 
 
@@ -100,6 +101,7 @@ def test_an_explicit_mps_is_kept_but_warned(fake_mps):
 
 def test_an_mps_that_agrees_is_used_without_a_warning(monkeypatch):
     monkeypatch.setattr(hardware, "best_device", lambda: "mps")
+    monkeypatch.setattr(hardware, "check_available", lambda device: None)
     monkeypatch.setattr(hardware, "device_agrees_with_cpu", lambda device: (True, MISMATCH))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -136,3 +138,15 @@ def test_training_and_the_cli_fall_back_to_the_cpu(workspace, one_thread, fake_m
 def test_this_macs_mps_agrees_with_the_cpu():
     agrees, numbers = hardware.device_agrees_with_cpu(torch.device("mps"))
     assert agrees, hardware.mps_mismatch_message(numbers)
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:3", "meta", "mps"])
+def test_a_device_this_machine_lacks_is_an_error_before_any_work(name, monkeypatch, tmp_path):
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware.torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(hardware.torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=f"device '{name}' cannot train here.*device=auto"):
+        hardware.resolve_device(name)
+    monkeypatch.setenv("TINYLM_RUNS_DIR", str(tmp_path / "runs"))
+    assert cli.main(["train", "--run", "char-ci", f"device={name}"]) == 1
+    assert not (tmp_path / "runs").exists()  # no empty run folder left behind

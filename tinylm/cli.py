@@ -292,6 +292,17 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     """Score a model's poems and its bits per character; write the report as JSON."""
     directory, model, tokenizer = load_cli_model(args.run, args.checkpoint)
+    out = (
+        Path(args.out)
+        if args.out
+        else (directory.parent if directory.name == "model" else directory) / "eval.json"
+    )
+    if out.is_dir() or not out.parent.is_dir():  # said now, not after minutes of work
+        raise ValueError(
+            f"cannot write the report to {out}: "
+            + ("it is a folder" if out.is_dir() else f"there is no folder {out.parent}")
+            + "; pass --out a file name in an existing folder"
+        )
     packed = data.prepare(tokenizer.name, bpe_vocab_size=tokenizer.vocab_size)
     judge = poetry.PoemJudge.from_training(cleaning.load_corpus().train)
     report, documents = poetry.judge_model(
@@ -305,11 +316,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
         **report,
         "examples": documents[:5],
     }
-    out = (
-        Path(args.out)
-        if args.out
-        else (directory.parent if directory.name == "model" else directory) / "eval.json"
-    )
     data.write_json(report, out)
     for key in (
         "val_bits_per_char",
@@ -474,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_data.add_argument(
         "--bpe-vocab",
-        type=int,
+        type=int_at_least(256),
         default=data.DEFAULT_BPE_VOCAB,
         help="vocabulary size of the byte-level BPE (default: %(default)s)",
     )

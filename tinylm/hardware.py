@@ -102,11 +102,33 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     falls back to the CPU, while an explicit "mps" is kept; both are warned.
     """
     device = torch.device(best_device() if name == "auto" else name)
+    check_available(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     if device.type == "mps" and not mps_agrees_with_cpu() and name == "auto":
         device = torch.device("cpu")
     return device
+
+
+def check_available(device: torch.device) -> None:
+    """Raise ValueError, saying what to use, for a device this machine cannot train on."""
+    if device.type == "cuda" and device.index is not None:
+        found = torch.cuda.device_count()
+        usable = device.index < found
+    elif device.type == "cuda":
+        found, usable = "no", torch.cuda.is_available()
+    elif device.type == "mps":
+        usable = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    else:
+        usable = device.type == "cpu"
+    if not usable:
+        have = f"torch {torch.__version__} sees {best_device()}" + (
+            f" and {found} CUDA GPU(s)" if device.type == "cuda" else ""
+        )
+        raise ValueError(
+            f"device {str(device)!r} cannot train here ({have}): use device=auto, which picks "
+            "the best device this machine has, or device=cpu"
+        )
 
 
 @functools.lru_cache(maxsize=1)
