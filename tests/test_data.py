@@ -355,3 +355,23 @@ def test_document_windows_need_a_start_token_with_room_after_it():
         data.BatchSampler(
             np.arange(50, dtype=np.uint16), batch_size=2, block_size=8, start_token=49
         )
+
+
+@pytest.mark.parametrize(
+    ("field", "lie", "says"),
+    [
+        ("dtype", "uint8", "says the tokens are 'uint8', but a vocabulary of"),
+        ("dtype", "bogus", "says the tokens are 'bogus'"),
+        ("vocab_size", None, "records no vocabulary size"),
+        ("files", {"train.bin": {}}, "records no file checksums"),
+    ],
+)
+def test_a_lying_meta_json_is_rebuilt_not_trusted(workspace, field, lie, says):
+    meta_path = data.packed_dir("char") / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta_path.write_text(json.dumps({**meta, field: lie}), encoding="utf-8")
+    assert not data.is_prepared("char")  # so `python -m tinylm data` rebuilds it
+    with pytest.raises(DataError, match=f"{says}.*python -m tinylm data --tokenizer char"):
+        data.load_packed("char")
+    rebuilt = data.prepare("char", corpus=synthetic_corpus())
+    assert rebuilt.meta[field] == meta[field] and data.is_prepared("char")

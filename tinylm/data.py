@@ -184,8 +184,19 @@ def packed_damage(folder: Path, meta: dict) -> str | None:
     tokenizations (8-18 MB) on a 2-core Xeon VM.
     """
     recorded = meta.get("files")
-    if not isinstance(recorded, dict):
+    if not isinstance(recorded, dict) or not all(
+        isinstance(recorded.get(name), dict) and {"bytes", "sha256"} <= set(recorded[name])
+        for name in PACKED_FILES
+    ):
         return f"{folder / 'meta.json'} records no file checksums (written by an older tinylm)"
+    vocab_size, dtype = meta.get("vocab_size"), meta.get("dtype")
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
+        return f"{folder / 'meta.json'} records no vocabulary size (vocab_size: {vocab_size!r})"
+    if dtype != token_dtype(vocab_size).name:  # the only dtype prepare writes for this size
+        return (
+            f"{folder / 'meta.json'} says the tokens are {dtype!r}, but a vocabulary of "
+            f"{vocab_size:,} is packed as {token_dtype(vocab_size).name}"
+        )
     for name in PACKED_FILES:
         path = folder / name
         if not path.is_file():
