@@ -67,3 +67,27 @@ def test_a_model_with_fewer_rows_than_its_tokenizer_is_refused(tmp_path):
     CharTokenizer([chr(0x4E00 + i) for i in range(40)]).save(tmp_path / TOKENIZER_FILE)
     with pytest.raises(ValueError, match="32 token rows and a tokenizer of 4[0-9] tokens"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"n_layer": 100_000}, "describes a model of .* parameters, but model.safetensors holds"),
+        ({"block_size": 10**8}, "the config does not belong to these weights"),
+        (None, "holds NoneType, not a model's config"),
+    ],
+)
+def test_a_config_that_does_not_fit_its_weights_is_refused_before_allocating(
+    tmp_path, monkeypatch, change, says
+):
+    GPT(TINY).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    written = None if change is None else {**config, **change}
+    (tmp_path / "config.json").write_text(json.dumps(written), encoding="utf-8")
+
+    def no_model(self, config):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(GPT, "__init__", no_model)
+    with pytest.raises(ValueError, match=says):
+        GPT.from_pretrained(tmp_path)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -457,7 +457,12 @@ class GPT(nn.Module):
             raise ValueError(
                 f"{directory / CONFIG_FILE} is damaged or incomplete ({error})"
             ) from None
+        if not isinstance(values, dict):
+            raise ValueError(
+                f"{directory / CONFIG_FILE} holds {type(values).__name__}, not a model's config"
+            )
         config = replace(GPTConfig.from_dict(values), **overrides)
+        _check_size(config, directory / WEIGHTS_FILE)  # before allocating what config.json says
         model = cls(config)
         try:
             state = load_file(str(directory / WEIGHTS_FILE))
@@ -473,6 +478,29 @@ class GPT(nn.Module):
         _check_state(state, expected, directory / WEIGHTS_FILE)
         model.load_state_dict(state, strict=False)  # a tied lm_head.weight comes with wte
         return model
+
+
+def _check_size(config: GPTConfig, weights: Path) -> None:
+    """Refuse a config that describes a far bigger model than the weights file holds.
+
+    config.json comes with a model folder, maybe from elsewhere: a wrong n_layer or block_size
+    would allocate gigabytes before the weights are compared. The file's header says how many
+    numbers it stores, without reading them.
+    """
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            stored = sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+    except SafetensorError as error:
+        raise ValueError(f"{weights} is damaged or incomplete ({error})") from None
+    needed = count_parameters(config, non_embedding=False)
+    # A real pair matches almost exactly. A config off by less than this allocates at most tens
+    # of MB and is named tensor by tensor once the weights are compared (_check_state).
+    if needed > 2 * stored + 10_000_000:
+        raise ValueError(
+            f"{weights.parent / CONFIG_FILE} describes a model of {needed:,} parameters, but "
+            f"{weights.name} holds {stored:,} numbers: the config does not belong to these "
+            "weights. Copy the model folder whole, or write it again from its run."
+        )
 
 
 def positions_in_documents(doc_ids: torch.Tensor) -> torch.Tensor:
