@@ -91,3 +91,20 @@ def test_a_config_that_does_not_fit_its_weights_is_refused_before_allocating(
     monkeypatch.setattr(GPT, "__init__", no_model)
     with pytest.raises(ValueError, match=says):
         GPT.from_pretrained(tmp_path)
+
+
+def test_a_full_disk_while_checkpointing_is_one_message_and_leaves_no_partial_files(
+    tmp_path, monkeypatch
+):
+    model = GPT(TINY)
+    save_checkpoint(tmp_path, model, state(10))
+    before = {p: p.read_bytes() for p in (tmp_path / "checkpoint").iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr("tinylm.run_files.torch.save", disk_full)
+    with pytest.raises(OSError, match=r"could not write a checkpoint into .*disk full.*MB"):
+        save_checkpoint(tmp_path, model, state(20))
+    assert not (tmp_path / "checkpoint.tmp").exists()
+    assert {p: p.read_bytes() for p in (tmp_path / "checkpoint").iterdir()} == before

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from tinylm.data import BatchSampler, write_json
 from tinylm.model import GPT, GPTConfig
@@ -80,8 +81,18 @@ def save_checkpoint(out_dir: Path, model: GPT, state: dict) -> None:
     """
     tmp = out_dir / "checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    torch.save(state, tmp / STATE_FILE)
+    try:
+        model.save_pretrained(tmp)
+        torch.save(state, tmp / STATE_FILE)
+    except (OSError, RuntimeError, SafetensorError) as error:  # a full disk, most often
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint only fills the disk
+        size = 12 * sum(p.numel() for p in model.parameters()) / 1e6  # weights + AdamW, fp32
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OSError(
+            f"could not write a checkpoint into {out_dir} ({reason}): is its disk full? The "
+            f"checkpoints written before are intact; free about {size:,.0f} MB there and run "
+            "again to resume."
+        ) from error
     replace_dir(tmp, out_dir / "checkpoint", keep_old=True)
 
 
