@@ -1,5 +1,6 @@
 """The data pipeline on synthetic files: fetch and verify, clean, split, pack, batches."""
 
+import errno
 import hashlib
 import json
 from pathlib import Path
@@ -375,3 +376,27 @@ def test_a_lying_meta_json_is_rebuilt_not_trusted(workspace, field, lie, says):
         data.load_packed("char")
     rebuilt = data.prepare("char", corpus=synthetic_corpus())
     assert rebuilt.meta[field] == meta[field] and data.is_prepared("char")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_an_array_that_cannot_be_written_leaves_no_partial_file(tmp_path):
+    (tmp_path / "train.bin.part").symlink_to("/dev/full")  # every write: "No space left"
+    with pytest.raises(OSError, match="No space left") as info:
+        data.write_array(np.arange(10_000, dtype=np.uint16), tmp_path / "train.bin")
+    assert info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_packing_names_the_folder_and_the_space(workspace, monkeypatch):
+    from tinylm import cli
+
+    def disk_full(array, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(data, "write_array", disk_full)
+    with pytest.raises(
+        OSError, match=r"could not write the packed data into .*about \d+ MB"
+    ) as info:
+        data.prepare("char", corpus=synthetic_corpus(), force=True)
+    message = cli.os_error_message(info.value)
+    assert "\n" not in message and f"set {download.DATA_DIR_ENV} to a folder on another" in message

@@ -1,4 +1,5 @@
-"""A run folder's files read back with care: torn log, trainer state, model against tokenizer."""
+"""A run folder's files, written and read back with care: the folder's own files only, a torn
+log, the trainer state, the model against its tokenizer, a full disk."""
 
 import json
 
@@ -10,11 +11,15 @@ from tinylm.run_files import (
     LOG_FILE,
     STATE_FILE,
     TOKENIZER_FILE,
+    check_run_folder,
     load_checkpoint,
     load_model,
     load_trainer_state,
     read_log,
     save_checkpoint,
+    save_model,
+    start_over,
+    write_log,
 )
 from tinylm.runs import TrainConfig
 from tinylm.tokenizers import CharTokenizer
@@ -27,20 +32,20 @@ def state(step: int) -> dict:
     return {"step": step, "optimizer": {}, "rng": [], "train_config": {}, "elapsed_s": 1.5}
 
 
-def write_log(folder, lines: list[str]) -> None:
+def write_lines(folder, lines: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / LOG_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
 def test_a_torn_last_log_line_is_left_out_with_a_warning(tmp_path):
     records = [json.dumps({"step": s, "val_loss": None}) for s in (0, 10)]
-    write_log(tmp_path, [*records, '{"step": 20, "val_lo'])
+    write_lines(tmp_path, [*records, '{"step": 20, "val_lo'])
     with pytest.warns(UserWarning, match="last line is cut short"):
         assert [r["step"] for r in read_log(tmp_path)] == [0, 10]
 
 
 def test_a_damaged_log_line_before_the_last_names_the_file_and_the_line(tmp_path):
-    write_log(tmp_path, [json.dumps({"step": 0}), "garbage", json.dumps({"step": 20})])
+    write_lines(tmp_path, [json.dumps({"step": 0}), "garbage", json.dumps({"step": 20})])
     with pytest.raises(ValueError, match=r"log.jsonl, line 2, is not a log record.*--no-resume"):
         read_log(tmp_path)
 
@@ -108,3 +113,85 @@ def test_a_full_disk_while_checkpointing_is_one_message_and_leaves_no_partial_fi
         save_checkpoint(tmp_path, model, state(20))
     assert not (tmp_path / "checkpoint.tmp").exists()
     assert {p: p.read_bytes() for p in (tmp_path / "checkpoint").iterdir()} == before
+
+
+def test_a_full_disk_while_writing_the_final_model_is_one_message_and_leaves_no_partial_files(
+    tmp_path, monkeypatch
+):
+    tokenizer = CharTokenizer([chr(0x4E00 + i) for i in range(30)])
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(CharTokenizer, "save", disk_full)
+    with pytest.raises(OSError, match=r"could not write the final model into .*free about"):
+        save_model(tmp_path, GPT(TINY), tokenizer, TrainConfig("x"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_log_that_cannot_be_rewritten_leaves_no_partial_file(tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
+        (tmp_path / (LOG_FILE + ".part")).write_bytes(b"{")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("pathlib.Path.write_text", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_log(tmp_path, [{"step": 0}])
+    assert list(tmp_path.iterdir()) == []
+
+
+def a_finished_run(folder):
+    """A run folder as training leaves it: checkpoints, final model, log, lock, an eval report."""
+    model, tokenizer = GPT(TINY), CharTokenizer([chr(0x4E00 + i) for i in range(30)])
+    save_checkpoint(folder, model, state(10))
+    save_checkpoint(folder, model, state(20))
+    save_model(folder, model, tokenizer, TrainConfig("x"))
+    write_lines(folder, [json.dumps({"step": 0})])
+    (folder / "lock").touch()
+    (folder / "eval.json").write_text("{}")
+
+
+def test_start_over_removes_what_the_run_wrote_and_nothing_else(tmp_path):
+    a_finished_run(tmp_path)
+    (tmp_path / "notes.txt").write_text("a user's notes")
+    start_over(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "lock", "notes.txt"]
+
+
+@pytest.mark.parametrize("where", ["model", "checkpoint", "checkpoint.old"])
+def test_a_users_file_in_a_folder_the_run_replaces_is_refused_and_kept(tmp_path, where):
+    a_finished_run(tmp_path)
+    (tmp_path / where / "notes.txt").write_text("a user's notes")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match=rf"{where} holds notes.txt, which a run does not write"):
+        start_over(tmp_path)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name", ["model", "checkpoint", "checkpoint.tmp", "log.jsonl", "lock"])
+def test_a_link_where_the_run_writes_is_refused(tmp_path, name):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("a user's file")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / name).symlink_to(elsewhere / ("keep.txt" if "." in name or name == "lock" else ""))
+    with pytest.raises(ValueError, match="is a link .*a run writes and deletes only inside"):
+        start_over(run)
+    assert (elsewhere / "keep.txt").read_text() == "a user's file"
+
+
+@pytest.mark.parametrize(("name", "kind"), [("model", "a file"), ("log.jsonl", "a folder")])
+def test_a_file_where_the_run_keeps_a_folder_is_refused(tmp_path, name, kind):
+    (tmp_path / name).mkdir() if kind == "a folder" else (tmp_path / name).write_text("x")
+    with pytest.raises(ValueError, match=f"is {kind}, which is not what a run writes there"):
+        check_run_folder(tmp_path)
+
+
+def test_a_run_folder_may_itself_be_a_link(tmp_path):
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "run").symlink_to(tmp_path / "disk", target_is_directory=True)
+    a_finished_run(tmp_path / "run")
+    check_run_folder(tmp_path / "run")
+    start_over(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["eval.json", "lock"]

@@ -77,3 +77,30 @@ def test_the_cli_touches_nothing_outside_the_runs_folder(workspace, capsys, over
     assert cli.main(["train", "--run", "char-ci", "--steps", "1", override]) == 1
     assert "TrainConfig.run_name must be one plain folder name" in capsys.readouterr().err
     assert sorted(p.relative_to(workspace) for p in workspace.rglob("*")) == before
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**70, True, 1.5, "1"])
+def test_a_seed_is_an_integer_torch_can_take(seed):
+    with pytest.raises(ValueError, match=r"TrainConfig.seed must be an integer from 0 to 2\*\*63"):
+        TrainConfig("x", seed=seed)
+
+
+def test_a_huge_seed_override_is_one_line_not_an_overflow(workspace, capsys):
+    assert cli.main(["train", "--run", "char-ci", "--steps", "1", f"seed={2**64}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TrainConfig.seed must be an integer" in err
+    assert not (workspace / "runs" / "char-ci").exists()
+
+
+def test_a_link_in_the_run_folder_stops_the_run_before_it_writes(workspace, capsys):
+    elsewhere = workspace / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("a user's file")
+    run = workspace / "runs" / "char-ci"
+    run.mkdir(parents=True)
+    (run / "checkpoint").symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
+    assert cli.main(["train", "--run", "char-ci", "--steps", "1", "--no-resume"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a link" in err and "another run_name" in err
+    assert sorted(p.relative_to(workspace) for p in workspace.rglob("*")) == before

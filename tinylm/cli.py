@@ -18,7 +18,7 @@ from tinylm.lock import FolderLocked
 from tinylm.model import GPT
 from tinylm.profiles import PROFILES, get_profile
 from tinylm.run_files import is_finished, load_model
-from tinylm.runs import RUNS, RUNS_DIR_ENV, TrainConfig, config_fields, runs_dir
+from tinylm.runs import MAX_SEED, RUNS, RUNS_DIR_ENV, TrainConfig, config_fields, runs_dir
 from tinylm.sampling import beam_poems, sample_poems
 from tinylm.tokenizers import (
     REPORTED_DENSITY,
@@ -350,7 +350,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--top-k", type=int_at_least(0), default=200, help="0 = all (default: %(default)s)"
     )
-    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="(default: %(default)s)")
     p.add_argument(
         "--out", help="where to write the JSON report (default: eval.json in the run folder)"
     )
@@ -437,7 +437,7 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-new-tokens", type=int_at_least(1), default=200, help="(default: %(default)s)"
     )
-    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=1337, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=1337, help="(default: %(default)s)")
     p.set_defaults(func=cmd_sample)
 
 

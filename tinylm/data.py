@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from tinylm.cleaning import Corpus, load_corpus
-from tinylm.download import DataError, data_dir, load_manifest, sha256_file
+from tinylm.download import DATA_DIR_ENV, DataError, data_dir, load_manifest, sha256_file
 from tinylm.tokenizers import DEFAULT_BPE_VOCAB_SIZE as DEFAULT_BPE_VOCAB
 from tinylm.tokenizers import Tokenizer, get_tokenizer, load_tokenizer
 
@@ -47,16 +48,29 @@ def pack(token_lists: Iterable[Sequence[int]], eot_id: int, dtype: np.dtype) -> 
 
 
 def write_array(array: np.ndarray, path: Path) -> None:
-    """Write raw array bytes to a temporary name, then rename (readable as a memmap)."""
+    """Write raw array bytes to a temporary name, then rename (readable as a memmap).
+
+    Written through a Python file, not ndarray.tofile: a full disk then raises OSError with
+    errno ENOSPC, where tofile says only "N requested and 0 written".
+    """
     partial = path.with_name(path.name + ".part")
-    array.tofile(partial)
+    try:
+        with open(partial, "wb") as f:
+            f.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+    except OSError:
+        partial.unlink(missing_ok=True)  # a half-written file only fills the disk
+        raise
     os.replace(partial, path)
 
 
 def write_json(obj: dict, path: Path) -> None:
     """Write JSON to a temporary name, then rename."""
     partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    try:
+        partial.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, path)
 
 
@@ -142,9 +156,19 @@ def prepare(
     train_ids = pack(tok.encode_batch(train_texts), tok.eot_id, dtype)
     val_ids = pack(tok.encode_batch(val_texts), tok.eot_id, dtype)
     out.mkdir(parents=True, exist_ok=True)
-    write_array(train_ids, out / "train.bin")
-    write_array(val_ids, out / "val.bin")
-    tok.save(out / "tokenizer.json")
+    try:
+        write_array(train_ids, out / "train.bin")
+        write_array(val_ids, out / "val.bin")
+        tok.save(out / "tokenizer.json")
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        megabytes = (train_ids.nbytes + val_ids.nbytes) / 1e6
+        raise OSError(
+            f"could not write the packed data into {out}: its disk is full. It needs about "
+            f"{megabytes:,.0f} MB: free that much there, or set {DATA_DIR_ENV} to a folder on "
+            "another disk, and run again."
+        ) from error
     unk_id = getattr(tok, "unk_id", None)
     meta = {
         "tokenizer": tokenizer,

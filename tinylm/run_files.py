@@ -17,6 +17,11 @@ A run's folder ``runs/<run_name>/`` (``$TINYLM_RUNS_DIR/<run_name>/`` if that is
 - ``lock`` and ``lock.json`` (who holds it), while a process trains the run: a second one is
   refused (`tinylm.lock`; the empty ``lock`` stays after a run on Linux and macOS).
 
+A run writes and deletes nothing else, and nothing outside its folder: before it starts,
+`check_run_folder` refuses links among those names (to somewhere else) and files in the
+checkpoint and model folders that a run does not write, since it replaces those folders whole.
+The run folder itself may be a link (say, to a bigger disk).
+
 Every file is written under a temporary name and renamed, so a kill at any moment leaves the
 old or the new copy whole. Resuming needs the same TrainConfig (`tinylm.runs.LAYOUT_FIELDS`
 aside): a run asked for with another config is an error that names the fields that differ,
@@ -31,6 +36,8 @@ import pickle
 import random
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,7 +46,8 @@ import torch
 from safetensors import SafetensorError
 
 from tinylm.data import BatchSampler, write_json
-from tinylm.model import GPT, GPTConfig
+from tinylm.lock import HOLDER_FILE, LOCK_FILE
+from tinylm.model import CONFIG_FILE, GPT, WEIGHTS_FILE, GPTConfig
 from tinylm.runs import TrainConfig, config_changes
 from tinylm.tokenizers import Tokenizer, load_tokenizer
 
@@ -49,6 +57,16 @@ STATE_FILE = "trainer_state.pt"
 TOKENIZER_FILE = "tokenizer.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+
+# The folders a run replaces whole, each with the files it writes there (and their .part
+# names while they are written), and the run's own files beside them.
+CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE)
+MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE)
+RUN_FOLDERS = {
+    **{name: CHECKPOINT_FILES for name in (*CHECKPOINTS, "checkpoint.tmp")},
+    **{name: MODEL_FILES for name in ("model", "model.old", "model.tmp")},
+}
+RUN_FILES = (LOG_FILE, LOG_FILE + ".part", LOCK_FILE, HOLDER_FILE)
 
 
 def replace_dir(src: Path, dst: Path, keep_old: bool = False) -> None:
@@ -74,6 +92,24 @@ def find_checkpoint(out_dir: Path) -> Path | None:
     return None
 
 
+@contextmanager
+def _written_whole(tmp: Path, what: str, kept: str, megabytes: float) -> Iterator[None]:
+    """Writes into the folder tmp; if they fail (a full disk, most often), remove it and say so.
+
+    torch.save and safetensors report a full disk as RuntimeError or SafetensorError, not
+    OSError: all three become one OSError naming the run folder and the space to free.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as error:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written folder only fills the disk
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OSError(
+            f"could not write {what} into {tmp.parent} ({reason}): is its disk full? {kept}; "
+            f"free about {megabytes:,.0f} MB there and run again to resume."
+        ) from error
+
+
 def save_checkpoint(out_dir: Path, model: GPT, state: dict) -> None:
     """Write model + trainer_state.pt to checkpoint.tmp, then swap it in for checkpoint/.
 
@@ -81,18 +117,10 @@ def save_checkpoint(out_dir: Path, model: GPT, state: dict) -> None:
     """
     tmp = out_dir / "checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    megabytes = 12 * model.num_parameters(non_embedding=False) / 1e6  # fp32 weights, AdamW's 2
+    with _written_whole(tmp, "a checkpoint", "The earlier checkpoints are intact", megabytes):
         model.save_pretrained(tmp)
         torch.save(state, tmp / STATE_FILE)
-    except (OSError, RuntimeError, SafetensorError) as error:  # a full disk, most often
-        shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint only fills the disk
-        size = 12 * sum(p.numel() for p in model.parameters()) / 1e6  # weights + AdamW, fp32
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise OSError(
-            f"could not write a checkpoint into {out_dir} ({reason}): is its disk full? The "
-            f"checkpoints written before are intact; free about {size:,.0f} MB there and run "
-            "again to resume."
-        ) from error
     replace_dir(tmp, out_dir / "checkpoint", keep_old=True)
 
 
@@ -162,9 +190,11 @@ def save_model(out_dir: Path, model: GPT, tokenizer: Tokenizer, cfg: TrainConfig
     """Write the finished model, its tokenizer and its TrainConfig to out_dir/model/."""
     tmp = out_dir / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save(tmp / TOKENIZER_FILE)
-    write_json(asdict(cfg), tmp / TRAIN_CONFIG_FILE)  # written last: marks the run finished
+    megabytes = 4 * model.num_parameters(non_embedding=False) / 1e6  # fp32 weights
+    with _written_whole(tmp, "the final model", "The last checkpoint is intact", megabytes):
+        model.save_pretrained(tmp)
+        tokenizer.save(tmp / TOKENIZER_FILE)
+        write_json(asdict(cfg), tmp / TRAIN_CONFIG_FILE)  # written last: marks the run finished
     replace_dir(tmp, out_dir / "model")
     return out_dir / "model"
 
@@ -223,7 +253,11 @@ def write_log(out_dir: Path, records: list[dict]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(r) + "\n" for r in records)
     partial = out_dir / (LOG_FILE + ".part")
-    partial.write_text(lines, encoding="utf-8")
+    try:
+        partial.write_text(lines, encoding="utf-8")
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, out_dir / LOG_FILE)
 
 
@@ -252,10 +286,54 @@ def is_finished(cfg: TrainConfig) -> bool:
     return saved is not None and not config_changes(saved, cfg)
 
 
+def check_run_folder(out_dir: Path) -> None:
+    """Refuse a run folder where training would write or delete outside it, or delete your files.
+
+    Every name the run writes must be absent or what the run writes there: no link (to
+    somewhere else), a folder where it keeps a folder, and in the checkpoint and model folders,
+    which it replaces whole, only the files it writes.
+    """
+    fix = f"Move it out of {out_dir}, or train under another run_name."
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is a file, not a run folder. {fix}")
+    for name in (*RUN_FOLDERS, *RUN_FILES):
+        path = out_dir / name
+        if path.is_symlink():
+            raise ValueError(
+                f"{path} is a link (to {os.readlink(path)}): a run writes and deletes only "
+                f"inside its own folder. {fix}"
+            )
+        if path.exists() and path.is_dir() != (name in RUN_FOLDERS):
+            kind = "a folder" if path.is_dir() else "a file"
+            raise ValueError(f"{path} is {kind}, which is not what a run writes there. {fix}")
+    for name, files in RUN_FOLDERS.items():
+        folder = out_dir / name
+        if not folder.is_dir():
+            continue
+        foreign = sorted(
+            path.name
+            for path in folder.iterdir()
+            if path.is_symlink()
+            or not path.is_file()
+            or path.name.removesuffix(".part") not in files
+        )
+        if foreign:
+            raise ValueError(
+                f"{folder} holds {', '.join(foreign)}, which a run does not write, and the "
+                f"run replaces that folder whole. Move {'them' if len(foreign) > 1 else 'it'} "
+                f"out of {out_dir}, or train under another run_name."
+            )
+
+
 def start_over(out_dir: Path) -> None:
-    """Remove what an earlier run left in out_dir: checkpoints, final model, log."""
-    for name in (*CHECKPOINTS, "checkpoint.tmp", "model", "model.old", "model.tmp"):
-        shutil.rmtree(out_dir / name, ignore_errors=True)
+    """Remove what an earlier run wrote in out_dir (checkpoints, final model, log): only that."""
+    check_run_folder(out_dir)
+    for name in RUN_FOLDERS:
+        folder = out_dir / name
+        if folder.is_dir():  # holds only the run's files: check_run_folder made sure
+            for path in folder.iterdir():
+                path.unlink()
+            folder.rmdir()
     (out_dir / LOG_FILE).unlink(missing_ok=True)
 
 

@@ -144,7 +144,13 @@ class TrainConfig:
         )
         _check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0: off), got {self.grad_clip}")
         _check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
-        _check(isinstance(self.seed, int), "seed", f"must be an integer, got {self.seed!r}")
+        _check(
+            isinstance(self.seed, int)
+            and not isinstance(self.seed, bool)
+            and 0 <= self.seed <= MAX_SEED,
+            "seed",
+            f"must be an integer from 0 to 2**63 - 1, got {self.seed!r}",
+        )
         _check(
             self.device == "auto" or _is_device(self.device),
             "device",
@@ -167,6 +173,9 @@ class TrainConfig:
         """The run's folder: ``$TINYLM_RUNS_DIR/<run_name>``, by default ``<project>/runs/…``."""
         return run_folder(self.run_name)
 
+
+# The largest seed: torch's generators take up to 2**64 - 1, and each process adds its rank.
+MAX_SEED = 2**63 - 1
 
 # Characters a run folder's name may not hold: path separators, control characters, and those
 # Windows forbids in file names, so a run_name can only ever name a folder inside runs/.

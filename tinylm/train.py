@@ -63,6 +63,7 @@ from tinylm.progress import progress_bar
 from tinylm.run_files import (
     append_log,
     check_resumable,
+    check_run_folder,
     find_checkpoint,
     is_finished,
     load_checkpoint,
@@ -228,6 +229,7 @@ def train(
             f"cannot stop at step {stop}: run {cfg.run_name} has max_steps "
             f"{cfg.max_steps}, so stop at a step from 1 to {cfg.max_steps}"
         )
+    check_run_folder(cfg.out_dir)  # before anything is written or deleted there
     if resume and is_finished(cfg):
         finished = load_finished(cfg)
         if finished is not None:
