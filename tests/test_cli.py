@@ -183,3 +183,97 @@ def test_eval_checks_its_out_file_before_the_work(tmp_path, capsys, where):
     assert cli.main(["eval", "--checkpoint", str(model_dir), "--out", str(out)]) == 1
     assert f"cannot write the report to {out}" in capsys.readouterr().err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def tiny_model_folder(folder: Path) -> Path:
+    """A model folder of a tiny untrained GPT whose tokenizer knows 62 Chinese characters."""
+    GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)).save_pretrained(
+        folder
+    )
+    CharTokenizer([chr(0x4E00 + i) for i in range(62)]).save(folder / TOKENIZER_FILE)
+    return folder
+
+
+def test_a_prompt_the_model_cannot_read_is_warned_about(tmp_path, capsys):
+    model = tiny_model_folder(tmp_path / "model")
+    argv = ["sample", "--model", str(model), "-n", "1", "--max-new-tokens", "2"]
+    assert cli.main([*argv, "--prompt", "hello 一"]) == 0
+    err = capsys.readouterr().err
+    assert "the model never saw 6 character(s) of the prompt ('h' 'e' 'l' 'o' ' ')" in err
+    assert cli.main([*argv, "--prompt", "一丁"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_running_out_of_memory_is_one_line_that_says_what_to_lower(tmp_path, monkeypatch, capsys):
+    def too_many(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 8000000000 bytes. Error code 12"
+        )
+
+    monkeypatch.setattr(cli, "sample_poems", too_many)
+    model = tiny_model_folder(tmp_path / "model")
+    assert cli.main(["sample", "--model", str(model), "-n", "1000000000"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory (7.5 GiB at once): ask for less at a time")
+    assert err.count("\n") == 1
+
+
+def test_other_runtime_errors_are_not_taken_for_memory(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(cli, "sample_poems", broken)
+    model = tiny_model_folder(tmp_path / "model")
+    with pytest.raises(RuntimeError, match="something else"):
+        cli.main(["sample", "--model", str(model)])
+
+
+def test_a_runs_folder_that_is_a_file_names_the_variable(tmp_path, monkeypatch):
+    (tmp_path / "runs").write_text("not a folder")
+    monkeypatch.setenv("TINYLM_RUNS_DIR", str(tmp_path / "runs"))
+    error = NotADirectoryError(errno.ENOTDIR, "Not a directory", str(tmp_path / "runs" / "x"))
+    assert "set TINYLM_RUNS_DIR to another folder" in cli.os_error_message(error)
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "x"}, "LOCAL_RANK='x' is not an integer"),
+        ({"RANK": "0", "WORLD_SIZE": "2"}, "start them with torchrun"),
+    ],
+)
+def test_torchrun_variables_set_by_hand_are_one_clear_line(env, says, monkeypatch, capsys):
+    for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["train", "--run", "char-ci", "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (Linux, macOS)")
+def test_eval_never_renames_its_report_over_a_device_or_pipe(tmp_path, capsys):
+    """--out /dev/null, run as root, replaced the device with a regular file."""
+    model = tiny_model_folder(tmp_path / "model")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    assert cli.main(["eval", "--checkpoint", str(model), "--out", str(pipe)]) == 1
+    assert "it is a device or a pipe, not a file" in capsys.readouterr().err
+    assert pipe.is_fifo()
+    with pytest.raises(ValueError, match="is not a file"):
+        data.write_json({}, pipe)
+    assert pipe.is_fifo() and not (tmp_path / "pipe.part").exists()
+
+
+def test_eval_checks_it_can_create_its_report_before_the_work(tmp_path, monkeypatch, capsys):
+    model = tiny_model_folder(tmp_path / "model")
+
+    def read_only(path, *args, **kwargs):  # a read-only folder, even for root
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "touch", read_only)
+    monkeypatch.setattr(cli.data, "prepare", lambda *a, **k: pytest.fail("the work began"))
+    assert cli.main(["eval", "--checkpoint", str(model), "--out", str(tmp_path / "e.json")]) == 1
+    assert "e.json.part cannot be created there (Permission denied)" in capsys.readouterr().err

@@ -127,6 +127,14 @@ def test_the_switch_hides_the_cpus_bf16(cpu_flags, monkeypatch):
     assert profiles.cpu_bf16_support() == "AMX"
 
 
+@pytest.mark.parametrize("value", ["maybe", "2", "avx2"])
+def test_a_switch_value_that_means_nothing_is_an_error(cpu_flags, monkeypatch, value):
+    cpu_flags({"avx512_bf16"})
+    monkeypatch.setenv(profiles.CPU_BF16_ENV, value)
+    with pytest.raises(ValueError, match=f"TINYLM_CPU_BF16='{value}' is not a setting: use 0"):
+        profiles.cpu_bf16_support()
+
+
 @pytest.mark.parametrize(
     ("device", "flags", "train_run"),
     [

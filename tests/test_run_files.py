@@ -195,3 +195,17 @@ def test_a_run_folder_may_itself_be_a_link(tmp_path):
     check_run_folder(tmp_path / "run")
     start_over(tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["eval.json", "lock"]
+
+
+def test_weights_holding_nan_are_refused_on_loading(tmp_path):
+    model = GPT(TINY)
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="holds NaN or infinite numbers"):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_loading_a_folder_that_is_not_there_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope is not a folder: give a model folder"):
+        load_model(tmp_path / "nope")

@@ -1,13 +1,15 @@
 """Runs: a run's name stays inside runs/; the cpu profile's fp32 runs keep the bf16 recipes."""
 
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
 from tinylm import cli
+from tinylm.download import PROJECT_ROOT
 from tinylm.model import PRESETS, flops_per_token, preset
 from tinylm.profiles import CPU_FP32, PROFILES
-from tinylm.runs import CHAR_VOCAB, RUNS, TrainConfig
+from tinylm.runs import CHAR_VOCAB, RUNS, RUNS_DIR_ENV, TrainConfig, runs_dir
 
 GPT2_VOCAB = 50257
 
@@ -54,14 +56,20 @@ def test_the_fp32_comparisons_keep_equal_compute():
 
 @pytest.mark.parametrize(
     "name",
-    ["..", ".", "", "a/b", "a\\b", "../x", "a\nb", "a:b", "a?", "x.", "x ", 123, True, (1, 2)],
+    [
+        *["..", ".", "", "a/b", "a\\b", "../x", "a\nb", "a:b", "a?", "x.", "x "],
+        *["CON", "nul", "Aux.txt", "com1", "LPT9.log"],  # Windows' device names
+        *[123, True, (1, 2)],
+    ],
 )
 def test_a_run_name_is_one_plain_folder_name(name):
     with pytest.raises(ValueError, match="TrainConfig.run_name must be one plain folder name"):
         TrainConfig(name)
 
 
-@pytest.mark.parametrize("name", ["char-cpu", "talk-30m", "my run 2", "v1.2_b16"])
+@pytest.mark.parametrize(
+    "name", ["char-cpu", "talk-30m", "my run 2", "v1.2_b16", "唐诗", "console", "com10", "nullx"]
+)
 def test_ordinary_run_names_pass(name):
     assert TrainConfig(name).run_name == name
 
@@ -104,3 +112,13 @@ def test_a_link_in_the_run_folder_stops_the_run_before_it_writes(workspace, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a link" in err and "another run_name" in err
     assert sorted(p.relative_to(workspace) for p in workspace.rglob("*")) == before
+
+
+def test_a_relative_runs_folder_is_taken_from_the_project_not_the_current_folder(
+    monkeypatch, tmp_path
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(RUNS_DIR_ENV, "my-runs")
+    assert runs_dir() == PROJECT_ROOT / "my-runs"
+    monkeypatch.setenv(RUNS_DIR_ENV, "~/runs")
+    assert runs_dir() == Path.home() / "runs"

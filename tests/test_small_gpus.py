@@ -103,7 +103,8 @@ def test_the_layout_warns_what_it_changed(gpu_of):
     assert hardware.micro_batch_layout(TALK_124M, TALK_124M_CONFIG, cuda) == (64, 1)
 
 
-def test_the_layout_changes_nothing_off_cuda(recwarn):
+def test_the_layout_changes_nothing_off_cuda(recwarn, monkeypatch):
+    monkeypatch.setattr(hardware, "host_memory", lambda: 1024 * GIB)
     cpu = torch.device("cpu")
     assert hardware.micro_batch_layout(TALK_124M, TALK_124M_CONFIG, cpu) == (64, 1)
     assert not recwarn.list
@@ -227,3 +228,52 @@ def test_a_run_split_on_a_small_gpu_resumes_whole_elsewhere(gpu_for_two, monkeyp
     layouts = [(r["step"], r["micro_batch"], r["grad_accum"]) for r in resumed.history]
     assert layouts == [(s, 2, 2) for s in range(4)] + [(s, 4, 1) for s in range(4, 7)]
     assert [r["tokens"] for r in resumed.history] == [s * 4 * 32 for s in range(7)]
+
+
+def test_the_divisors_of_a_huge_batch_come_at_once():
+    assert hardware.divisors(12) == [12, 6, 4, 3, 2, 1]
+    assert hardware.divisors(1) == [1]
+    assert len(hardware.divisors(10**9)) == 100  # 2^9 · 5^9: (9 + 1)², not 10⁹ trial divisions
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ({"batch_size": 10**9}, "training 1,000,000,000 × 32 tokens at a time"),
+        ({"block_size": 10**6}, "training 4 × 1,000,000 tokens at a time"),
+        ({"eval_batches": 10**9}, "1,000,000,000 fixed evaluation batches"),
+    ],
+)
+def test_a_run_that_cannot_fit_the_machines_ram_is_refused(override, says, monkeypatch):
+    monkeypatch.setattr(hardware, "host_memory", lambda: 8 * GIB)
+    cfg = replace(SPLIT, **override)
+    config = preset(cfg.model, vocab_size=100, block_size=cfg.block_size)
+    with pytest.raises(
+        hardware.NotEnoughMemory, match="more than the 8.0 GiB of this machine's RAM"
+    ) as error:
+        hardware.micro_batch_layout(cfg, config, torch.device("cpu"))
+    assert says in str(error.value) and "Lower batch_size" in str(error.value)
+
+
+def test_a_run_is_not_refused_where_the_machine_does_not_say_its_memory(monkeypatch):
+    monkeypatch.setattr(hardware, "host_memory", lambda: None)
+    cfg = replace(SPLIT, batch_size=10**6)
+    config = preset(cfg.model, vocab_size=100, block_size=cfg.block_size)
+    assert hardware.micro_batch_layout(cfg, config, torch.device("cpu")) == (10**6, 1)
+
+
+def test_the_fixed_evaluation_batches_count_on_a_gpu_too(gpu_of):
+    gpu_of("NVIDIA A100-SXM4-80GB", 80)
+    cfg = replace(SPLIT, eval_batches=10**9)
+    config = preset(cfg.model, vocab_size=100, block_size=cfg.block_size)
+    with pytest.raises(hardware.NotEnoughMemory, match="GiB of NVIDIA A100-SXM4-80GB"):
+        hardware.micro_batch_layout(cfg, config, torch.device("cuda", 0))
+
+
+def test_the_cli_refuses_a_typo_sized_batch_in_one_line_and_leaves_no_folder(workspace, capsys):
+    (workspace / "runs").mkdir()
+    before = sorted(workspace.rglob("*"))
+    assert cli.main(["train", "--run", "char-ci", "--steps", "1", "batch_size=1000000000"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "char-ci needs about" in error
+    assert sorted(workspace.rglob("*")) == before

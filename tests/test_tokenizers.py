@@ -250,3 +250,11 @@ def test_a_damaged_tokenizer_file_is_named(tmp_path):
         r"Tokenizer.save: damaged, cut short or another file \(JSONDecodeError",
     ):
         load_tokenizer(path)
+
+
+@pytest.mark.parametrize("state", [{"type": "char"}, {"type": "bpe"}, {"type": "char", "chars": 5}])
+def test_a_tokenizer_file_without_its_vocabulary_is_named(tmp_path, state):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(state), encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path} is not a whole {state['type']} tokenizer"):
+        load_tokenizer(path)

@@ -6,14 +6,17 @@ import argparse
 import ast
 import errno
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from tinylm import cleaning, data, download, poetry, pretrained
-from tinylm.hardware import GPUTooSmall, resolve_device
+from tinylm.hardware import NotEnoughMemory, resolve_device
 from tinylm.lock import FolderLocked
 from tinylm.model import GPT
 from tinylm.profiles import PROFILES, get_profile
@@ -271,6 +274,7 @@ def load_cli_model(run: str | None, folder: str | None) -> tuple[Path, GPT, Toke
 def cmd_sample(args: argparse.Namespace) -> None:
     """Write poems with a trained run's final model or a model folder."""
     _, model, tokenizer = load_cli_model(args.run, args.model)
+    warn_unknown_characters(tokenizer, args.prompt or [])
     if args.beams > 1:
         poems = beam_poems(model, tokenizer, args.prompt, args.max_new_tokens, args.beams)
     else:
@@ -289,6 +293,47 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print("\n\n".join(poems))
 
 
+def warn_unknown_characters(tokenizer: Tokenizer, prompts: Sequence[str]) -> None:
+    """Say on stderr which prompt characters a character-level model has never seen."""
+    count_unknown = getattr(tokenizer, "count_unknown", None)
+    if count_unknown is None:
+        return  # a byte-level tokenizer encodes any text
+    unknown = count_unknown("".join(prompts))
+    if unknown:
+        shown = " ".join(repr(ch) for ch in list(unknown)[:10])
+        print(
+            f"warning: the model never saw {sum(unknown.values())} character(s) of the prompt "
+            f"({shown}): each is <unk> to it, so expect a poor poem. It knows the characters "
+            "of the Tang poems it was trained on.",
+            file=sys.stderr,
+        )
+
+
+def check_report_path(out: Path) -> None:
+    """Refuse, before any work, a report path that cannot take a new file: a folder, a device
+    such as /dev/null (the report is renamed into place, which would replace it), a missing or
+    read-only folder."""
+    problem = None
+    if out.is_dir():
+        problem = "it is a folder"
+    elif out.exists() and not out.is_file():
+        problem = "it is a device or a pipe, not a file"
+    elif not out.parent.is_dir():
+        problem = f"there is no folder {out.parent}"
+    else:
+        partial = out.with_name(out.name + ".part")  # the name the report is first written to
+        try:
+            partial.touch()
+            partial.unlink()
+        except OSError as error:
+            problem = f"{partial.name} cannot be created there ({error.strerror})"
+    if problem:
+        raise ValueError(
+            f"cannot write the report to {out}: {problem}; pass --out a file name in a folder "
+            "you can write to"
+        )
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     """Score a model's poems and its bits per character; write the report as JSON."""
     directory, model, tokenizer = load_cli_model(args.run, args.checkpoint)
@@ -297,12 +342,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if args.out
         else (directory.parent if directory.name == "model" else directory) / "eval.json"
     )
-    if out.is_dir() or not out.parent.is_dir():  # said now, not after minutes of work
-        raise ValueError(
-            f"cannot write the report to {out}: "
-            + ("it is a folder" if out.is_dir() else f"there is no folder {out.parent}")
-            + "; pass --out a file name in an existing folder"
-        )
+    check_report_path(out)  # said now, not after minutes of work
     packed = data.prepare(tokenizer.name, bpe_vocab_size=tokenizer.vocab_size)
     judge = poetry.PoemJudge.from_training(cleaning.load_corpus().train)
     report, documents = poetry.judge_model(
@@ -463,7 +503,30 @@ def os_error_message(error: OSError) -> str:
             )
         if error.errno == errno.ENOSPC:
             return f"{line}. Free some space, or set {variable} to a folder on another disk."
+        if error.errno in (errno.ENOTDIR, errno.EEXIST):
+            return (
+                f"{line}. A file stands where {folder} needs a folder: move it, or set "
+                f"{variable} to another folder."
+            )
     return line
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for an allocation that failed: MemoryError, CUDA's OutOfMemoryError, or the CPU
+    allocator's RuntimeError ("can't allocate memory")."""
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
+        "can't allocate memory" in str(error)
+    )
+
+
+def out_of_memory_message(error: BaseException) -> str:
+    """One line for an allocation that failed: how much, and what to ask for instead."""
+    asked = re.search(r"allocate (\d+) bytes", str(error))
+    amount = f" ({int(asked.group(1)) / 2**30:,.1f} GiB at once)" if asked else ""
+    return (
+        f"out of memory{amount}: ask for less at a time: fewer poems (-n, --samples), fewer "
+        "--beams or --max-new-tokens, or a smaller batch_size, block_size or eval_batches"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -515,8 +578,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ValueError,
         TrainingDiverged,
         FolderLocked,
-        GPUTooSmall,
+        NotEnoughMemory,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        print(f"error: {out_of_memory_message(error)}", file=sys.stderr)
         return 1
     return 0

@@ -47,6 +47,17 @@ def pack(token_lists: Iterable[Sequence[int]], eot_id: int, dtype: np.dtype) -> 
     return out
 
 
+def replace_file(partial: Path, path: Path) -> None:
+    """Rename a finished temporary file onto path, which must not be a device or a pipe.
+
+    A rename replaces whatever stands at path: /dev/null itself, had a user named it.
+    """
+    if path.exists() and not path.is_file():
+        partial.unlink(missing_ok=True)
+        raise ValueError(f"{path} is not a file (a folder, device or pipe): name a file instead")
+    os.replace(partial, path)
+
+
 def write_array(array: np.ndarray, path: Path) -> None:
     """Write raw array bytes to a temporary name, then rename (readable as a memmap).
 
@@ -60,7 +71,7 @@ def write_array(array: np.ndarray, path: Path) -> None:
     except OSError:
         partial.unlink(missing_ok=True)  # a half-written file only fills the disk
         raise
-    os.replace(partial, path)
+    replace_file(partial, path)
 
 
 def write_json(obj: dict, path: Path) -> None:
@@ -71,7 +82,7 @@ def write_json(obj: dict, path: Path) -> None:
     except OSError:
         partial.unlink(missing_ok=True)
         raise
-    os.replace(partial, path)
+    replace_file(partial, path)
 
 
 @dataclass

@@ -45,15 +45,34 @@ def setup_distributed(device_type: str) -> tuple[Distributed, bool]:
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return Distributed(), False
-    place = Distributed(
-        int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"])
-    )
+    place = Distributed(_env_int("RANK"), _env_int("LOCAL_RANK", 0), _env_int("WORLD_SIZE"))
     if dist.is_initialized():
         return place, False
     if device_type == "cuda":
         torch.cuda.set_device(place.local_rank)
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    try:
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    except ValueError as error:  # torchrun sets MASTER_ADDR and MASTER_PORT; a user may not
+        raise ValueError(
+            f"{error}. RANK and WORLD_SIZE are set, so this process trains as one of "
+            f"{place.world_size}: start them with torchrun --nproc_per_node=N, or unset RANK and "
+            "WORLD_SIZE to train in one process"
+        ) from None
     return place, True
+
+
+def _env_int(name: str, default: int | None = None) -> int:
+    """An integer that torchrun puts in the environment; a clear error if someone else did."""
+    value = os.environ.get(name)
+    if value is None and default is not None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name}={value!r} is not an integer: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; "
+            "unset them to train in one process"
+        ) from None
 
 
 def sync_gradients_if(model: torch.nn.Module, last: bool) -> AbstractContextManager:

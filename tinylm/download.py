@@ -70,9 +70,23 @@ def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
     return Manifest(raw["commit"], raw["url_template"], raw["mirror_subdir"], files)
 
 
+def env_path(name: str) -> Path | None:
+    """The folder an environment variable names, or None if it is unset or empty.
+
+    ``~`` is expanded and a relative path is taken from the project root, not the current
+    folder: the notebooks run in notebooks/, the command line in the project, and both must
+    find the same folder.
+    """
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 def data_dir() -> Path:
     """Root folder for downloads and packed data (TINYLM_DATA_DIR, else ``<project>/data``)."""
-    return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data")
+    return env_path(DATA_DIR_ENV) or PROJECT_ROOT / "data"
 
 
 def raw_dir() -> Path:
@@ -103,7 +117,7 @@ def fetch(
     """
     manifest = manifest or load_manifest()
     dest = Path(dest) if dest is not None else raw_dir()
-    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    mirror = mirror if mirror is not None else env_path(MIRROR_ENV)
     source_root = _mirror_root(Path(mirror), manifest) if mirror else None
     files = manifest.group(group)
     for file in progress_bar(files, desc=f"fetch {group}", unit="file", disable=not progress):

@@ -11,7 +11,10 @@ achieves by the GPU's datasheet peak (PEAK_FLOPS).
 
 Memory (`micro_batch_layout`): on CUDA, a run whose estimated training memory
 (`tinylm.model.training_memory_bytes`) does not fit the GPU trains its batch as more, smaller
-micro-batches with gradient accumulation (`fit_micro_batch`), the same tokens per step.
+micro-batches with gradient accumulation (`fit_micro_batch`), the same tokens per step. On every
+device, a run that cannot fit at all (training plus its fixed evaluation batches, against the
+GPU's memory or the machine's RAM) is refused before any work (`check_memory`): a typo such as
+batch_size=1000000000 is one message, not minutes of swapping and an allocator's traceback.
 
 Device (`resolve_device`): ``device="auto"`` picks CUDA, then Apple's MPS, then the CPU. MPS
 must first compute one training step of a tiny GPT as the CPU does (`mps_agrees_with_cpu`,
@@ -23,6 +26,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -287,7 +291,11 @@ CUDA_MEMORY_HEADROOM = 0.10
 GIB = 2**30
 
 
-class GPUTooSmall(RuntimeError):
+class NotEnoughMemory(RuntimeError):
+    """The run cannot fit this machine's memory (RAM or GPU); the message says what to lower."""
+
+
+class GPUTooSmall(NotEnoughMemory):
     """Not even a micro-batch of one sequence trains in the GPU's memory."""
 
 
@@ -308,6 +316,12 @@ def training_bytes(
     return math.ceil(state / shards) + total - state
 
 
+def divisors(n: int) -> list[int]:
+    """The divisors of n, largest first (in √n steps: a batch of 10⁹ is a typo, not a hang)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)}, reverse=True)
+
+
 def fit_micro_batch(
     model_config: GPTConfig,
     batch_size: int,
@@ -323,7 +337,7 @@ def fit_micro_batch(
     must fit all but CUDA_MEMORY_HEADROOM of the memory; GPUTooSmall if one sequence does not.
     """
     usable = memory_bytes * (1 - CUDA_MEMORY_HEADROOM)
-    for micro_batch in (n for n in range(batch_size, 0, -1) if batch_size % n == 0):
+    for micro_batch in divisors(batch_size):
         needed = training_bytes(model_config, micro_batch, flash, shards)
         if needed <= usable:
             return micro_batch, grad_accum * (batch_size // micro_batch), needed
@@ -344,6 +358,7 @@ def micro_batch_layout(
     """
     memory = device_memory(device)
     if memory is None:
+        check_memory(cfg, model_config, device, cfg.batch_size)
         return cfg.batch_size, cfg.grad_accum
     gpu, total = memory
     flash = cfg.attention == "sdpa"  # SDPA's fused kernels never hold the T x T attention
@@ -369,4 +384,49 @@ def micro_batch_layout(
             ),
             stacklevel=2,
         )
+    check_memory(cfg, model_config, device, micro_batch, shards)
     return micro_batch, grad_accum
+
+
+def host_memory() -> int | None:
+    """Bytes of RAM in this machine, or None where the OS does not say (Windows)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def eval_batch_bytes(cfg: TrainConfig, block_size: int) -> int:
+    """Memory of the fixed evaluation batches: inputs and targets in int64, for both splits."""
+    return 2 * 2 * 8 * cfg.eval_batches * cfg.batch_size * block_size
+
+
+def check_memory(
+    cfg: TrainConfig,
+    model_config: GPTConfig,
+    device: torch.device,
+    micro_batch: int,
+    shards: int = 1,
+) -> None:
+    """Refuse a run whose training and evaluation batches cannot fit the device's memory.
+
+    The estimate is the mixed-precision budget (`training_bytes`), less than fp32 needs, so
+    only runs that cannot fit are refused. RAM counts for the CPU and for Apple's MPS, whose
+    memory is the machine's.
+    """
+    memory = device_memory(device)
+    where, total = memory if memory is not None else ("this machine's RAM", host_memory())
+    if total is None:
+        return
+    flash = cfg.attention == "sdpa"
+    training = training_bytes(model_config, micro_batch, flash, shards)
+    evals = eval_batch_bytes(cfg, model_config.block_size)
+    if training + evals > total:
+        raise NotEnoughMemory(
+            f"{cfg.run_name} needs about {(training + evals) / GIB:,.1f} GiB (training "
+            f"{micro_batch:,} × {model_config.block_size:,} tokens at a time: "
+            f"{training / GIB:,.1f} GiB; {cfg.eval_batches:,} fixed evaluation batches: "
+            f"{evals / GIB:,.1f} GiB), more than the {total / GIB:,.1f} GiB of {where}. Lower "
+            "batch_size (raise grad_accum to keep the tokens per step), block_size or "
+            "eval_batches, or pick a smaller model preset."
+        )

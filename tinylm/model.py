@@ -516,7 +516,8 @@ def positions_in_documents(doc_ids: torch.Tensor) -> torch.Tensor:
 def _check_state(
     state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path
 ) -> None:
-    """Raise an error naming the first tensor that is missing, unexpected or of another shape."""
+    """Raise an error naming the first tensor that is missing, unexpected, of another shape, or
+    holding NaN or infinite numbers (they would make every sampled token an error)."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -531,6 +532,12 @@ def _check_state(
                 f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, but "
                 f"config.json implies {tuple(tensor.shape)}; the weights and the "
                 "config come from different models"
+            )
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(
+                f"{path}: tensor {key!r} holds NaN or infinite numbers. A model that diverged "
+                "was saved, or the file was changed: train the run again, or lower its lr."
             )
 
 

@@ -194,10 +194,17 @@ CPU_BF16_ENV = "TINYLM_CPU_BF16"
 def cpu_bf16_support() -> str | None:
     """The CPU's native bf16 instructions, "AMX" or "AVX-512 BF16", or None (bf16 emulated).
 
-    None too when TINYLM_CPU_BF16 is 0 (or off, no, false).
+    None too when TINYLM_CPU_BF16 is 0 (or off, no, false); unset, empty, 1, on, yes, true
+    or auto: what the CPU reports. Any other value is an error, not a silent guess.
     """
-    if os.environ.get(CPU_BF16_ENV, "").strip().lower() in ("0", "off", "no", "false"):
+    switch = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if switch in ("0", "off", "no", "false"):
         return None
+    if switch not in ("", "1", "on", "yes", "true", "auto"):
+        raise ValueError(
+            f"{CPU_BF16_ENV}={os.environ[CPU_BF16_ENV]!r} is not a setting: use 0 to treat the "
+            "CPU as one without bf16 (as most laptops are), or unset it to use what the CPU has"
+        )
     return detected_cpu_bf16()
 
 

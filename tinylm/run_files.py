@@ -202,6 +202,11 @@ def save_model(out_dir: Path, model: GPT, tokenizer: Tokenizer, cfg: TrainConfig
 def load_model(directory: str | Path) -> tuple[GPT, Tokenizer]:
     """A model folder written by train (or save_pretrained + tokenizer.json), in eval mode."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"{directory} is not a folder: give a model folder (config.json, model.safetensors, "
+            "tokenizer.json), such as runs/<run_name>/model of a trained run"
+        )
     if not (directory / TOKENIZER_FILE).is_file():
         raise FileNotFoundError(
             f"{directory / TOKENIZER_FILE} is missing: not a model folder "
@@ -335,6 +340,14 @@ def start_over(out_dir: Path) -> None:
                 path.unlink()
             folder.rmdir()
     (out_dir / LOG_FILE).unlink(missing_ok=True)
+
+
+def remove_unused_folder(out_dir: Path) -> None:
+    """Remove a run folder that holds nothing but its lock (a run refused before it wrote)."""
+    if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE, HOLDER_FILE}:
+        for name in (LOCK_FILE, HOLDER_FILE):
+            (out_dir / name).unlink(missing_ok=True)
+        out_dir.rmdir()
 
 
 def check_resumable(

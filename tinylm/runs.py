@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tinylm.attention import ATTENTION_IMPLEMENTATIONS
-from tinylm.download import PROJECT_ROOT
+from tinylm.download import PROJECT_ROOT, env_path
 from tinylm.model import PRESETS, flops_per_token, preset
 from tinylm.tokenizers import TOKENIZER_NAMES
 
@@ -82,7 +81,8 @@ class TrainConfig:
             is_plain_name(self.run_name),
             "run_name",
             "must be one plain folder name (not '.' or '..', no path separators, control or "
-            f"Windows-reserved characters such as : * ? < > |), got {self.run_name!r}",
+            "Windows-reserved characters such as : * ? < > |, not a Windows device name such as "
+            f"CON or NUL), got {self.run_name!r}",
         )
         _check_choice("model", self.model, sorted(PRESETS))
         _check_choice("tokenizer", self.tokenizer, TOKENIZER_NAMES)
@@ -180,25 +180,29 @@ MAX_SEED = 2**63 - 1
 # Characters a run folder's name may not hold: path separators, control characters, and those
 # Windows forbids in file names, so a run_name can only ever name a folder inside runs/.
 FORBIDDEN_NAME_CHARACTERS = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+# Names Windows keeps for devices, with or without an extension: a folder "CON" or "nul.x"
+# cannot be made there, so a run folder copied from Linux could not be opened.
+WINDOWS_DEVICE_NAME = re.compile(r"(CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])(\..*)?$", re.IGNORECASE)
 
 
 def is_plain_name(name: object) -> bool:
     """True for a string that names one folder inside another: no ".", "..", separators or controls.
 
-    A name ending in a dot or a space is refused too: Windows strips them, so two names would
-    share a folder there.
+    A name ending in a dot or a space is refused too (Windows strips them, so two names would
+    share a folder there), and Windows' device names such as CON and NUL.
     """
     return (
         isinstance(name, str)
         and name not in ("", ".", "..")
         and not FORBIDDEN_NAME_CHARACTERS.search(name)
         and not name.endswith((".", " "))
+        and not WINDOWS_DEVICE_NAME.match(name)
     )
 
 
 def runs_dir() -> Path:
     """The folder holding every run's folder: $TINYLM_RUNS_DIR, by default <project>/runs."""
-    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs")
+    return env_path(RUNS_DIR_ENV) or PROJECT_ROOT / "runs"
 
 
 def run_folder(run_name: str) -> Path:

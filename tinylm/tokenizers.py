@@ -464,10 +464,15 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         return GPT2Tokenizer(special)
     if kind in tiktoken.list_encoding_names():
         return TiktokenTokenizer(kind, special)
-    if kind == "char":
-        tokenizer: Tokenizer = CharTokenizer(state["chars"])
-    elif kind == "bpe":
-        tokenizer = BPETokenizer(state["merges"])
-    else:
+    if kind not in ("char", "bpe"):
         raise ValueError(f"{path}: unknown tokenizer type {kind!r}")
+    try:
+        tokenizer: Tokenizer = (
+            CharTokenizer(state["chars"]) if kind == "char" else BPETokenizer(state["merges"])
+        )
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path} is not a whole {kind} tokenizer ({type(error).__name__}: {error} is missing "
+            "or malformed): copy the model folder whole, or write it again from its run"
+        ) from None
     return tokenizer.with_special_tokens(special) if special else tokenizer

@@ -57,7 +57,7 @@ from tinylm.hardware import (
     use_compile,
     use_resident_data,
 )
-from tinylm.lock import folder_lock
+from tinylm.lock import FolderLocked, folder_lock
 from tinylm.model import GPT, GPTConfig, flops_per_token, preset
 from tinylm.progress import progress_bar
 from tinylm.run_files import (
@@ -69,6 +69,7 @@ from tinylm.run_files import (
     load_checkpoint,
     load_model,
     read_log,
+    remove_unused_folder,
     rng_state,
     save_checkpoint,
     save_model,
@@ -235,11 +236,18 @@ def train(
         if finished is not None:
             return finished
     place, owns_group = setup_distributed(resolve_device(cfg.device).type)
+    new_folder = not cfg.out_dir.exists()
     try:
         with folder_lock(cfg.out_dir) if place.main else nullcontext():  # one writer per run
             result = _train(cfg, place, resume, progress, stop)
         barrier(place)  # no rank tears the group down while rank 0 is still saving
         return result
+    except FolderLocked:  # the folder and its lock are another process's
+        raise
+    except BaseException:
+        if new_folder and place.main:  # refused before it wrote anything: leave no trace
+            remove_unused_folder(cfg.out_dir)
+        raise
     finally:
         leave(owns_group)
 
