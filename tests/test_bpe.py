@@ -79,3 +79,8 @@ def test_encode_round_trips_and_matches_training():
         ids = bpe_encode(text, merges)
         assert max(ids, default=0) < 400
         assert b"".join(vocab[i] for i in ids).decode("utf-8") == text
+
+
+def test_a_vocabulary_beyond_what_the_trainer_can_number_is_refused_at_once():
+    with pytest.raises(ValueError, match="vocab_size must be at most 1,114,112"):
+        train_bpe(["春眠不觉晓"], 10**9)

@@ -233,7 +233,9 @@ def test_a_runs_folder_that_is_a_file_names_the_variable(tmp_path, monkeypatch):
     (tmp_path / "runs").write_text("not a folder")
     monkeypatch.setenv("TINYLM_RUNS_DIR", str(tmp_path / "runs"))
     error = NotADirectoryError(errno.ENOTDIR, "Not a directory", str(tmp_path / "runs" / "x"))
-    assert "set TINYLM_RUNS_DIR to another folder" in cli.os_error_message(error)
+    assert "A file stands where a folder belongs: move it, or set TINYLM_RUNS_DIR." in (
+        cli.os_error_message(error)
+    )
 
 
 @pytest.mark.parametrize(
@@ -277,3 +279,9 @@ def test_eval_checks_it_can_create_its_report_before_the_work(tmp_path, monkeypa
     monkeypatch.setattr(cli.data, "prepare", lambda *a, **k: pytest.fail("the work began"))
     assert cli.main(["eval", "--checkpoint", str(model), "--out", str(tmp_path / "e.json")]) == 1
     assert "e.json.part cannot be created there (Permission denied)" in capsys.readouterr().err
+
+
+def test_a_bpe_vocabulary_above_the_courses_largest_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["data", "--tokenizer", "bpe", "--bpe-vocab", "1000000000"])
+    assert exit_info.value.code == 2 and "use an integer ≤ 65536" in capsys.readouterr().err

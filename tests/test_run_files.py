@@ -18,6 +18,7 @@ from tinylm.run_files import (
     read_log,
     save_checkpoint,
     save_model,
+    saved_config,
     start_over,
     write_log,
 )
@@ -29,7 +30,8 @@ TINY = GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=1, n_embd=8)
 
 def state(step: int) -> dict:
     """A trainer state with every key a resume reads."""
-    return {"step": step, "optimizer": {}, "rng": [], "train_config": {}, "elapsed_s": 1.5}
+    config = {"max_steps": 100}
+    return {"step": step, "optimizer": {}, "rng": [], "train_config": config, "elapsed_s": 1.5}
 
 
 def write_lines(folder, lines: list[str]) -> None:
@@ -209,3 +211,27 @@ def test_weights_holding_nan_are_refused_on_loading(tmp_path):
 def test_loading_a_folder_that_is_not_there_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope is not a folder: give a model folder"):
         load_model(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("step", [-5, 101, 10**6])
+def test_a_trainer_state_whose_step_is_not_one_of_its_runs_is_refused(tmp_path, step):
+    save_checkpoint(tmp_path, GPT(TINY), state(step))
+    with pytest.raises(ValueError, match=f"its step {step} is not one of its run's steps"):
+        load_trainer_state(tmp_path / "checkpoint")
+
+
+def test_a_checkpoint_missing_a_file_falls_back_to_the_previous_one(tmp_path):
+    save_checkpoint(tmp_path, GPT(TINY), state(10))
+    save_checkpoint(tmp_path, GPT(TINY), state(20))
+    (tmp_path / "checkpoint" / "config.json").unlink()
+    with pytest.warns(UserWarning, match="resuming from the previous checkpoint"):
+        folder, loaded, _ = load_checkpoint(tmp_path, TrainConfig("x"))
+    assert folder.name == "checkpoint.old" and loaded["step"] == 10
+
+
+@pytest.mark.parametrize("text", ["[1]", "null", "{"])
+def test_a_finished_runs_config_that_is_not_an_object_is_named(tmp_path, text):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "train_config.json").write_text(text)
+    with pytest.raises(ValueError, match=r"train_config.json is damaged .*--no-resume"):
+        saved_config(tmp_path)

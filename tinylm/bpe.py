@@ -25,6 +25,7 @@ trainer is the one used at full size too: no hand-off to a compiled library is n
 """
 
 import heapq
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
@@ -100,6 +101,8 @@ def train_bpe(
     """
     if vocab_size < 256:
         raise ValueError(f"vocab_size must be at least 256 (the byte values), got {vocab_size}")
+    if vocab_size > sys.maxunicode + 1:  # step 2 writes token ids as characters
+        raise ValueError(f"vocab_size must be at most {sys.maxunicode + 1:,}, got {vocab_size:,}")
     if isinstance(texts, str):
         texts = [texts]
 

@@ -24,6 +24,7 @@ from tinylm.run_files import is_finished, load_model
 from tinylm.runs import MAX_SEED, RUNS, RUNS_DIR_ENV, TrainConfig, config_fields, runs_dir
 from tinylm.sampling import beam_poems, sample_poems
 from tinylm.tokenizers import (
+    MAX_BPE_VOCAB_SIZE,
     REPORTED_DENSITY,
     TOKENIZER_NAMES,
     Tokenizer,
@@ -504,10 +505,7 @@ def os_error_message(error: OSError) -> str:
         if error.errno == errno.ENOSPC:
             return f"{line}. Free some space, or set {variable} to a folder on another disk."
         if error.errno in (errno.ENOTDIR, errno.EEXIST):
-            return (
-                f"{line}. A file stands where {folder} needs a folder: move it, or set "
-                f"{variable} to another folder."
-            )
+            return f"{line}. A file stands where a folder belongs: move it, or set {variable}."
     return line
 
 
@@ -543,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_data.add_argument(
         "--bpe-vocab",
-        type=int_at_least(256),
+        type=int_in(256, MAX_BPE_VOCAB_SIZE),
         default=data.DEFAULT_BPE_VOCAB,
         help="vocabulary size of the byte-level BPE (default: %(default)s)",
     )

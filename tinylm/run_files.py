@@ -151,6 +151,12 @@ def load_trainer_state(checkpoint: Path) -> dict:
     ]
     if missing:
         raise ValueError(f"{path} is not a trainer state: {', '.join(missing)} missing or wrong")
+    max_steps = state["train_config"].get("max_steps")
+    if not isinstance(max_steps, int) or not 0 <= state["step"] <= max_steps:
+        raise ValueError(
+            f"{path} is not a trainer state: its step {state['step']} is not one of its run's "
+            f"steps (0 to max_steps, {max_steps})"
+        )
     return state
 
 
@@ -167,7 +173,7 @@ def load_checkpoint(out_dir: Path, cfg: TrainConfig) -> tuple[Path, dict, GPT] |
         try:
             state = load_trainer_state(folder)
             model = GPT.from_pretrained(folder, dropout=cfg.dropout, attention=cfg.attention)
-        except ValueError as error:
+        except (ValueError, FileNotFoundError) as error:  # damaged, or a file missing
             problems.append(str(error))
             continue
         if problems:
@@ -278,11 +284,15 @@ def saved_config(out_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        saved = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as error:
+        saved = error
+    if not isinstance(saved, dict):
+        reason = saved if isinstance(saved, ValueError) else f"it holds {type(saved).__name__}"
         raise ValueError(
-            f"{path} is damaged ({error}); start the run over with resume=False (CLI: --no-resume)"
+            f"{path} is damaged ({reason}); start the run over with resume=False (CLI: --no-resume)"
         ) from None
+    return saved
 
 
 def is_finished(cfg: TrainConfig) -> bool:

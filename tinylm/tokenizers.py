@@ -32,6 +32,9 @@ UNK = "<unk>"
 TOKENIZER_NAMES = ("char", "bpe", "gpt2")
 OPTIONAL_TIKTOKEN_NAMES = ("cl100k_base", "o200k_base")  # for optional_tiktoken (need a download)
 DEFAULT_BPE_VOCAB_SIZE = 8192
+# The course's largest BPE: ids fit uint16, so packed data takes half the space of uint32, and it
+# is above GPT-2's 50,257; past it, training the merges only gets slower.
+MAX_BPE_VOCAB_SIZE = 2**16
 TIKTOKEN_LOAD_TIMEOUT_S = 60.0  # longest wait for tiktoken to download an encoding's files
 
 
