@@ -285,3 +285,14 @@ def test_a_bpe_vocabulary_above_the_courses_largest_is_an_argument_error(capsys)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["data", "--tokenizer", "bpe", "--bpe-vocab", "1000000000"])
     assert exit_info.value.code == 2 and "use an integer ≤ 65536" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_and_the_shells_exit_code(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "sample_poems", interrupted)
+    model = tiny_model_folder(tmp_path / "model")
+    assert cli.main(["sample", "--model", str(model)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted.") and err.count("\n") == 1

@@ -585,4 +585,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {out_of_memory_message(error)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: the usual way to stop, not a crash
+        print(
+            "interrupted. A training run resumes from its last checkpoint when you run the same "
+            "command again.",
+            file=sys.stderr,
+        )
+        return 130
     return 0
