@@ -59,6 +59,7 @@ def test_the_fp32_comparisons_keep_equal_compute():
     [
         *["..", ".", "", "a/b", "a\\b", "../x", "a\nb", "a:b", "a?", "x.", "x "],
         *["CON", "nul", "Aux.txt", "com1", "LPT9.log"],  # Windows' device names
+        *["x" * 256, "诗" * 86],  # over 255 bytes
         *[123, True, (1, 2)],
     ],
 )
@@ -68,7 +69,18 @@ def test_a_run_name_is_one_plain_folder_name(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["char-cpu", "talk-30m", "my run 2", "v1.2_b16", "唐诗", "console", "com10", "nullx"]
+    "name",
+    [
+        "char-cpu",
+        "talk-30m",
+        "my run 2",
+        "v1.2_b16",
+        "唐诗",
+        "console",
+        "com10",
+        "nullx",
+        "诗" * 85,
+    ],
 )
 def test_ordinary_run_names_pass(name):
     assert TrainConfig(name).run_name == name

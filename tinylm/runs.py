@@ -82,7 +82,7 @@ class TrainConfig:
             "run_name",
             "must be one plain folder name (not '.' or '..', no path separators, control or "
             "Windows-reserved characters such as : * ? < > |, not a Windows device name such as "
-            f"CON or NUL), got {self.run_name!r}",
+            f"CON or NUL, at most 255 bytes), got {self.run_name!r}",
         )
         _check_choice("model", self.model, sorted(PRESETS))
         _check_choice("tokenizer", self.tokenizer, TOKENIZER_NAMES)
@@ -189,7 +189,8 @@ def is_plain_name(name: object) -> bool:
     """True for a string that names one folder inside another: no ".", "..", separators or controls.
 
     A name ending in a dot or a space is refused too (Windows strips them, so two names would
-    share a folder there), and Windows' device names such as CON and NUL.
+    share a folder there), Windows' device names such as CON and NUL, and names longer than
+    255 bytes.
     """
     return (
         isinstance(name, str)
@@ -197,6 +198,7 @@ def is_plain_name(name: object) -> bool:
         and not FORBIDDEN_NAME_CHARACTERS.search(name)
         and not name.endswith((".", " "))
         and not WINDOWS_DEVICE_NAME.match(name)
+        and len(name.encode("utf-8")) <= 255  # the longest file name most file systems allow
     )
 
 
