@@ -245,7 +245,9 @@ def test_a_runs_folder_that_is_a_file_names_the_variable(tmp_path, monkeypatch):
         ({"RANK": "0", "WORLD_SIZE": "2"}, "start them with torchrun"),
     ],
 )
-def test_torchrun_variables_set_by_hand_are_one_clear_line(env, says, monkeypatch, capsys):
+def test_torchrun_variables_set_by_hand_are_one_clear_line(
+    env, says, workspace, monkeypatch, capsys
+):
     for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():

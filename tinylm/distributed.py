@@ -45,7 +45,7 @@ def setup_distributed(device_type: str) -> tuple[Distributed, bool]:
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return Distributed(), False
-    place = Distributed(_env_int("RANK"), _env_int("LOCAL_RANK", 0), _env_int("WORLD_SIZE"))
+    place = Distributed(env_int("RANK"), env_int("LOCAL_RANK", 0), env_int("WORLD_SIZE"))
     if dist.is_initialized():
         return place, False
     if device_type == "cuda":
@@ -61,7 +61,7 @@ def setup_distributed(device_type: str) -> tuple[Distributed, bool]:
     return place, True
 
 
-def _env_int(name: str, default: int | None = None) -> int:
+def env_int(name: str, default: int | None = None) -> int:
     """An integer that torchrun puts in the environment; a clear error if someone else did."""
     value = os.environ.get(name)
     if value is None and default is not None:

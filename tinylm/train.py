@@ -35,6 +35,7 @@ from tinylm.data import BatchSampler, PackedData
 from tinylm.distributed import (
     Distributed,
     barrier,
+    env_int,
     gather_full_model,
     gather_optimizer_state,
     gather_rng_states,
@@ -261,7 +262,7 @@ def load_finished(cfg: TrainConfig) -> TrainResult | None:
             f"{error}; training resumes from the run's checkpoint to write it again", stacklevel=3
         )
         return None
-    device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(cfg.device, env_int("LOCAL_RANK", 0))
     return TrainResult(model.to(device), tokenizer, read_log(cfg.out_dir), cfg.out_dir)
 
 
