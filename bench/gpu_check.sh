@@ -16,6 +16,10 @@
 #   eval_talk-124m_<slug>.json         (python -m tinylm eval)
 #   bench_train_throughput_<slug>.json the optimisation ladder with MFU, presets 30m and 124m
 #   bench_generate_<slug>.json         generation with and without the KV cache
+#   compare_nanogpt_<slug>.json        talk-30m and talk-124m beside nanoGPT's own runs of the
+#                                      talk's recipe on an H200 (data/reference/gpu-nanogpt-h200):
+#                                      tokens/s of both and the validation curves side by side
+#                                      (bench/compare_nanogpt.py; written even if no run finished)
 #
 # The data travels with the repository. data/ is git-ignored, and the GPU machine may have no
 # network, so `pack` (run where `make data` has run, or with TINYLM_DATA_MIRROR set) bundles
@@ -82,9 +86,9 @@ if [ "${1:-}" = pack ]; then
     exit
 fi
 
-# Seconds per step: 10 + 15 + 15 + 120 + 265 + 15 + 40 + 75 + 25 = 580, under 600.
-T_UNPACK=10 T_WHEELS=15 T_MACHINE=15 T_30M=120 T_124M=265 T_RECORD=15 T_EVAL=40 T_LADDER=75
-T_GENERATE=25
+# Seconds per step: 10 + 10 + 15 + 120 + 265 + 10 + 40 + 75 + 25 + 10 = 580, under 600.
+T_UNPACK=10 T_WHEELS=10 T_MACHINE=15 T_30M=120 T_124M=265 T_RECORD=10 T_EVAL=40 T_LADDER=75
+T_GENERATE=25 T_COMPARE=10
 RUNS=(talk-30m talk-124m)
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -150,6 +154,9 @@ fi
 step ladder "$T_LADDER" "$PYTHON" bench/train_throughput.py \
     --out "$OUT/bench_train_throughput_$SLUG.json"
 step generate "$T_GENERATE" "$PYTHON" bench/generate.py --out "$OUT/bench_generate_$SLUG.json"
+# tinylm's runs beside nanoGPT's on an H200; with no runs file it says so and shows nanoGPT's side.
+step compare "$T_COMPARE" "$PYTHON" bench/compare_nanogpt.py --runs "$OUT/runs_$SLUG.json" \
+    --out "$OUT/compare_nanogpt_$SLUG.json"
 
 echo "== summary"
 cat "$STEPS"

@@ -6,8 +6,10 @@ except the device, a batch of 2 and one evaluation batch, but with what CUDA tur
 itself: torch.compile (inductor for one run, the "aot_eager" backend for the others), the
 resident batch sampler (the corpus on the device) and bf16 autocast
 where the CPU has it (dtype "auto" decides, as on the GPU). It evaluates and writes a
-checkpoint at its last step, then a second call resumes from that checkpoint. The last test
-checks that each run's training memory, at its real batch size, fits the talk's 24 GB A10G.
+checkpoint at its last step, then a second call resumes from that checkpoint. A model too large
+to train on a CI machine's CPU (MyMistral-0.4B) trains here at a fraction of its width, every
+other field of its preset kept. The last test checks that each run's training memory, at its
+real size and batch size, fits the talk's 24 GB A10G.
 """
 
 import math
@@ -19,7 +21,7 @@ from synthetic import synthetic_corpus
 
 from tinylm import data, download, hardware, run_files, runs
 from tinylm import train as train_mod
-from tinylm.model import training_memory_bytes
+from tinylm.model import PRESETS, GPTConfig, count_parameters, training_memory_bytes
 from tinylm.profiles import get_profile
 from tinylm.runs import RUNS, TrainConfig
 from tinylm.scaling import sweep_config
@@ -27,8 +29,11 @@ from tinylm.tokenizers import DEFAULT_BPE_VOCAB_SIZE
 from tinylm.train import build_model_config, train
 
 GPU = get_profile("gpu")
+# The talk's MyMistral run is in RUNS for a GPU (python -m tinylm train --run mymistral-0.4b),
+# but no notebook trains it: about 45 minutes on an A10G.
+GPU_ONLY_RUNS = ("mymistral-0.4b",)
 GPU_RUNS: dict[str, TrainConfig] = {
-    name: RUNS[name] for name in (GPU.train_run, GPU.mistral_run, *GPU.eval_runs)
+    name: RUNS[name] for name in (GPU.train_run, GPU.mistral_run, *GPU.eval_runs, *GPU_ONLY_RUNS)
 }
 GPU_RUNS.update(
     (cfg.run_name, cfg)
@@ -42,9 +47,26 @@ SYNTHETIC_POEMS = 200
 # differentiated by torch.compile (backend "aot_eager": graph breaks, guards and autograd show
 # up as on CUDA); this one also goes through inductor, end to end.
 INDUCTOR_RUN = "talk-30m"
+# Presets above this many parameters train here at 1/CPU_NARROWING of their width (same depth,
+# heads, key/value heads, norms, positions, MLP kind and ratio, tied or not): MyMistral-0.4B,
+# 542M parameters with GPT-2's vocabulary, would need ~9 GB for weights, gradients and AdamW
+# state in fp32, and minutes per step on 2 cores. talk-124m (124M) trains at full size.
+CPU_MAX_PARAMETERS = 200_000_000
+CPU_NARROWING = 16
 A10G_MEMORY_BYTES = 24 * 2**30  # the talk's GPU (AWS g5): 24 GiB
 # Left for the CUDA context, cuDNN/cuBLAS workspaces and the caching allocator's fragmentation.
 A10G_USABLE_FRACTION = 0.9
+
+
+def cpu_sized(config: GPTConfig) -> GPTConfig:
+    """The preset, or above CPU_MAX_PARAMETERS the same model CPU_NARROWING times narrower."""
+    if count_parameters(config, non_embedding=False) <= CPU_MAX_PARAMETERS:
+        return config
+    return replace(
+        config,
+        n_embd=config.n_embd // CPU_NARROWING,
+        intermediate_size=config.hidden_size // CPU_NARROWING,
+    )
 
 
 def on_cpu(cfg: TrainConfig) -> TrainConfig:
@@ -79,8 +101,22 @@ def gpu_data(packed, tmp_path, monkeypatch) -> None:
 
 
 def test_every_gpu_profile_run_is_covered():
-    assert {"talk-30m", "talk-124m", "char-gpu", "mistral-gpu", "bpe-gpu"} <= set(GPU_RUNS)
-    assert len(GPU_RUNS) == 5 + len(GPU.scaling_sweep)  # the sweep's runs have distinct names
+    talk = {"talk-30m", "talk-124m", "mymistral-0.4b"}
+    assert talk | {"char-gpu", "mistral-gpu", "bpe-gpu"} <= set(GPU_RUNS)
+    assert len(GPU_RUNS) == 6 + len(GPU.scaling_sweep)  # the sweep's runs have distinct names
+
+
+def test_only_mymistral_is_narrowed_on_cpu():
+    narrowed = {
+        name
+        for name, cfg in GPU_RUNS.items()
+        if cpu_sized(PRESETS[cfg.model]) is not PRESETS[cfg.model]
+    }
+    assert narrowed == {"mymistral-0.4b"}
+    small, real = cpu_sized(PRESETS["mymistral-0.4b"]), PRESETS["mymistral-0.4b"]
+    assert (small.n_embd, small.hidden_size, small.head_size) == (128, 256, 16)
+    changed = {f for f in GPTConfig.__dataclass_fields__ if getattr(small, f) != getattr(real, f)}
+    assert changed == {"n_embd", "intermediate_size"}
 
 
 def test_resident_data_is_on_cuda_unless_forced(tmp_path, monkeypatch):
@@ -107,6 +143,7 @@ def test_resident_data_is_on_cuda_unless_forced(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", list(GPU_RUNS))
 def test_gpu_run_trains_evaluates_and_resumes_on_cpu(name, gpu_data, monkeypatch):
     cfg = on_cpu(GPU_RUNS[name])
+    monkeypatch.setitem(PRESETS, cfg.model, cpu_sized(PRESETS[cfg.model]))
     if name != INDUCTOR_RUN:  # Dynamo and AOTAutograd as on CUDA; only the code generator differs
         monkeypatch.setenv(hardware.COMPILE_BACKEND_ENV, "aot_eager")
     samplers = []
@@ -131,7 +168,8 @@ def test_gpu_run_trains_evaluates_and_resumes_on_cpu(name, gpu_data, monkeypatch
     second = train(cfg, progress=False, max_steps=3)
     assert second.history[:-1] == first.history  # resumed: the log up to step 2 is kept
     last = second.history[-1]
-    assert last["step"] == 3 and last["tokens"] == 3 * 2 * first.model.config.block_size
+    per_step = 2 * cfg.grad_accum * first.model.config.block_size  # 2 rows per micro-batch
+    assert last["step"] == 3 and last["tokens"] == 3 * per_step
     assert last["lr"] == pytest.approx(train_mod.lr_at(2, **cfg.schedule))
     for key in ("train_loss", "val_loss", "eval_train_loss", "grad_norm"):
         assert math.isfinite(last[key]), key

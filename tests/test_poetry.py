@@ -1,6 +1,7 @@
 """Poem forms on hand-made poems."""
 
 import math
+from collections import Counter
 
 import pytest
 
@@ -175,3 +176,64 @@ def test_poem_labels_align_with_the_body():
     poem = "白日依山尽，\n黄河入海流。"
     assert poetry.poem_labels(poem, labels) == "仄仄平平仄，\n平平仄仄平。"
     assert poetry.poem_labels("白日依山尽，\n欲穷千里目，", labels) is None
+
+
+def test_unigram_documents_draw_the_training_characters_and_end():
+    texts = ["甲\n乙", "甲甲"]  # 甲 ×3, 乙 ×1, newline ×1, end-of-document ×2: 7 draws' worth
+    documents = poetry.unigram_documents(texts, n=2000, seed=0, max_chars=50)
+    assert documents == poetry.unigram_documents(texts, n=2000, seed=0, max_chars=50)
+    assert documents != poetry.unigram_documents(texts, n=2000, seed=1, max_chars=50)
+    assert all(set(text) <= set("甲乙\n") and len(text) <= 50 for text, _ in documents)
+    ended = [text for text, done in documents if done]
+    assert len(ended) > 1900  # P(no end in 50 draws) = (5/7)**50, about 5e-8 per document
+    assert all(len(text) == 50 for text, done in documents if not done)
+    # The length before the end is geometric: mean (1 - p) / p with p = 2/7.
+    assert sum(map(len, ended)) / len(ended) == pytest.approx(2.5, rel=0.1)
+    drawn = Counter("".join(ended))
+    assert drawn["甲"] / sum(drawn.values()) == pytest.approx(3 / 5, abs=0.03)
+    assert drawn["\n"] / sum(drawn.values()) == pytest.approx(1 / 5, abs=0.03)
+
+
+def test_unigram_documents_never_stop_without_an_end_and_reject_bad_input():
+    documents = poetry.unigram_documents(["甲乙"], n=3, seed=0, max_chars=4)
+    assert all(len(text) <= 4 for text, _ in documents)
+    with pytest.raises(ValueError, match="at least one text"):
+        poetry.unigram_documents([], n=1)
+    with pytest.raises(ValueError, match="reserved"):
+        poetry.unigram_documents(["甲" + poetry.END_OF_DOCUMENT], n=1)
+
+
+def test_shuffle_within_poems_keeps_the_form_and_the_characters():
+    chunwang = (
+        "国破山河在，城春草木深。\n感时花溅泪，恨别鸟惊心。\n"
+        "烽火连三月，家书抵万金。\n白头搔更短，浑欲不胜簪。"
+    )
+    poems = [JINGYESI, chunwang, "一二三四五六七八九十，甲乙丙丁戊己庚辛壬癸。"]
+    shuffled = poetry.shuffle_within_poems(poems, seed=0)
+    assert shuffled == poetry.shuffle_within_poems(poems, seed=0)
+    assert shuffled != poetry.shuffle_within_poems(poems, seed=1)
+    for poem, new in zip(poems, shuffled, strict=True):
+        assert new != poem and sorted(new) == sorted(poem)  # the same characters, moved
+        assert [len(v) for v in verses(new)] == [len(v) for v in verses(poem)]
+        assert classify_form(new) == classify_form(poem)
+        assert [c for c in new if c in "，。\n"] == [c for c in poem if c in "，。\n"]
+        assert all((a in "，。\n") == (b in "，。\n") for a, b in zip(poem, new, strict=True))
+    assert poetry.shuffle_within_poems(["，。\n", ""]) == ["，。\n", ""]
+
+
+def test_the_floors_score_below_real_poems():
+    table = poetry.ToneTable({**dict.fromkeys("平", "平"), **dict.fromkeys("仄", "仄")})
+    perfect = "仄仄平平仄，平平仄仄平。\n平平平仄仄，仄仄仄平平。"
+    judge = poetry.PoemJudge(table, poetry.CopyDetector([perfect]))
+    real = judge.report([perfect])
+    shuffled = judge.report(poetry.shuffle_within_poems([perfect] * 20, seed=0))
+    assert shuffled["regulated"] == real["regulated"] == 1.0  # the form survives
+    assert shuffled["tone_agreement"] < real["tone_agreement"] == 1.0  # the tones do not
+    assert shuffled["longest_copied_mean"] < real["longest_copied_mean"]
+    documents = poetry.unigram_documents([f"题\n某\n{perfect}"], n=50, seed=0)
+    poems = [poetry.parse_document(text) for text, _ in documents]
+    unigram = judge.report(
+        [p.content if p else "" for p in poems],
+        [done and p is not None for (_, done), p in zip(documents, poems, strict=True)],
+    )
+    assert unigram["regulated"] < real["regulated"]

@@ -7,9 +7,10 @@ import pytest
 
 from tinylm import cli
 from tinylm.download import PROJECT_ROOT
-from tinylm.model import PRESETS, flops_per_token, preset
+from tinylm.model import PRESETS, count_parameters, flops_per_token, preset
 from tinylm.profiles import CPU_FP32, PROFILES
 from tinylm.runs import CHAR_VOCAB, RUNS, RUNS_DIR_ENV, TrainConfig, runs_dir
+from tinylm.scaling import TALK_RUNS, run_tokens
 
 GPT2_VOCAB = 50257
 
@@ -52,6 +53,25 @@ def test_the_fp32_comparisons_keep_equal_compute():
     assert training_flops("tok-gpt2-cpu-fp32", GPT2_VOCAB) == pytest.approx(char, rel=0.02)
     main = training_flops("char-cpu-fp32", CHAR_VOCAB)
     assert training_flops("mistral-cpu-fp32", CHAR_VOCAB) == pytest.approx(main, rel=0.01)
+
+
+def test_the_talks_mymistral_run_keeps_what_the_talk_states():
+    cfg, talk = RUNS["mymistral-0.4b"], RUNS["talk-30m"]
+    assert cfg.model == "mymistral-0.4b" and cfg.run_name == cfg.model
+    # in RUNS for a GPU, but trained by no notebook: ~45 minutes on an A10G
+    assert all("mymistral-0.4b" not in profile.eval_runs for profile in PROFILES.values())
+    config = preset(cfg.model, vocab_size=GPT2_VOCAB)
+    assert (config.n_layer, config.n_embd, config.hidden_size) == (8, 2048, 4096)
+    assert config.norm == "rmsnorm" and config.position == "rope" and config.mlp == "swiglu"
+    assert count_parameters(preset(cfg.model)) == pytest.approx(401e6, rel=0.01)  # "0.4B"
+    # the talk's nanoGPT recipe: GPT-2 tokens, 64 x 256 tokens a step, AdamW, lr, bf16, SDPA
+    same = ("tokenizer", "lr", "min_lr", "betas", "weight_decay", "warmup_steps", "dtype")
+    assert all(getattr(cfg, key) == getattr(talk, key) for key in same)
+    assert cfg.attention == "sdpa" and config.block_size == 256
+    assert cfg.batch_size * cfg.grad_accum == talk.batch_size == 64
+    assert cfg.dropout == 0.0  # the talk's MistralForCausalLM has no dropout layer
+    # as many tokens as the talk's other large run, its 757M nanoGPT
+    assert run_tokens(cfg) == pytest.approx(TALK_RUNS["talk-757m"].tokens, rel=1e-3)
 
 
 @pytest.mark.parametrize(

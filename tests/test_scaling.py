@@ -1,5 +1,6 @@
 """Scaling laws on known values: FLOPs, Chinchilla's optimum, the law, MFU, and the fitter."""
 
+import json
 import math
 from pathlib import Path
 
@@ -148,3 +149,33 @@ def test_sweep_config_and_point():
     history.append({"tokens": 8192, "val_loss": None})
     with pytest.raises(ValueError, match="no final evaluation"):
         scaling.sweep_point(result)
+
+
+def test_nanogpt_h200_speed_from_the_recorded_steps(tmp_path):
+    iters = [{"iter": i, "ms": 900.0 if i % 1000 == 0 else 16.384} for i in range(100, 4901, 100)]
+    shape = {"n_layer": 6, "n_head": 6, "n_embd": 384, "max_iters": 4900, "eval_interval": 1000}
+    run = {"shape": shape, "wall_s": 99.0, "evals": [], "iters": iters}
+    (tmp_path / "curves.json").write_text(json.dumps({"gpt2_30m_4900it": run}), encoding="utf-8")
+
+    speed = scaling.nanogpt_h200_speed("talk-30m", tmp_path)
+    assert (speed.reference_run, speed.gpu, speed.steps, speed.wall_s) == (
+        "gpt2_30m_4900it",
+        "NVIDIA H200",
+        4900,
+        99.0,
+    )
+    assert speed.step_ms == 16.384  # the steps after an evaluation are left out
+    assert speed.tokens_per_s == pytest.approx(1e6)  # 16,384 tokens in 16.384 ms
+    flops = flops_per_token(PRESETS["30m"]) * 1e6
+    assert speed.mfu == pytest.approx(flops / scaling.PEAK_FLOPS["H200"])
+    assert speed.minutes == pytest.approx(64 * 256 * 4900 / 1e6 / 60)  # the talk's tokens
+    assert speed.end_to_end_tokens_per_s == pytest.approx(4900 * 16384 / 99.0)
+    with pytest.raises(ValueError, match="no nanoGPT H200 run of 'talk-757m'"):
+        scaling.nanogpt_h200_speed("talk-757m", tmp_path)
+
+
+def test_the_committed_nanogpt_runs_are_the_talks_shapes():
+    for name in scaling.NANOGPT_H200_RUNS:
+        speed = scaling.nanogpt_h200_speed(name)
+        assert speed.tokens_per_s > 1e5 and 0 < speed.mfu < 1
+        assert speed.minutes < scaling.TALK_RUNS[name].minutes  # an H200 beats the talk's A10G

@@ -148,3 +148,70 @@ def test_head_view_is_offline():
     assert 'src="http' not in html, "no script may come from the network"
     assert "require.config" not in html and "requirejs(" not in html
     assert "d3js.org v5.7.0" in html and "jQuery v3.7.1" in html
+
+
+def uniform_causal(batch: int, heads: int, length: int) -> torch.Tensor:
+    """Weights of a head that spreads each query evenly over the keys it may see."""
+    mask = torch.tril(torch.ones(length, length))
+    return (mask / mask.sum(-1, keepdim=True)).expand(batch, heads, length, length).clone()
+
+
+def test_uniform_attention_gets_exactly_its_share():
+    tokens = ["⟨eot⟩", "床", "前", "，", "月", "。", "\n", "光"]
+    stripes = viz.stripe_mass([uniform_causal(1, 2, 8)] * 3, tokens)
+    assert stripes.first.shape == stripes.punctuation.shape == (3, 2)
+    # queries 1..7 see 2..8 keys: 1/(i+1) on position 0; punctuation at 3, 5, 6
+    first = sum(1 / n for n in range(2, 9)) / 7
+    punct = (0 + 0 + 1 / 4 + 1 / 5 + 2 / 6 + 3 / 7 + 3 / 8) / 7
+    assert stripes.first_uniform == pytest.approx(first)
+    assert stripes.punctuation_uniform == pytest.approx(punct)
+    assert torch.allclose(stripes.first, torch.full((3, 2), first))
+    assert torch.allclose(stripes.punctuation, torch.full((3, 2), punct))
+    assert torch.allclose(stripes.first_excess, torch.ones(3, 2))
+    assert torch.allclose(stripes.punctuation_excess, torch.ones(3, 2))
+
+
+def test_a_sink_head_and_a_punctuation_head_stand_out():
+    tokens = ["⟨eot⟩", "床", "，", "月", "。"]
+    sink = torch.zeros(1, 1, 5, 5)
+    sink[..., 0] = 1.0  # every query on position 0: the attention sink
+    last_mark = torch.zeros(1, 1, 5, 5)  # each query on the latest punctuation, else on itself
+    for query, key in enumerate([0, 1, 2, 2, 4]):
+        last_mark[0, 0, query, key] = 1.0
+    stripes = viz.stripe_mass([torch.cat([sink, last_mark], dim=1)], tokens)
+    assert stripes.first.tolist() == [[1.0, 0.0]]
+    assert stripes.punctuation.tolist() == [[0.0, 0.75]]  # queries 2, 3, 4 of 1..4
+    assert stripes.first_excess[0, 0] > 2 and stripes.punctuation_excess[0, 1] > 2
+
+
+def test_position_0_is_never_punctuation_and_rows_may_differ():
+    first_row, second_row = ["\n", "a", "。"], ["<s>", "。", "b"]
+    weights = uniform_causal(2, 1, 3)
+    stripes = viz.stripe_mass([weights], [first_row, second_row])
+    # row 1: "。" at 2 only (the leading "\n" is position 0); row 2: "。" at 1
+    expected = ((0 + 1 / 3) + (1 / 2 + 1 / 3)) / 4
+    assert stripes.punctuation_uniform == pytest.approx(expected)
+    assert stripes.punctuation[0, 0].item() == pytest.approx(expected)
+    assert viz.is_punctuation("。\n") and viz.is_punctuation("：")
+    assert not viz.is_punctuation("") and not viz.is_punctuation("月。")
+
+
+def test_no_punctuation_gives_nan_excess_not_a_division_error():
+    stripes = viz.stripe_mass([uniform_causal(1, 1, 3)], list("床前月"))
+    assert stripes.punctuation_uniform == 0.0
+    assert torch.isnan(stripes.punctuation_excess).all()
+
+
+@pytest.mark.parametrize(
+    ("attention", "tokens", "message"),
+    [
+        ([], list("ab"), "attention is empty"),
+        ([torch.ones(2, 2)], list("ab"), r"\(B, n_head, T, T\)"),
+        ([torch.ones(1, 1, 1, 1)], ["a"], "at least 2 positions"),
+        ([torch.ones(1, 1, 3, 3)], list("ab"), "tokens must be 3 strings"),
+        ([torch.ones(2, 1, 2, 2)], [list("ab")], r"or 2 lists of 2"),
+    ],
+)
+def test_stripe_mass_names_what_is_wrong(attention, tokens, message):
+    with pytest.raises(ValueError, match=message):
+        viz.stripe_mass(attention, tokens)

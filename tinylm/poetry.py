@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
@@ -395,3 +396,65 @@ def validation_bits_per_character(
     losses = [model(*sampler.sample())[1].item() for _ in range(batches)]
     counts = packed.meta["counts"]
     return bits_per_character(sum(losses) / len(losses), counts["val_tokens"], counts["val_chars"])
+
+
+# --------------------------------------------------------------------------- floors
+
+END_OF_DOCUMENT = "\x03"  # stands for end-of-document in unigram_documents' character counts
+
+
+def unigram_documents(
+    texts: Sequence[str], n: int, seed: int = 0, max_chars: int = 256
+) -> list[tuple[str, bool]]:
+    """n documents from a model that knows each character's frequency and nothing else.
+
+    Counts every character of texts (newlines included) plus one end-of-document per text,
+    then draws characters independently from those frequencies until end-of-document comes up
+    or max_chars are drawn. Returns (document, ended) pairs, as `sampling.sample_documents`
+    does: scored with the same judge, these documents are the floor of a "model" that has
+    learned the alphabet but no form, no rhyme and no tones.
+    """
+    if not texts:
+        raise ValueError("unigram_documents needs at least one text to count characters in.")
+    counts = Counter("".join(texts))
+    if END_OF_DOCUMENT in counts:
+        raise ValueError(
+            f"{END_OF_DOCUMENT!r} occurs in texts: it is reserved for end-of-document."
+        )
+    counts[END_OF_DOCUMENT] = len(texts)
+    alphabet = list(counts)
+    weights = np.array([counts[ch] for ch in alphabet], dtype=np.float64)
+    draws = np.random.default_rng(seed).choice(
+        len(alphabet), size=(n, max_chars), p=weights / weights.sum()
+    )
+    end = alphabet.index(END_OF_DOCUMENT)
+    documents = []
+    for row in draws:
+        stops = np.flatnonzero(row == end)
+        cut = int(stops[0]) if len(stops) else max_chars
+        documents.append(("".join(alphabet[i] for i in row[:cut]), bool(len(stops))))
+    return documents
+
+
+def _keeps_its_place(char: str) -> bool:
+    """Punctuation and whitespace (line breaks included): the form of a poem, not its words."""
+    return char.isspace() or unicodedata.category(char).startswith("P")
+
+
+def shuffle_within_poems(contents: Sequence[str], seed: int = 0) -> list[str]:
+    """Each poem body with its characters permuted among themselves, form kept.
+
+    Punctuation and line breaks stay where they are, so every verse keeps its length and the
+    poem its form (绝句, 律诗, ...); the other characters are shuffled within the poem, so
+    rhyme, tones and every copied phrase are left to chance. One seeded generator for all
+    poems: the same seed gives the same shuffles.
+    """
+    rng = np.random.default_rng(seed)
+    shuffled = []
+    for content in contents:
+        chars = list(content)
+        movable = [i for i, ch in enumerate(chars) if not _keeps_its_place(ch)]
+        for i, j in zip(movable, rng.permutation(movable), strict=True):
+            chars[i] = content[j]
+        shuffled.append("".join(chars))
+    return shuffled

@@ -333,6 +333,36 @@ TALK_30M = TrainConfig(
     eval_batches=20,
     log_interval=10,
 )
+# The talk's MyMistral ("模型: nanoGPT模型 (size: 30M/124M) | MyMistral-0.4/1B", on the same one
+# A10G): the 0.4B, whose loss and perplexity curves the talk shows. The talk states its model
+# (Mistral-7B's architecture cut to 8 layers of width 2048: preset mymistral-0.4b), the GPU, and
+# for its runs bf16 and FlashAttention; nothing else of this run's recipe. The course's
+# assumptions, each a guess where the talk is silent:
+# - GPT-2's tokens, as the talk's nanoGPT runs. The talk's MyMistral read Mistral's own
+#   LlamaTokenizer (32,000 tokens, the "<s>" of its samples, ~1.47 tokens per character); the
+#   course ships no copy of it. GPT-2's 50,257 tokens make the embedding and the untied output
+#   layer 1.6x larger: 542M parameters with both tables, against 467M with Llama's.
+# - 20M tokens, as the talk's other large run ("~757M size / 20M tokens / 77min / ~3 epochs"):
+#   1,221 steps of 64 x 256 tokens, ~2.5 epochs of the GPT-2-tokenized poems. About 45 minutes on
+#   an A10G at the ~20 TFLOP/s the talk's 757M run implies (tinylm.scaling.TALK_RUNS).
+# - the rest of the talk's nanoGPT table: context 256, AdamW (0.9, 0.99), lr 1e-3 with cosine decay
+#   (to 1e-4 after 100 warmup steps, as TALK_30M), but no dropout: the talk's printout of its
+#   MistralForCausalLM has no dropout layer (transformers' Mistral has only attention_dropout,
+#   0 by default).
+# - 64 sequences a step as 2 micro-batches of 32: 64 at once needs ~27 GiB
+#   (tinylm.model.training_memory_bytes), more than the A10G's 24. On several GPUs, DDP fits too
+#   (8.7 GB of weights, gradients and AdamW state); `parallel=fsdp` shards them.
+# No notebook trains it (`python -m tinylm train --run mymistral-0.4b` on a GPU does).
+TALK_MYMISTRAL = replace(
+    TALK_30M,
+    run_name="mymistral-0.4b",
+    model="mymistral-0.4b",
+    batch_size=32,
+    grad_accum=2,
+    max_steps=1221,
+    dropout=0.0,
+    eval_interval=125,
+)
 CHAR_VOCAB = PRESETS["char-cpu"].vocab_size  # the character vocabulary, padded to 64
 
 
@@ -355,6 +385,7 @@ RUNS: dict[str, TrainConfig] = {
         CHAR_GPU,
         TALK_30M,
         replace(TALK_30M, run_name="talk-124m", model="124m"),
+        TALK_MYMISTRAL,
         # Tokenizer comparisons (notebook 09): one model shape, three tokenizers, the same training
         # FLOPs. GPT-2's 50,304-row output layer makes each token ~3x (cpu shape) or ~5x (ci shape)
         # dearer than a character, so its runs take that many times fewer steps.

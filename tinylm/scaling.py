@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tinylm import nanogpt_reference
 from tinylm.hardware import PEAK_FLOPS, mfu
 from tinylm.model import GPTConfig, count_parameters, flops_per_token, preset
 from tinylm.runs import RUNS, TrainConfig
@@ -147,6 +149,58 @@ PUBLISHED_RUNS: dict[str, tuple[float, float]] = {
     "TinyLlama 1.1B": (1.1e9, 3e12),  # Zhang et al. 2024, arXiv:2401.02385 (~3 epochs of 1T)
     "Llama 3 8B": (8e9, 15e12),  # Meta, "Introducing Meta Llama 3", April 2024: "over 15T"
 }
+
+
+# nanoGPT's own train.py trained the talk's recipe on one H200 (tinylm.nanogpt_reference, with
+# its provenance in data/reference/gpu-nanogpt-h200/README.md): its run of each GPT-2 shape of the
+# talk. The 30M run stopped at the talk's 4,900 steps; the 124M one ran 5,000 steps at nanoGPT's
+# learning rate for that size (6e-4, where the course's talk-124m keeps the 30M run's 1e-3).
+NANOGPT_H200_RUNS: dict[str, str] = {"talk-30m": "gpt2_30m_4900it", "talk-124m": "gpt2_124m_5000it"}
+
+
+@dataclass(frozen=True)
+class ReferenceSpeed:
+    """How fast nanoGPT trained one of the talk's shapes on an H200, from its recorded steps."""
+
+    name: str  # the talk's run, a key of TALK_RUNS
+    reference_run: str  # its key in nanogpt_reference.curves()
+    gpu: str
+    step_ms: float  # the median step time, steps that include an evaluation left out
+    tokens_per_s: float  # at that step time
+    mfu: float  # against the GPU's dense bf16 peak (nanogpt_reference.GPU_PEAK_FLOPS)
+    steps: int
+    wall_s: float  # the whole run as recorded: start-up, compiling and evaluations included
+
+    @property
+    def minutes(self) -> float:
+        """The talk's tokens at the steady step time: no start-up, compiling or evaluations."""
+        return TALK_RUNS[self.name].tokens / self.tokens_per_s / 60
+
+    @property
+    def end_to_end_tokens_per_s(self) -> float:
+        """All the run's tokens over its whole wall time (start-up, compiling, evaluations)."""
+        return self.steps * nanogpt_reference.TOKENS_PER_STEP / self.wall_s
+
+
+def nanogpt_h200_speed(name: str, folder: Path | None = None) -> ReferenceSpeed:
+    """The speed of nanoGPT's H200 run of a talk shape ("talk-30m" or "talk-124m")."""
+    if name not in NANOGPT_H200_RUNS:
+        raise ValueError(
+            f"no nanoGPT H200 run of {name!r}; recorded: {sorted(NANOGPT_H200_RUNS)} "
+            "(the talk's 757M run was not repeated)"
+        )
+    key = NANOGPT_H200_RUNS[name]
+    run = nanogpt_reference.curves(folder)[key]
+    return ReferenceSpeed(
+        name=name,
+        reference_run=key,
+        gpu=nanogpt_reference.GPU_NAME,
+        step_ms=nanogpt_reference.steady_step_ms(run),
+        tokens_per_s=nanogpt_reference.tokens_per_s(run),
+        mfu=nanogpt_reference.mfu(key, run),
+        steps=run["shape"]["max_iters"],
+        wall_s=run["wall_s"],
+    )
 
 
 def effective_tokens(unique: float, epochs: float, decay: float = REPEAT_DECAY) -> float:

@@ -1,4 +1,4 @@
-"""Plot helpers: a font for Chinese, bertviz offline, and the recorded reference runs.
+"""Plot helpers: a font for Chinese, bertviz offline, attention stripes, the reference runs.
 
 `reference_runs` and `reference_files` read what bench/ recorded in data/reference/ (loss
 curves, throughput, poem reports), filtered by the kind of device it ran on, so that a
@@ -11,6 +11,7 @@ import json
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -123,6 +124,95 @@ def head_view(attention: Sequence[torch.Tensor], tokens: Sequence[str], decimals
     return HTML(
         f'{head}<script type="text/javascript">\n(function () {{\n{offline_scripts()}'
         f"{script.rsplit('</script>', 1)[0]}\n}})();\n</script>\n"
+    )
+
+
+# Attention stripes ---------------------------------------------------------------------------
+# A trained model's attention maps show vertical stripes: keys that most queries attend to,
+# whatever they are. In notebook 03 they fall on position 0 (the end-of-text token a poem starts
+# after) and on the punctuation that closes each verse. `stripe_mass` measures them per head.
+PUNCTUATION = ("，", "。", "？", "！", "、", "；", "：", "\n")  # verse ends and line breaks
+
+
+@dataclass(frozen=True)
+class StripeMass:
+    """Mean attention mass per (layer, head) on position 0 and on punctuation, and its baseline.
+
+    `first` and `punctuation` are (n_layer, n_head) tensors: the weight a query puts on key 0,
+    and on the punctuation keys after it, averaged over the queries 1 .. T-1 (query 0 can only
+    attend to itself) and over the batch. `first_uniform` and `punctuation_uniform` are what
+    the same keys would get if every query spread its weight evenly over the keys it may see
+    (query i: 1 / (i + 1) each), so ``first / first_uniform`` is how many times its fair share a
+    head gives the first token.
+    """
+
+    first: torch.Tensor
+    punctuation: torch.Tensor
+    first_uniform: float
+    punctuation_uniform: float
+
+    @property
+    def first_excess(self) -> torch.Tensor:
+        """`first` as a multiple of what uniform causal attention gives position 0."""
+        return self.first / self.first_uniform
+
+    @property
+    def punctuation_excess(self) -> torch.Tensor:
+        """`punctuation` as a multiple of what uniform causal attention gives punctuation."""
+        if self.punctuation_uniform == 0:
+            return torch.full_like(self.punctuation, float("nan"))  # no punctuation key
+        return self.punctuation / self.punctuation_uniform
+
+
+def is_punctuation(token: str, punctuation: Sequence[str] = PUNCTUATION) -> bool:
+    """True for a token made only of punctuation marks and line breaks ("，", "。\\n")."""
+    marks = set("".join(punctuation))
+    return bool(token) and all(c in marks for c in token)
+
+
+def stripe_mass(
+    attention: Sequence[torch.Tensor],
+    tokens: Sequence[str] | Sequence[Sequence[str]],
+    punctuation: Sequence[str] = PUNCTUATION,
+) -> StripeMass:
+    """How much attention each head puts on position 0 and on punctuation, against uniform.
+
+    attention: one (B, n_head, T, T) tensor of causal attention weights per layer (rows:
+    queries, summing to 1), as `GPT.attention_maps` returns them. tokens: the T token strings
+    of the sequence (for token ids, ``[tok.decode([i]) for i in ids]``), or one such list per
+    batch row. A token counts as punctuation when it consists of `punctuation` marks only
+    (by default ，。？！、；： and the newline); position 0 counts as the first token only, never
+    as punctuation, so the two masses do not overlap.
+    """
+    if not attention:
+        raise ValueError("attention is empty: pass one (B, n_head, T, T) tensor per layer")
+    weights = torch.stack([a.detach().double().cpu() for a in attention])  # (L, B, H, T, T)
+    if weights.dim() != 5 or weights.shape[-1] != weights.shape[-2]:
+        raise ValueError(
+            f"each layer's attention must be (B, n_head, T, T), got {tuple(attention[0].shape)}"
+        )
+    batch, length = weights.shape[1], weights.shape[-1]
+    if length < 2:
+        raise ValueError("need at least 2 positions: query 0 has no key to choose from")
+    rows = [list(tokens)] * batch if all(isinstance(t, str) for t in tokens) else tokens
+    rows = [list(row) for row in rows]
+    if len(rows) != batch or any(len(row) != length for row in rows):
+        raise ValueError(
+            f"tokens must be {length} strings (or {batch} lists of {length}) for attention of "
+            f"shape {tuple(attention[0].shape)}, got {[len(row) for row in rows]}"
+        )
+    marks = torch.tensor([[is_punctuation(t, punctuation) for t in row] for row in rows])
+    marks[:, 0] = False  # (B, T): punctuation keys after position 0
+    queries = weights[..., 1:, :]  # (L, B, H, T-1, T): query 0 has only itself
+    first = queries[..., 0].mean(dim=(1, 3))
+    on_marks = (queries * marks[None, :, None, None, :].double()).sum(-1).mean(dim=(1, 3))
+    seen = torch.arange(2, length + 1, dtype=torch.float64)  # keys query i may see: i + 1
+    marks_seen = marks.double().cumsum(-1)[:, 1:]  # (B, T-1): punctuation keys up to query i
+    return StripeMass(
+        first=first.float(),
+        punctuation=on_marks.float(),
+        first_uniform=(1 / seen).mean().item(),
+        punctuation_uniform=(marks_seen / seen).mean().item(),
     )
 
 
