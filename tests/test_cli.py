@@ -60,7 +60,7 @@ def test_warm_prepares_the_data_then_trains_each_run(monkeypatch, capsys):
     assert cli.main(["warm", "--profile", "ci"]) == 0
     out = capsys.readouterr().out
     assert prepared and trained == ["char-ci", "mistral-ci"]
-    assert "char-ci         already trained" in out and "mistral-ci      trained in" in out
+    assert "char-ci     already trained" in out and "mistral-ci  trained in" in out  # aligned
 
 
 @pytest.mark.parametrize(

@@ -229,12 +229,13 @@ def cmd_warm(args: argparse.Namespace) -> None:
     )
     data.prepare_all(TOKENIZER_NAMES)
     start = time.perf_counter()
+    width = max(len(cfg.run_name) for cfg in runs) + 2
     for cfg in runs:
         done = is_finished(cfg)
         run_start = time.perf_counter()
         pretrained.trained(cfg)
         print(
-            f"  {cfg.run_name:<16}"
+            f"  {cfg.run_name:<{width}}"
             + ("already trained" if done else f"trained in {time.perf_counter() - run_start:.0f} s")
         )
     print(
