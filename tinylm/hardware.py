@@ -358,7 +358,7 @@ def micro_batch_layout(
     """
     memory = device_memory(device)
     if memory is None:
-        check_memory(cfg, model_config, device, cfg.batch_size)
+        check_memory(cfg, model_config, None, cfg.batch_size)
         return cfg.batch_size, cfg.grad_accum
     gpu, total = memory
     flash = cfg.attention == "sdpa"  # SDPA's fused kernels never hold the T x T attention
@@ -384,7 +384,7 @@ def micro_batch_layout(
             ),
             stacklevel=2,
         )
-    check_memory(cfg, model_config, device, micro_batch, shards)
+    check_memory(cfg, model_config, memory, micro_batch, shards)
     return micro_batch, grad_accum
 
 
@@ -404,17 +404,17 @@ def eval_batch_bytes(cfg: TrainConfig, block_size: int) -> int:
 def check_memory(
     cfg: TrainConfig,
     model_config: GPTConfig,
-    device: torch.device,
+    memory: tuple[str, int] | None,
     micro_batch: int,
     shards: int = 1,
 ) -> None:
     """Refuse a run whose training and evaluation batches cannot fit the device's memory.
 
-    The estimate is the mixed-precision budget (`training_bytes`), less than fp32 needs, so
-    only runs that cannot fit are refused. RAM counts for the CPU and for Apple's MPS, whose
-    memory is the machine's.
+    memory is the GPU's (name, bytes) from `device_memory`, or None off CUDA: then the
+    machine's RAM counts, for the CPU and for Apple's MPS, whose memory is the machine's. The
+    estimate is the mixed-precision budget (`training_bytes`), less than fp32 needs, so only
+    runs that cannot fit are refused.
     """
-    memory = device_memory(device)
     where, total = memory if memory is not None else ("this machine's RAM", host_memory())
     if total is None:
         return

@@ -25,7 +25,8 @@ from tinylm.tokenizers import Tokenizer
 
 # Poems judge_model writes at a time: its reports depend on it, as on the seed.
 JUDGE_BATCH_SIZE = 50
-_VERSE = re.compile(r"[^，。！？；：、\n]+")  # a verse: a run between punctuation and line breaks
+VERSE_BREAKS = "，。！？；：、\n"  # the punctuation and line breaks that end a verse
+_VERSE = re.compile(f"[^{VERSE_BREAKS}]+")  # a verse: a run between them
 
 FORMS = ("五绝", "七绝", "五律", "七律")
 FORM_NAMES = {

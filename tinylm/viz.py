@@ -20,6 +20,7 @@ from IPython.display import HTML
 from matplotlib import font_manager
 
 from tinylm.machine import REFERENCE_DIR
+from tinylm.poetry import VERSE_BREAKS
 
 # Fonts with Chinese glyphs found on common systems (Linux packages, macOS, Windows), used only
 # when the course's own font (below) is missing.
@@ -131,7 +132,7 @@ def head_view(attention: Sequence[torch.Tensor], tokens: Sequence[str], decimals
 # A trained model's attention maps show vertical stripes: keys that most queries attend to,
 # whatever they are. In notebook 03 they fall on position 0 (the end-of-text token a poem starts
 # after) and on the punctuation that closes each verse. `stripe_mass` measures them per head.
-PUNCTUATION = ("，", "。", "？", "！", "、", "；", "：", "\n")  # verse ends and line breaks
+PUNCTUATION = tuple(VERSE_BREAKS)  # verse ends and line breaks, as poetry.verses splits
 
 
 @dataclass(frozen=True)
