@@ -50,11 +50,11 @@ def variant_config(name: str) -> TrainConfig:
     changes = VARIANTS[name][1]
     if changes is None:
         return RUNS[name]
-    model = f"char-cpu-{name}"
+    model = f"char-cpu-{name}"  # char-cpu-rope is a preset already, and RUNS' char-cpu-rope
     PRESETS[model] = replace(PRESETS[REFERENCE.model], **changes)
     return replace(
         REFERENCE,
-        run_name=f"ablation-{name}",
+        run_name=model,
         model=model,
         max_steps=same_compute_steps(REFERENCE, model, CHAR_VOCAB),
     )

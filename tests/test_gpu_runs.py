@@ -22,6 +22,7 @@ from synthetic import synthetic_corpus
 from tinylm import data, download, hardware, run_files, runs
 from tinylm import train as train_mod
 from tinylm.model import PRESETS, GPTConfig, count_parameters, training_memory_bytes
+from tinylm.pretrained import profile_runs
 from tinylm.profiles import get_profile
 from tinylm.runs import RUNS, TrainConfig
 from tinylm.scaling import sweep_config
@@ -33,12 +34,9 @@ GPU = get_profile("gpu")
 # but no notebook trains it: about 45 minutes on an A10G.
 GPU_ONLY_RUNS = ("mymistral-0.4b",)
 GPU_RUNS: dict[str, TrainConfig] = {
-    name: RUNS[name] for name in (GPU.train_run, GPU.mistral_run, *GPU.eval_runs, *GPU_ONLY_RUNS)
+    **{cfg.run_name: cfg for cfg in profile_runs("gpu")},  # what `make warm` trains on a GPU
+    **{name: RUNS[name] for name in GPU_ONLY_RUNS},
 }
-GPU_RUNS.update(
-    (cfg.run_name, cfg)
-    for cfg in (sweep_config(model, steps) for model, steps in GPU.scaling_sweep)
-)
 # 200 fake poems: enough that even the validation split holds more than a 256-token context in
 # every tokenizer (char 627 tokens, bpe 429, gpt2 1,185).
 SYNTHETIC_POEMS = 200
@@ -70,9 +68,18 @@ def cpu_sized(config: GPTConfig) -> GPTConfig:
 
 
 def on_cpu(cfg: TrainConfig) -> TrainConfig:
-    """The run on CPU as CUDA would run it: compiled, the corpus resident; 2 rows, 1 eval batch."""
+    """The run on CPU as CUDA would run it: compiled, the corpus resident; 2 rows, 1 eval batch.
+
+    A run on part of the training split keeps part of the synthetic one (2,000 tokens).
+    """
     return replace(
-        cfg, device="cpu", batch_size=2, eval_batches=1, compile=True, resident_data=True
+        cfg,
+        device="cpu",
+        batch_size=2,
+        eval_batches=1,
+        compile=True,
+        resident_data=True,
+        train_tokens=None if cfg.train_tokens is None else min(cfg.train_tokens, 2_000),
     )
 
 
@@ -102,8 +109,10 @@ def gpu_data(packed, tmp_path, monkeypatch) -> None:
 
 def test_every_gpu_profile_run_is_covered():
     talk = {"talk-30m", "talk-124m", "mymistral-0.4b"}
-    assert talk | {"char-gpu", "mistral-gpu", "bpe-gpu"} <= set(GPU_RUNS)
-    assert len(GPU_RUNS) == 6 + len(GPU.scaling_sweep)  # the sweep's runs have distinct names
+    twins = {"char-gpu", "mistral-gpu", "char-gpu-rope", "bpe-gpu", "gpt2-gpu"}
+    assert talk | twins | set(GPU.overfit_runs) <= set(GPU_RUNS)
+    sweep = {sweep_config(model, steps).run_name for model, steps in GPU.scaling_sweep}
+    assert len(sweep) == len(GPU.scaling_sweep) and sweep <= set(GPU_RUNS)
 
 
 def test_only_mymistral_is_narrowed_on_cpu():

@@ -2,6 +2,7 @@
 
 import math
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -115,6 +116,7 @@ def test_judge_report_counts_only_finished_poems():
     assert report["copied_verses"] == pytest.approx(4 / 8)
     assert report["longest_copied_max"] == len(JINGYESI)
     assert report["rhymes"] == 1.0  # 霜/乡 and 鸟/少 both rhyme in modern Mandarin
+    assert report["counts"] == {"finished": 2, "regulated": 2, "rhymes_checked": 2, "rhymes": 2}
 
 
 def test_judge_model_on_a_tiny_model():
@@ -237,3 +239,24 @@ def test_the_floors_score_below_real_poems():
         [done and p is not None for (_, done), p in zip(documents, poems, strict=True)],
     )
     assert unigram["regulated"] < real["regulated"]
+
+
+def test_validation_bits_by_batch_average_to_the_mean():
+    import numpy as np
+    import torch
+
+    from tinylm.data import PackedData
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer("静夜思李白床前明月光，疑是地上霜。\n")
+    ids = np.array(tokenizer.encode(JINGYESI * 8), dtype=np.uint16)
+    meta = {"counts": {"val_tokens": len(ids), "val_chars": len(ids) // 2}}  # 2 tokens a char
+    packed = PackedData(Path("."), ids, ids, tokenizer, meta)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=1, n_embd=8)).eval()
+    by_batch = poetry.validation_bits_by_batch(model, packed, batches=5, batch_size=2)
+    mean = poetry.validation_bits_per_character(model, packed, batches=5, batch_size=2)
+    assert len(by_batch) == 5 and len(set(by_batch)) > 1  # different windows, different losses
+    assert mean == pytest.approx(sum(by_batch) / 5)
+    assert mean > math.log2(32)  # an untrained model: about 2 × log2(32) bits per character

@@ -1,6 +1,6 @@
 """Runs: a run's name stays inside runs/; the cpu profile's fp32 runs keep the bf16 recipes."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -9,10 +9,17 @@ from tinylm import cli
 from tinylm.download import PROJECT_ROOT
 from tinylm.model import PRESETS, count_parameters, flops_per_token, preset
 from tinylm.profiles import CPU_FP32, PROFILES
-from tinylm.runs import CHAR_VOCAB, RUNS, RUNS_DIR_ENV, TrainConfig, runs_dir
+from tinylm.runs import (
+    CHAR_VOCAB,
+    RUNS,
+    RUNS_DIR_ENV,
+    TrainConfig,
+    config_changes,
+    runs_dir,
+    tokenizer_twin,
+)
 from tinylm.scaling import TALK_RUNS, run_tokens
-
-GPT2_VOCAB = 50257
+from tinylm.tokenizers import DEFAULT_BPE_VOCAB_SIZE, GPT2_VOCAB_SIZE
 
 
 def training_flops(run: str, vocab_size: int) -> float:
@@ -28,11 +35,14 @@ def test_every_fp32_run_is_named_so_and_exists():
         (CPU_FP32.train_run, bf16.train_run),
         (CPU_FP32.mistral_run, bf16.mistral_run),
         *zip(CPU_FP32.eval_runs, bf16.eval_runs, strict=True),
+        *zip(CPU_FP32.overfit_runs, bf16.overfit_runs, strict=True),
     ]:
         assert fp32_run == f"{bf16_run}-fp32" and fp32_run in RUNS
 
 
-@pytest.mark.parametrize("run", ["char-cpu", "tok-char-cpu", "tok-bpe-cpu", "tok-gpt2-cpu"])
+@pytest.mark.parametrize(
+    "run", ["char-cpu", "bpe-cpu", "gpt2-cpu", "overfit-cpu", "overfit-dropout-cpu"]
+)
 def test_an_fp32_run_keeps_its_recipe_and_changes_only_its_size(run):
     same, fp32 = asdict(RUNS[run]), asdict(RUNS[f"{run}-fp32"])
     changed = {key for key in same if same[key] != fp32[key]}
@@ -49,10 +59,24 @@ def test_an_fp32_run_keeps_its_recipe_and_changes_only_its_size(run):
 
 
 def test_the_fp32_comparisons_keep_equal_compute():
-    char = training_flops("tok-char-cpu-fp32", CHAR_VOCAB)
-    assert training_flops("tok-gpt2-cpu-fp32", GPT2_VOCAB) == pytest.approx(char, rel=0.02)
     main = training_flops("char-cpu-fp32", CHAR_VOCAB)
     assert training_flops("mistral-cpu-fp32", CHAR_VOCAB) == pytest.approx(main, rel=0.01)
+
+
+@pytest.mark.parametrize("profile", [*PROFILES.values(), CPU_FP32], ids=lambda p: p.label)
+def test_each_profiles_tokenizer_runs_cost_the_same_training_flops(profile):
+    vocab = {"char": CHAR_VOCAB, "bpe": DEFAULT_BPE_VOCAB_SIZE, "gpt2": GPT2_VOCAB_SIZE}
+    twins = [run for run in profile.eval_runs if run.startswith(("char-", "bpe-", "gpt2-"))]
+    assert [RUNS[run].tokenizer for run in twins] == ["char", "bpe", "gpt2"]
+    assert twins[0] == profile.train_run  # the profile's main run is the character entry
+    flops = [training_flops(run, vocab[RUNS[run].tokenizer]) for run in twins]
+    for run, run_flops in zip(twins, flops, strict=True):  # equal up to rounding to whole steps
+        assert run_flops == pytest.approx(flops[0], rel=0.5 / RUNS[run].max_steps)
+    reference, gpt2 = RUNS[twins[0]], RUNS[twins[2]]
+    assert gpt2.max_steps < reference.max_steps / 2  # GPT-2's 50k-row output layer: dear tokens
+    assert asdict(tokenizer_twin(reference, "char", "same")) == asdict(
+        replace(reference, run_name="same")
+    )
 
 
 def test_the_talks_mymistral_run_keeps_what_the_talk_states():
@@ -60,7 +84,7 @@ def test_the_talks_mymistral_run_keeps_what_the_talk_states():
     assert cfg.model == "mymistral-0.4b" and cfg.run_name == cfg.model
     # in RUNS for a GPU, but trained by no notebook: ~45 minutes on an A10G
     assert all("mymistral-0.4b" not in profile.eval_runs for profile in PROFILES.values())
-    config = preset(cfg.model, vocab_size=GPT2_VOCAB)
+    config = preset(cfg.model, vocab_size=GPT2_VOCAB_SIZE)
     assert (config.n_layer, config.n_embd, config.hidden_size) == (8, 2048, 4096)
     assert config.norm == "rmsnorm" and config.position == "rope" and config.mlp == "swiglu"
     assert count_parameters(preset(cfg.model)) == pytest.approx(401e6, rel=0.01)  # "0.4B"
@@ -154,3 +178,43 @@ def test_a_relative_runs_folder_is_taken_from_the_project_not_the_current_folder
     assert runs_dir() == PROJECT_ROOT / "my-runs"
     monkeypatch.setenv(RUNS_DIR_ENV, "~/runs")
     assert runs_dir() == Path.home() / "runs"
+
+
+@pytest.mark.parametrize("value", [0, -5, 1.5, True, "100"])
+def test_train_tokens_is_none_or_a_positive_integer(value):
+    with pytest.raises(ValueError, match="train_tokens"):
+        TrainConfig("x", train_tokens=value)
+
+
+def test_a_run_saved_before_a_field_existed_counts_as_its_default():
+    cfg = TrainConfig("x")
+    saved = {k: v for k, v in asdict(cfg).items() if k != "train_tokens"}
+    assert config_changes(saved, cfg) == []
+    assert config_changes(saved, replace(cfg, train_tokens=100)) == ["train_tokens None → 100"]
+
+
+@pytest.mark.parametrize("profile", [*PROFILES.values(), CPU_FP32], ids=lambda p: p.label)
+def test_the_overfitting_runs_differ_only_in_dropout_and_pass_many_epochs(profile):
+    without, dropout = (RUNS[name] for name in profile.overfit_runs)
+    assert (without.dropout, dropout.dropout) == (0.0, 0.2)
+    assert asdict(replace(dropout, run_name=without.run_name, dropout=0.0)) == asdict(without)
+    tokens = without.max_steps * without.batch_size * PRESETS[without.model].block_size
+    assert tokens / without.train_tokens >= 10  # epochs over the subset: enough to turn
+
+
+@pytest.mark.parametrize("profile", [*PROFILES.values(), CPU_FP32], ids=lambda p: p.label)
+def test_the_rope_twin_changes_only_the_positions_at_equal_compute(profile):
+    main, rope = RUNS[profile.train_run], RUNS[profile.rope_run]
+    assert PRESETS[rope.model] == replace(PRESETS[main.model], position="rope")
+    assert asdict(replace(rope, run_name=main.run_name, model=main.model)) == asdict(main)
+
+
+def test_the_ablation_benchmark_trains_the_course_rope_run():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "architecture_ablation", PROJECT_ROOT / "bench" / "architecture_ablation.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.variant_config("rope") == RUNS["char-cpu-rope"]

@@ -19,7 +19,7 @@ from tinylm import cleaning, cli, data, download, hardware, poetry, run_files, r
 from tinylm import train as train_mod
 from tinylm.model import GPT, flops_per_token, preset
 from tinylm.runs import RUNS, TrainConfig
-from tinylm.train import TrainingDiverged, lr_at, train
+from tinylm.train import TrainingDiverged, lr_at, train, training_split
 
 # dtype float32, not "auto": the same numbers on every CPU, with native bf16 (AMX) or without.
 TINY = TrainConfig(
@@ -292,6 +292,24 @@ def test_train_writes_log_checkpoint_and_model(tiny):
         "train_config.json",
     }
     assert not result.model.training
+
+
+def test_train_tokens_trains_on_the_start_of_the_split_only(tiny):
+    packed = data.load_packed("char")
+    small = replace(tiny, run_name="small", train_tokens=200, dropout=0.0, max_steps=30)
+    assert (training_split(small, packed) == packed.train[:200]).all()
+    evals = [r for r in train(small, progress=False).history if r["val_loss"] is not None]
+    full = [
+        r
+        for r in train(replace(small, run_name="full", train_tokens=None), progress=False).history
+        if r["val_loss"] is not None
+    ]
+    # the same steps over 200 tokens: its training loss (on those tokens) falls further
+    assert evals[-1]["eval_train_loss"] < full[-1]["eval_train_loss"]
+    too_many = replace(tiny, run_name="too-many", train_tokens=len(packed.train) + 1)
+    with pytest.raises(ValueError, match="train_tokens .* lower it"):
+        train(too_many, progress=False)
+    assert not too_many.out_dir.exists()  # refused before it wrote anything
 
 
 def test_finished_run_is_loaded_not_retrained(tiny):

@@ -205,6 +205,14 @@ PRESETS: dict[str, GPTConfig] = {
         n_layer=6, n_head=6, n_embd=384, intermediate_size=1024, n_kv_head=3, **MISTRAL
     ),
 }
+# The character models with one of Mistral's options alone, rotary positions (notebook 10's
+# answer 1; bench/architecture_ablation.py switches the others too).
+PRESETS.update(
+    {
+        f"{name}-rope": replace(PRESETS[name], position="rope")
+        for name in ("char-ci", "char-cpu", "char-cpu-fp32", "30m")
+    }
+)
 
 
 def preset(name: str, **overrides) -> GPTConfig:

@@ -310,6 +310,8 @@ class PoemJudge:
         """Every metric over the finished poems (a poem cut by the token limit does not count).
 
         Shares are fractions in [0, 1]; rhyme and tone scores are over the regulated poems.
+        "counts" holds the numbers of poems behind the shares, for their confidence intervals
+        (`tinylm.stats`).
         """
         finished = [True] * len(contents) if finished is None else list(finished)
         done = [c for c, f in zip(contents, finished, strict=True) if f and verses(c)]
@@ -331,6 +333,12 @@ class PoemJudge:
             "copied_verses": _share(sum(k for k, _ in copied), sum(n for _, n in copied)),
             "longest_copied_mean": sum(runs) / len(runs) if runs else None,
             "longest_copied_max": max(runs, default=None),
+            "counts": {
+                "finished": len(done),
+                "regulated": len(regulated),
+                "rhymes_checked": len(rhyme),
+                "rhymes": sum(rhyme),
+            },
         }
 
 
@@ -391,12 +399,25 @@ def validation_bits_per_character(
     model: GPT, packed: PackedData, batches: int = 20, batch_size: int = 16, seed: int = 1234
 ) -> float:
     """Bits per character of the validation split: the loss on fixed windows, per character."""
+    by_batch = validation_bits_by_batch(model, packed, batches, batch_size, seed)
+    return sum(by_batch) / len(by_batch)
+
+
+@torch.no_grad()
+def validation_bits_by_batch(
+    model: GPT, packed: PackedData, batches: int = 20, batch_size: int = 16, seed: int = 1234
+) -> list[float]:
+    """Bits per character of each fixed validation batch: their spread says how sure the mean is."""
     sampler = BatchSampler(
         packed.val, batch_size, model.config.block_size, next(model.parameters()).device, seed
     )
-    losses = [model(*sampler.sample())[1].item() for _ in range(batches)]
     counts = packed.meta["counts"]
-    return bits_per_character(sum(losses) / len(losses), counts["val_tokens"], counts["val_chars"])
+    return [
+        bits_per_character(
+            model(*sampler.sample())[1].item(), counts["val_tokens"], counts["val_chars"]
+        )
+        for _ in range(batches)
+    ]
 
 
 # --------------------------------------------------------------------------- floors

@@ -53,14 +53,15 @@ def profile_runs(profile: str | None = None) -> list[TrainConfig]:
     """Every run the notebooks train in the profile, in the order they first need them.
 
     The main model (notebooks 03-07, and 05's run; in the gpu profile 05 trains the talk's
-    30M model too), notebook 08's scaling sweep, notebook 09's tokenizer runs and notebook 10's
-    Mistral-style twin. Each appears once.
+    30M model too), notebook 05's overfitting runs, notebook 08's scaling sweep, notebook 09's
+    tokenizer runs and notebook 10's Mistral-style and RoPE-only twins. Each appears once.
     """
     p = get_profile(profile)
     main = [RUNS[p.train_run]] + ([RUNS["talk-30m"]] if p.name == "gpu" else [])  # 03-07
+    overfit = [RUNS[name] for name in p.overfit_runs]  # 05
     sweep = [scaling.sweep_config(model, steps) for model, steps in p.scaling_sweep]  # 08
-    later = [RUNS[name] for name in (*p.eval_runs, p.mistral_run)]  # 09, 10
-    unique = {cfg.run_name: cfg for cfg in main + sweep + later}  # first appearance kept
+    later = [RUNS[name] for name in (*p.eval_runs, p.mistral_run, p.rope_run)]  # 09, 10
+    unique = {cfg.run_name: cfg for cfg in main + overfit + sweep + later}  # first kept
     return list(unique.values())
 
 

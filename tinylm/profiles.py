@@ -29,11 +29,13 @@ class Profile:
     concat_demo_poems: tuple[int, ...]  # poem counts timed for the quadratic list-concat demo
     train_run: str  # the profile's main training run: a key of tinylm.runs.RUNS
     mistral_run: str  # its Mistral-style twin at the same training FLOPs (notebook 10)
+    rope_run: str  # the main run's model with rotary positions only, same FLOPs (notebook 10)
     attention_seq_lens: tuple[int, ...]  # sequence lengths timed in notebook 03
     sft_steps: int  # optimizer steps of each fine-tuning run in notebook 06
     sft_eval_prompts: int  # held-out instructions the fine-tuned models answer in notebook 06
     kv_cache_new_tokens: int  # tokens generated when timing the KV cache in notebook 07
     scaling_sweep: tuple[tuple[str, int], ...]  # notebook 08's sweep: (model preset, steps) runs
+    overfit_runs: tuple[str, str]  # notebook 05's overfitting runs: without, with dropout
     eval_runs: tuple[str, ...]  # runs of tinylm.runs.RUNS whose poems notebook 09 scores
     eval_samples: int  # poems each model writes for notebook 09's metrics
     fp32_sizes: bool = False  # the cpu profile's runs for machines that train in fp32 (CPU_FP32)
@@ -53,6 +55,7 @@ PROFILES: dict[str, Profile] = {
         concat_demo_poems=(250, 500, 1000),
         train_run="char-ci",
         mistral_run="mistral-ci",
+        rope_run="char-ci-rope",
         attention_seq_lens=(64, 128, 256),
         sft_steps=20,
         sft_eval_prompts=8,
@@ -66,6 +69,7 @@ PROFILES: dict[str, Profile] = {
             ("sweep-s", 20),
             ("sweep-m", 10),
         ),
+        overfit_runs=("overfit-ci", "overfit-dropout-ci"),
         eval_runs=("char-ci", "bpe-ci", "gpt2-ci"),
         eval_samples=16,
     ),
@@ -77,6 +81,7 @@ PROFILES: dict[str, Profile] = {
         concat_demo_poems=(1000, 2000, 4000, 8000),
         train_run="char-cpu",
         mistral_run="mistral-cpu",
+        rope_run="char-cpu-rope",
         attention_seq_lens=(128, 256, 512, 1024, 2048),
         sft_steps=300,
         sft_eval_prompts=100,
@@ -84,7 +89,8 @@ PROFILES: dict[str, Profile] = {
         scaling_sweep=tuple(
             (m, s) for m in ("sweep-xs", "sweep-s", "sweep-l") for s in (100, 300, 900)
         ),
-        eval_runs=("tok-char-cpu", "tok-bpe-cpu", "tok-gpt2-cpu"),
+        overfit_runs=("overfit-cpu", "overfit-dropout-cpu"),
+        eval_runs=("char-cpu", "bpe-cpu", "gpt2-cpu"),
         eval_samples=120,
     ),
     "gpu": Profile(
@@ -95,6 +101,7 @@ PROFILES: dict[str, Profile] = {
         concat_demo_poems=(1000, 2000, 4000, 8000),
         train_run="char-gpu",
         mistral_run="mistral-gpu",
+        rope_run="char-gpu-rope",
         attention_seq_lens=(256, 512, 1024, 2048, 4096, 8192),
         sft_steps=1000,
         sft_eval_prompts=200,
@@ -102,7 +109,8 @@ PROFILES: dict[str, Profile] = {
         scaling_sweep=tuple(
             (m, s) for m in ("sweep-xs", "sweep-s", "sweep-m", "sweep-l") for s in (250, 1000, 3000)
         ),
-        eval_runs=("char-gpu", "bpe-gpu", "talk-30m", "talk-124m"),
+        overfit_runs=("overfit-gpu", "overfit-dropout-gpu"),
+        eval_runs=("char-gpu", "bpe-gpu", "gpt2-gpu", "talk-30m", "talk-124m"),
         eval_samples=500,
     ),
 }
@@ -127,8 +135,10 @@ CPU_FP32 = replace(
     "10 minutes at most",
     train_run="char-cpu-fp32",
     mistral_run="mistral-cpu-fp32",
+    rope_run="char-cpu-fp32-rope",
     sft_steps=200,
-    eval_runs=("tok-char-cpu-fp32", "tok-bpe-cpu-fp32", "tok-gpt2-cpu-fp32"),
+    overfit_runs=("overfit-cpu-fp32", "overfit-dropout-cpu-fp32"),
+    eval_runs=("char-cpu-fp32", "bpe-cpu-fp32", "gpt2-cpu-fp32"),
     fp32_sizes=True,
 )
 

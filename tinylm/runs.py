@@ -20,7 +20,7 @@ import torch
 from tinylm.attention import ATTENTION_IMPLEMENTATIONS
 from tinylm.download import PROJECT_ROOT, env_path
 from tinylm.model import PRESETS, flops_per_token, preset
-from tinylm.tokenizers import TOKENIZER_NAMES
+from tinylm.tokenizers import DEFAULT_BPE_VOCAB_SIZE, GPT2_VOCAB_SIZE, TOKENIZER_NAMES
 
 RUNS_DIR_ENV = "TINYLM_RUNS_DIR"  # where run folders go (default: <project>/runs)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -71,6 +71,9 @@ class TrainConfig:
     # Where training and evaluation windows start: "random" anywhere in the packed tokens (as
     # nanoGPT does), "documents" only at an end-of-text token, so position 0 is a poem's start.
     windows: str = "random"
+    # Train on only the first this many tokens of the training split (None: all of it), so a
+    # small run passes over the same poems many times: notebook 05's overfitting runs.
+    train_tokens: int | None = None
     # With several processes: "ddp" copies the whole model to each, "fsdp" shards parameters,
     # gradients and optimizer state across them (for 757m, mymistral-0.4b/1b). One process: no
     # effect.
@@ -110,6 +113,16 @@ class TrainConfig:
             isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= self.max_steps,
             "warmup_steps",
             f"must be an integer from 0 to max_steps ({self.max_steps}), got {self.warmup_steps!r}",
+        )
+        _check(
+            self.train_tokens is None
+            or (
+                isinstance(self.train_tokens, int)
+                and not isinstance(self.train_tokens, bool)
+                and self.train_tokens >= 1
+            ),
+            "train_tokens",
+            f"must be None (all) or a positive integer, got {self.train_tokens!r}",
         )
         _check(
             self.block_size is None or (isinstance(self.block_size, int) and self.block_size >= 1),
@@ -177,6 +190,9 @@ class TrainConfig:
 # The largest seed: torch's generators take up to 2**64 - 1, and each process adds its rank.
 MAX_SEED = 2**63 - 1
 
+# Fields added after runs were first saved, with the value those runs were trained with.
+NEWER_FIELD_DEFAULTS = {"train_tokens": None}
+
 # Characters a run folder's name may not hold: path separators, control characters, and those
 # Windows forbids in file names, so a run_name can only ever name a folder inside runs/.
 FORBIDDEN_NAME_CHARACTERS = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
@@ -235,9 +251,13 @@ def config_fields() -> list[str]:
 
 
 def config_changes(saved: dict, cfg: TrainConfig) -> list[str]:
-    """ "name saved → wanted" for each TrainConfig field cfg changes (LAYOUT_FIELDS aside)."""
+    """ "name saved → wanted" for each TrainConfig field cfg changes (LAYOUT_FIELDS aside).
+
+    A field the saved config lacks counts as its default: runs saved before the field existed
+    were trained as the default trains.
+    """
     wanted = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in the saved JSON
-    saved = json.loads(json.dumps(saved))
+    saved = json.loads(json.dumps({**NEWER_FIELD_DEFAULTS, **saved}))
     missing = "(not saved)"
     return [
         f"{name} {saved.get(name, missing)} → {value}"
@@ -364,9 +384,37 @@ TALK_MYMISTRAL = replace(
     eval_interval=125,
 )
 CHAR_VOCAB = PRESETS["char-cpu"].vocab_size  # the character vocabulary, padded to 64
+# The vocabulary each tokenizer gives a model: with the model's shape, what a token costs.
+TOKENIZER_VOCAB_SIZES = {"char": CHAR_VOCAB, "bpe": DEFAULT_BPE_VOCAB_SIZE, "gpt2": GPT2_VOCAB_SIZE}
 
 
-def mistral_twin(reference: TrainConfig, run_name: str, model: str) -> TrainConfig:
+def tokenizer_twin(reference: TrainConfig, tokenizer: str, run_name: str) -> TrainConfig:
+    """The reference run on another tokenizer's tokens, at the same training FLOPs.
+
+    Same model shape, batches and schedule. A larger vocabulary makes every token dearer (the
+    output layer has a row per token: GPT-2's 50k rows cost the cpu shapes ~3x a character), so
+    the twin takes that many times fewer steps, and its warmup, evaluations and records scale
+    with them.
+    """
+    block_size = reference.block_size or PRESETS[reference.model].block_size
+
+    def cost(name: str) -> int:
+        vocab_size = TOKENIZER_VOCAB_SIZES[name]
+        return flops_per_token(preset(reference.model, vocab_size=vocab_size), block_size)
+
+    ratio = cost(reference.tokenizer) / cost(tokenizer)
+    return replace(
+        reference,
+        run_name=run_name,
+        tokenizer=tokenizer,
+        max_steps=max(1, round(reference.max_steps * ratio)),
+        warmup_steps=round(reference.warmup_steps * ratio),
+        eval_interval=max(1, round(reference.eval_interval * ratio)),
+        log_interval=max(1, round(reference.log_interval * ratio)),
+    )
+
+
+def model_twin(reference: TrainConfig, run_name: str, model: str) -> TrainConfig:
     """The reference run with its model swapped for `model`, at the same training FLOPs."""
     return replace(
         reference,
@@ -374,6 +422,29 @@ def mistral_twin(reference: TrainConfig, run_name: str, model: str) -> TrainConf
         model=model,
         max_steps=same_compute_steps(reference, model, CHAR_VOCAB),
     )
+
+
+def overfitting_pair(
+    reference: TrainConfig, size: str, train_tokens: int, max_steps: int
+) -> tuple[TrainConfig, TrainConfig]:
+    """The reference recipe for many epochs over its first train_tokens tokens, two ways.
+
+    `overfit-<size>` trains without dropout, `overfit-dropout-<size>` with the talk's 0.2;
+    both evaluate about twenty times, so the validation curve shows where it turns (notebook 05).
+    """
+    interval = max(1, max_steps // 20)
+    without = replace(
+        reference,
+        run_name=f"overfit-{size}",
+        train_tokens=train_tokens,
+        max_steps=max_steps,
+        warmup_steps=max_steps // 10,
+        dropout=0.0,
+        eval_interval=interval,
+        eval_batches=4,
+        log_interval=interval,
+    )
+    return without, replace(without, run_name=f"overfit-dropout-{size}", dropout=0.2)
 
 
 RUNS: dict[str, TrainConfig] = {
@@ -386,97 +457,34 @@ RUNS: dict[str, TrainConfig] = {
         TALK_30M,
         replace(TALK_30M, run_name="talk-124m", model="124m"),
         TALK_MYMISTRAL,
-        # Tokenizer comparisons (notebook 09): one model shape, three tokenizers, the same training
-        # FLOPs. GPT-2's 50,304-row output layer makes each token ~3x (cpu shape) or ~5x (ci shape)
-        # dearer than a character, so its runs take that many times fewer steps.
-        replace(CHAR_CI, run_name="bpe-ci", tokenizer="bpe"),
-        replace(
-            CHAR_CI,
-            run_name="gpt2-ci",
-            tokenizer="gpt2",
-            max_steps=12,
-            warmup_steps=2,
-            eval_interval=6,
+        # Tokenizer comparisons (notebook 09): each profile's main run against its twins on our
+        # 8k BPE and on GPT-2's tokens, at the same training FLOPs.
+        *(
+            tokenizer_twin(reference, tokenizer, f"{tokenizer}-{size}")
+            for reference, size in (
+                (CHAR_CI, "ci"),
+                (CHAR_CPU, "cpu"),
+                (CHAR_CPU_FP32, "cpu-fp32"),
+                (CHAR_GPU, "gpu"),
+            )
+            for tokenizer in ("bpe", "gpt2")
         ),
-        replace(
-            CHAR_CPU,
-            run_name="tok-char-cpu",
-            batch_size=8,
-            max_steps=450,
-            warmup_steps=50,
-            lr=1e-3,
-            min_lr=1e-4,
-            eval_interval=150,
-            log_interval=50,
-        ),
-        replace(
-            CHAR_CPU,
-            run_name="tok-bpe-cpu",
-            tokenizer="bpe",
-            batch_size=8,
-            max_steps=450,
-            warmup_steps=50,
-            lr=1e-3,
-            min_lr=1e-4,
-            eval_interval=150,
-            log_interval=50,
-        ),
-        replace(
-            CHAR_CPU,
-            run_name="tok-gpt2-cpu",
-            tokenizer="gpt2",
-            batch_size=8,
-            max_steps=156,
-            warmup_steps=20,
-            lr=1e-3,
-            min_lr=1e-4,
-            eval_interval=52,
-            log_interval=13,
-        ),
-        # The same comparison for laptops that train in fp32: char-cpu-fp32's narrower model and
-        # two thirds of the steps (equal training FLOPs again for GPT-2's tokens).
-        replace(
-            CHAR_CPU_FP32,
-            run_name="tok-char-cpu-fp32",
-            batch_size=8,
-            max_steps=300,
-            warmup_steps=30,
-            lr=1e-3,
-            min_lr=1e-4,
-            eval_interval=100,
-            log_interval=50,
-        ),
-        replace(
-            CHAR_CPU_FP32,
-            run_name="tok-bpe-cpu-fp32",
-            tokenizer="bpe",
-            batch_size=8,
-            max_steps=300,
-            warmup_steps=30,
-            lr=1e-3,
-            min_lr=1e-4,
-            eval_interval=100,
-            log_interval=50,
-        ),
-        replace(
-            CHAR_CPU_FP32,
-            run_name="tok-gpt2-cpu-fp32",
-            tokenizer="gpt2",
-            batch_size=8,
-            max_steps=94,
-            warmup_steps=10,
-            lr=1e-3,
-            min_lr=1e-4,
-            eval_interval=47,
-            log_interval=47,
-        ),
-        replace(CHAR_GPU, run_name="bpe-gpu", tokenizer="bpe"),
+        # Overfitting (notebook 05): a few hundred poems (a few dozen in ci), seen ~20 times.
+        *overfitting_pair(CHAR_CI, "ci", train_tokens=2_048, max_steps=40),
+        *overfitting_pair(CHAR_CPU, "cpu", train_tokens=32_768, max_steps=400),
+        *overfitting_pair(CHAR_CPU_FP32, "cpu-fp32", train_tokens=32_768, max_steps=280),
+        *overfitting_pair(CHAR_GPU, "gpu", train_tokens=393_216, max_steps=600),
         # Architecture comparison (notebook 10): each profile's character model against its
         # Mistral-style twin (RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head), with the
         # same data, batches and schedule, and as many steps as give the same training FLOPs.
-        mistral_twin(CHAR_CI, "mistral-ci", "mistral-ci"),
-        mistral_twin(CHAR_CPU, "mistral-cpu", "mistral-cpu"),
-        mistral_twin(CHAR_CPU_FP32, "mistral-cpu-fp32", "mistral-cpu-fp32"),
-        mistral_twin(CHAR_GPU, "mistral-gpu", "mistral-30m"),
+        model_twin(CHAR_CI, "mistral-ci", "mistral-ci"),
+        model_twin(CHAR_CPU, "mistral-cpu", "mistral-cpu"),
+        model_twin(CHAR_CPU_FP32, "mistral-cpu-fp32", "mistral-cpu-fp32"),
+        model_twin(CHAR_GPU, "mistral-gpu", "mistral-30m"),
+        # ... and against the same model with rotary positions only (notebook 10's answer 1).
+        *(
+            model_twin(reference, f"{reference.run_name}-rope", f"{reference.model}-rope")
+            for reference in (CHAR_CI, CHAR_CPU, CHAR_CPU_FP32, CHAR_GPU)
+        ),
     )
 }

@@ -32,6 +32,7 @@ UNK = "<unk>"
 TOKENIZER_NAMES = ("char", "bpe", "gpt2")
 OPTIONAL_TIKTOKEN_NAMES = ("cl100k_base", "o200k_base")  # for optional_tiktoken (need a download)
 DEFAULT_BPE_VOCAB_SIZE = 8192
+GPT2_VOCAB_SIZE = 50_257  # tiktoken's gpt2: 50,000 merges, 256 bytes and <|endoftext|>
 # The course's largest BPE: ids fit uint16, so packed data takes half the space of uint32, and it
 # is above GPT-2's 50,257; past it, training the merges only gets slower.
 MAX_BPE_VOCAB_SIZE = 2**16
@@ -44,7 +45,7 @@ REPORTED_DENSITY: tuple[tuple[str, int, float], ...] = (
     ("Claude 3", 65_000, 1.41),
     ("GPT-4 / GPT-3.5 (cl100k_base)", 100_277, 1.48),
     ("GPT-3 (p50k_base)", 50_281, 2.16),
-    ("GPT-2 (gpt2)", 50_257, 2.16),
+    ("GPT-2 (gpt2)", GPT2_VOCAB_SIZE, 2.16),
     ("Llama 2", 32_000, 1.47),
     ("Mistral-7B / Mixtral-8x7B", 32_000, 1.47),
     ("ChatGLM2", 64_794, 0.997),

@@ -26,6 +26,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -277,6 +278,18 @@ def _load_data(cfg: TrainConfig, place: Distributed) -> PackedData:
     return packed if packed is not None else data.load_packed(cfg.tokenizer)
 
 
+def training_split(cfg: TrainConfig, packed: PackedData) -> np.ndarray:
+    """The training tokens a run draws its batches from: all, or the first cfg.train_tokens."""
+    if cfg.train_tokens is None:
+        return packed.train
+    if cfg.train_tokens > len(packed.train):
+        raise ValueError(
+            f"TrainConfig.train_tokens is {cfg.train_tokens:,}, but the {cfg.tokenizer} training "
+            f"split has only {len(packed.train):,} tokens: lower it, or set it to None for all"
+        )
+    return packed.train[: cfg.train_tokens]
+
+
 def _train(
     cfg: TrainConfig, place: Distributed, resume: bool, progress: bool, stop: int
 ) -> TrainResult:
@@ -302,8 +315,9 @@ def _train(
         betas=cfg.betas,
         fused=device.type == "cuda",
     )  # on the shards, if any
+    train_tokens = training_split(cfg, packed)
     sampler = BatchSampler(
-        packed.train,
+        train_tokens,
         micro_batch,
         config.block_size,
         device,
@@ -341,7 +355,7 @@ def _train(
         key: _split_batches(
             fixed_batches(tokens, cfg, config.block_size, device, tokenizer.eot_id), micro_batch
         )
-        for key, tokens in (("val_loss", packed.val), ("eval_train_loss", packed.train))
+        for key, tokens in (("val_loss", packed.val), ("eval_train_loss", train_tokens))
     }
     tokens_per_step = micro_batch * config.block_size * grad_accum * place.world_size
     layout = {"micro_batch": micro_batch, "grad_accum": grad_accum}  # logged in every record
