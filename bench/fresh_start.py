@@ -2,7 +2,7 @@
 
 The cpu profile promises budgets (docs/teaching.md): the main run trains in under 10 minutes,
 `make demo` from a fresh clone finishes in under 13 (set-up and data included), and `make warm`
-trains every run the notebooks use in under an hour. This script measures them as a learner
+trains every run the notebooks use in about an hour. This script measures them as a learner
 meets them. It clones the committed HEAD of this repository into a new folder beside it, then,
 timing each step:
 
