@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = (
     "attention",
     "bpe",
+    "batches",
     "training",
     "cross_entropy",
     "adamw",
