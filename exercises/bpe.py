@@ -1,7 +1,9 @@
-"""Exercise (notebook 02): one byte-pair-encoding merge step, and a tiny BPE trainer built on it.
+"""Exercise (notebook 02): one byte-pair-encoding merge step, a tiny BPE trainer built on it, and
+encoding and decoding text with the merges it learns.
 
-Write the four functions, then check them with `make exercises` or `pytest exercises -k bpe`.
-The checks compare your merges with `tinylm.bpe.train_bpe` on small texts.
+Write the six functions, then check them with `make exercises` or `pytest exercises -k bpe`.
+The checks compare your merges with `tinylm.bpe.train_bpe` and your token ids with
+`tinylm.bpe.bpe_encode` on small texts.
 """
 
 from collections import Counter
@@ -43,3 +45,24 @@ def train_bpe(text: str, vocab_size: int) -> list[tuple[int, int]]:
     left. vocab_size = 256 learns nothing; vocab_size < 256 raises ValueError.
     """
     raise NotImplementedError("not implemented yet: write train_bpe in exercises/bpe.py")
+
+
+def encode(text: str, merges: Sequence[tuple[int, int]]) -> list[int]:
+    """The token ids of text under merges (merge i made token 256 + i), as the trainer would cut it.
+
+    Cut text into chunks as `train_bpe` does, turn each chunk into its UTF-8 bytes, and apply
+    the learned merges inside each chunk until none applies. When several merges could apply,
+    the one learned first wins, wherever it stands in the chunk: encoding must give the ids
+    training would have given this text, whatever pairs happen to be frequent in it. No merges:
+    the bytes themselves.
+    """
+    raise NotImplementedError("not implemented yet: write encode in exercises/bpe.py")
+
+
+def decode(ids: Sequence[int], merges: Sequence[tuple[int, int]]) -> str:
+    """The text the token ids spell under merges: the inverse of encode.
+
+    Ids whose bytes are not valid UTF-8 on their own (half of a Chinese character's three
+    bytes, say) decode to the replacement character U+FFFD, as tiktoken does, never an error.
+    """
+    raise NotImplementedError("not implemented yet: write decode in exercises/bpe.py")

@@ -50,3 +50,27 @@ def train_bpe(text: str, vocab_size: int) -> list[tuple[int, int]]:
         merges.append(pair)
         chunks = [merge(chunk, pair, new_id) for chunk in chunks]
     return merges
+
+
+def encode(text: str, merges: Sequence[tuple[int, int]]) -> list[int]:
+    """The token ids of text under merges (merge i made token 256 + i), cut as the trainer cuts."""
+    rank = {pair: i for i, pair in enumerate(merges)}  # pair → its merge's index
+    ids = []
+    for chunk in pretokenize(text):
+        chunk_ids = list(chunk.encode("utf-8"))
+        while len(chunk_ids) >= 2:
+            # The pair of this chunk learned first; pairs never learned rank after all others.
+            pair = min(pairwise(chunk_ids), key=lambda p: rank.get(p, len(merges)))
+            if pair not in rank:  # no learned pair left in the chunk
+                break
+            chunk_ids = merge(chunk_ids, pair, 256 + rank[pair])
+        ids.extend(chunk_ids)
+    return ids
+
+
+def decode(ids: Sequence[int], merges: Sequence[tuple[int, int]]) -> str:
+    """The text the token ids spell under merges: the inverse of encode."""
+    spelled = [bytes([b]) for b in range(256)]  # token id → the bytes it stands for
+    for a, b in merges:
+        spelled.append(spelled[a] + spelled[b])
+    return b"".join(spelled[i] for i in ids).decode("utf-8", errors="replace")

@@ -224,3 +224,101 @@ def test_train_bpe_rejects_a_vocabulary_smaller_than_the_bytes(exercise):
         f"train_bpe('hello', vocab_size=255) should raise ValueError (the 256 byte "
         f"values are always in the vocabulary), but returned {got}",
     )
+
+
+# --------------------------------------------------------------------------- encode and decode
+
+POEM = "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n"
+TRAINING_TEXT = POEM * 3 + "国破山河在，城春草木深。感时花溅泪，恨别鸟惊心。 moon, moonlight 明月"
+UNSEEN = ["明月几时有？把酒问青天。", "the moon 月 and 12 frosts\n", "", "霜"]
+
+
+def reference_encode(text, merges):
+    return bpe.bpe_encode(text, merges)
+
+
+@pytest.fixture(scope="module")
+def learned():
+    return reference_train(TRAINING_TEXT, 256 + 40)
+
+
+@pytest.mark.parametrize(
+    "text", [POEM, *UNSEEN], ids=["the poem", "unseen", "ascii", "empty", "one"]
+)
+def test_encode_equals_tinylms(exercise, learned, text):
+    got, expected = exercise.encode(text, learned), reference_encode(text, learned)
+    if got == expected:
+        return
+    index = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), None)
+    where = (
+        f"id {index} is {got[index]}, expected {expected[index]}"
+        if index is not None
+        else f"got {len(got)} ids, expected {len(expected)}"
+    )
+    bytes_only = [b for chunk in reference_chunks(text) for b in chunk]
+    hint = (
+        "no merge was applied: look up each adjacent pair in the learned merges"
+        if got == bytes_only and got != expected
+        else "apply, again and again, the learned merge of lowest index (learned first) present "
+        "in the chunk, not the most frequent pair of this text; and never merge across chunks"
+    )
+    expect(False, f"encode({text!r}): {where}. {hint}")
+
+
+def test_encode_without_merges_gives_the_bytes(exercise):
+    expect(
+        exercise.encode("月 moon", []) == list("月 moon".encode()),
+        "with no merges every token is one UTF-8 byte: 月 is the three bytes 230, 156, 136",
+    )
+
+
+@pytest.mark.parametrize(
+    "text", [POEM, *UNSEEN], ids=["the poem", "unseen", "ascii", "empty", "one"]
+)
+def test_decode_inverts_encode(exercise, learned, text):
+    ids = reference_encode(text, learned)
+    got = exercise.decode(ids, learned)
+    expect(
+        got == text,
+        f"decode(encode({text!r})) gave {got!r}: spell each id as its bytes (a merge's bytes "
+        "are its two parts' bytes joined), join all of them, then decode the UTF-8 once",
+    )
+
+
+def test_decode_replaces_broken_characters(exercise):
+    half = list("月".encode())[:2]  # two of the character's three bytes
+    try:
+        got = exercise.decode(half + [ord("a")], [])
+    except NotImplementedError:
+        raise
+    except Exception as error:
+        raise AssertionError(
+            f"decoding half a character raised {type(error).__name__}: {error}; decode the "
+            'bytes with errors="replace", as tiktoken does'
+        ) from error
+    expect(
+        got.endswith("a") and "\ufffd" in got,
+        f"half a character and 'a' decoded to {got!r}: the broken bytes should become U+FFFD "
+        "(�) and the 'a' stay",
+    )
+
+
+def test_encode_applies_merges_in_the_order_learned(exercise):
+    merges = [(98, 99), (97, 98)]  # "bc" learned first (id 256), then "ab" (id 257)
+    got, expected = exercise.encode("abc", merges), reference_encode("abc", merges)
+    expect(
+        got == expected,
+        f"encode('abc') with 'bc' learned before 'ab' gave {got}, expected {expected}: both "
+        "pairs occur once, and the merge learned first (lowest index) must win",
+    )
+
+
+def test_encode_never_merges_across_chunks(exercise):
+    merges = [(98, 32)]  # "b" + " ": a pair that only occurs where two chunks meet
+    got, expected = exercise.encode("ab cd", merges), reference_encode("ab cd", merges)
+    expect(
+        got == expected,
+        f"encode('ab cd') with the merge ('b', ' ') gave {got}, expected {expected}: 'ab' and "
+        "' cd' are separate chunks (tinylm.bpe.pretokenize), and no merge crosses from one "
+        "to the next",
+    )
