@@ -28,12 +28,12 @@ class AdamW:
     def step(self) -> None:
         """Update every parameter that has a gradient in place, exactly as torch.optim.AdamW.
 
-        The contract, not the formula (notebook 05 and the AdamW paper, Loshchilov & Hutter
-        2019, have that): keep for each parameter a running mean of its gradients and of their
-        squares (decay rates betas), correct both for starting at zero, step each weight against
-        the mean gradient scaled by the root of the mean square (eps keeps the division finite),
-        and shrink the weight itself by the weight decay, apart from the gradient: the decay
-        must not pass through the moment estimates. A parameter whose .grad is None is left
-        alone and its state untouched.
+        The contract, not the formula (the AdamW paper, Loshchilov & Hutter 2019, and the
+        documentation of torch.optim.AdamW have that): keep for each parameter a running mean of
+        its gradients and of their squares (decay rates betas), correct both for starting at
+        zero, step each weight against the mean gradient scaled by the root of the mean square
+        (eps keeps the division finite), and shrink the weight itself by the weight decay, apart
+        from the gradient: the decay must not pass through the moment estimates. A parameter
+        whose .grad is None is left alone and its state untouched.
         """
         raise NotImplementedError("not implemented yet: write step in exercises/adamw.py")
