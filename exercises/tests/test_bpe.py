@@ -32,6 +32,10 @@ def reference_vocab(merges):
     return bpe.vocab_bytes(merges)
 
 
+def reference_encode(text, merges):
+    return bpe.bpe_encode(text, merges)
+
+
 def reference_best(counts):
     """train_bpe's rule (it has no function of its own): most frequent, then lowest pair."""
     return min(counts, key=lambda pair: (-counts[pair], pair)) if counts else None
@@ -230,11 +234,13 @@ def test_train_bpe_rejects_a_vocabulary_smaller_than_the_bytes(exercise):
 
 POEM = "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n"
 TRAINING_TEXT = POEM * 3 + "国破山河在，城春草木深。感时花溅泪，恨别鸟惊心。 moon, moonlight 明月"
-UNSEEN = ["明月几时有？把酒问青天。", "the moon 月 and 12 frosts\n", "", "霜"]
-
-
-def reference_encode(text, merges):
-    return bpe.bpe_encode(text, merges)
+ENCODE_TEXTS = {  # the training poem, then texts it never saw
+    "the poem": POEM,
+    "unseen": "明月几时有？把酒问青天。",
+    "ascii": "the moon 月 and 12 frosts\n",
+    "empty": "",
+    "one": "霜",
+}
 
 
 @pytest.fixture(scope="module")
@@ -242,9 +248,7 @@ def learned():
     return reference_train(TRAINING_TEXT, 256 + 40)
 
 
-@pytest.mark.parametrize(
-    "text", [POEM, *UNSEEN], ids=["the poem", "unseen", "ascii", "empty", "one"]
-)
+@pytest.mark.parametrize("text", ENCODE_TEXTS.values(), ids=ENCODE_TEXTS.keys())
 def test_encode_equals_tinylms(exercise, learned, text):
     got, expected = exercise.encode(text, learned), reference_encode(text, learned)
     if got == expected:
@@ -272,9 +276,7 @@ def test_encode_without_merges_gives_the_bytes(exercise):
     )
 
 
-@pytest.mark.parametrize(
-    "text", [POEM, *UNSEEN], ids=["the poem", "unseen", "ascii", "empty", "one"]
-)
+@pytest.mark.parametrize("text", ENCODE_TEXTS.values(), ids=ENCODE_TEXTS.keys())
 def test_decode_inverts_encode(exercise, learned, text):
     ids = reference_encode(text, learned)
     got = exercise.decode(ids, learned)
