@@ -1,6 +1,12 @@
 """Exercise (notebook 03): causal multi-head self-attention, written out by hand.
 
-Write the four functions, then check them with `make exercises` or `pytest exercises -k attention`.
+Notebook 03 §2 writes attention out for one sequence, with a square causal mask; here
+`causal_attention` is the same step for a batch of heads, and `self_attention` builds the whole
+module from it. The new angle is `cached_causal_attention`: attention of the last few positions
+of a sequence whose earlier keys and values come from a KV cache (notebook 07 §8), where the
+mask is no longer square and no longer starts at the diagonal.
+
+Write the five functions, then check them with `make exercises` or `pytest exercises -k attention`.
 The checks compare your results with `tinylm.attention` on small random tensors.
 """
 
@@ -37,6 +43,23 @@ def causal_attention(
     """
     raise NotImplementedError(
         "not implemented yet: write causal_attention in exercises/attention.py"
+    )
+
+
+def cached_causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention for the T newest of S positions, the older ones cached; → (out, weights).
+
+    q (..., T, hs): the queries of positions S - T … S - 1 only (the new tokens); k, v (..., S, hs):
+    the keys and values of all S positions in order, the S - T cached ones first (S >= T). As in
+    causal_attention, a query sees its own position and the past, never a later one: the query
+    at position p attends to keys 0 … p, so every cached key is visible to every new query.
+    weights (..., T, S): rows sum to 1, 0 on the keys a query may not see; out (..., T, hs).
+    S = T (nothing cached) is causal_attention; T = 1 (one decoding step) sees all S keys.
+    """
+    raise NotImplementedError(
+        "not implemented yet: write cached_causal_attention in exercises/attention.py"
     )
 
 

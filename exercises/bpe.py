@@ -1,6 +1,11 @@
 """Exercise (notebook 02): one byte-pair-encoding merge step, a tiny BPE trainer built on it, and
 encoding and decoding text with the merges it learns.
 
+Notebook 02 §3 writes the trainer's loop out with the package's pair counting and merging;
+here you write those two pieces yourself, put the loop together from them (`train_bpe`), and
+then do what the notebook leaves to `tinylm`: encode new text with the learned merges and
+decode it again.
+
 Write the six functions, then check them with `make exercises` or `pytest exercises -k bpe`.
 The checks compare your merges with `tinylm.bpe.train_bpe` and your token ids with
 `tinylm.bpe.bpe_encode` on small texts.

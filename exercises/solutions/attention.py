@@ -35,6 +35,20 @@ def causal_attention(
     return weights @ v, weights  # (..., T, hs): a weighted average of the values
 
 
+def cached_causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention for the T newest of S positions, the older ones cached; → (out, weights)."""
+    t, s, hs = q.size(-2), k.size(-2), q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (..., T, S): one column per key, cached too
+    # Query i is at position S - T + i, so it sees keys 0 … S - T + i: the square causal mask
+    # with its diagonal moved S - T columns to the right (S = T gives causal_attention's mask).
+    visible = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)  # (T, S)
+    scores = scores.masked_fill(~visible, float("-inf"))
+    weights = F.softmax(scores, dim=-1)  # (..., T, S): each row sums to 1 over what it sees
+    return weights @ v, weights  # (..., T, hs)
+
+
 def self_attention(x: torch.Tensor, attn: CausalSelfAttention) -> torch.Tensor:
     """Multi-head causal self-attention of x (B, T, C) with the weights of a tinylm module."""
     c = x.size(-1)

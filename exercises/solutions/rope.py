@@ -15,9 +15,9 @@ def rope_angles(
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(..., hs) → (..., hs): the halves [x1, x2] become [-x2, x1], a 90° turn of each pair."""
+    """(..., hs) → (..., hs): every channel pair of every vector turned by 90°."""
     x1, x2 = x.chunk(2, dim=-1)  # (..., hs/2) each: the first and second member of every pair
-    return torch.cat((-x2, x1), dim=-1)
+    return torch.cat((-x2, x1), dim=-1)  # (a, b) → (-b, a): a quarter turn counterclockwise
 
 
 def apply_rope(

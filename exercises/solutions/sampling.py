@@ -26,3 +26,32 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     keep_sorted[..., 0] = True  # the most likely token always stays, however small p is
     keep = keep_sorted.scatter(-1, order, keep_sorted)  # back to vocabulary order
     return logits.masked_fill(~keep, float("-inf"))
+
+
+def filter_rows(
+    logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
+) -> torch.Tensor:
+    """The logits a batch samples from when every row has its own temperature, top-k and top-p."""
+    if not (temperature > 0).all():
+        raise ValueError(f"every temperature must be > 0, got {temperature.tolist()}")
+    if not (top_k >= 1).all():
+        raise ValueError(f"every top_k must be at least 1, got {top_k.tolist()}")
+    if not ((top_p > 0) & (top_p <= 1)).all():
+        raise ValueError(f"every top_p must be in (0, 1], got {top_p.tolist()}")
+    logits = logits / temperature[:, None]  # (B, V) / (B, 1): each row by its own temperature
+    # Top-k: the k-th largest logit of row b sits at index k_b - 1 of the row sorted in
+    # descending order, so one sort and one gather serve every row's own k.
+    descending = logits.sort(dim=-1, descending=True).values  # (B, V)
+    k = top_k.clamp(max=logits.size(-1))  # (B,): asking for more than V keeps the whole row
+    kth = descending.gather(-1, (k - 1)[:, None])  # (B, 1): each row's k-th largest logit
+    logits = logits.masked_fill(logits < kth, float("-inf"))  # ties with the k-th survive
+    # Top-p on what top-k left: the removed tokens now have probability 0, the survivors are
+    # renormalised, and the nucleus is taken of that distribution.
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the tokens ahead of each
+    keep_sorted = before < top_p[:, None] - 1e-6  # each row against its own p
+    keep_sorted[:, 0] = True  # the most likely token always stays
+    keep = keep_sorted.scatter(-1, order, keep_sorted)  # back to vocabulary order
+    keep |= (top_p == 1)[:, None]  # p = 1 keeps every token, however little mass the tail has
+    return logits.masked_fill(~keep, float("-inf"))

@@ -1,6 +1,7 @@
-"""Solution (notebook 05): the learning-rate schedule, and one training step with clipping."""
+"""Solution (notebook 05): the learning-rate schedule, and training steps with clipping."""
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -31,3 +32,27 @@ def train_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)  # gradients accumulate otherwise
     return loss.item(), norm.item()
+
+
+def accumulated_train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    grad_clip: float,
+) -> tuple[float, float]:
+    """One optimizer step over n micro-batches, as if they were one batch; → (loss, norm)."""
+    n = len(batches)
+    total = 0.0
+    for x, y in batches:  # each (B, T); only this micro-batch's activations are in memory
+        _, loss = model(x, y)  # the mean over this micro-batch's B·T tokens
+        # backward adds to .grad rather than replacing it. The whole batch's loss is the mean of
+        # the n micro-batch means (they have the same number of tokens), so each contributes
+        # loss / n: after the loop .grad holds the gradient of the whole batch's loss.
+        (loss / n).backward()
+        total += loss.item() / n
+    # Clip and step once, on the summed gradients: clipping each micro-batch on its own would
+    # clip a different vector than the whole batch's gradient.
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, norm.item()

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from exercises.tests.checks import check_close, check_tensor, close, expect, num
+from exercises.tests.checks import call, check_close, check_tensor, close, expect, num
 from tinylm import attention
 from tinylm.model import GPTConfig
 
@@ -26,6 +26,11 @@ def reference_attention(q, k, v):
     return attention.attention_by_hand(q, k, v)
 
 
+def reference_cached_attention(q, k, v):
+    """q (..., T, hs) for the last T of the S positions of k and v (..., S, hs)."""
+    return attention.attention_by_hand(q, k, v)
+
+
 def reference_module(n_embd, n_head):
     config = GPTConfig(n_embd=n_embd, n_head=n_head, attention="manual")
     return attention.CausalSelfAttention(config).eval()
@@ -37,6 +42,14 @@ def reference_self_attention(module, x):
 
 
 # --------------------------------------------------------------------------- diagnoses
+
+
+def visible_keys(t, s):
+    """(T, S) boolean, True where query i, at position S - T + i, may see key j (j <= S - T + i).
+
+    S = T is the square causal mask; S > T when the first S - T keys come from a cache.
+    """
+    return torch.ones(t, s, dtype=torch.bool).tril(diagonal=s - t)
 
 
 def check_causal(weights):
@@ -67,9 +80,7 @@ def check_rows_sum_to_one(weights, scores):
         return
     index = tuple(int(i) for i in bad.nonzero()[0])
     message = f"row {index[-1]} of the weights sums to {num(sums[index])}, not 1"
-    t = weights.size(-1)
-    causal = torch.ones(t, t, dtype=torch.bool).tril()
-    if close(weights, F.softmax(scores, dim=-1) * causal):
+    if close(weights, F.softmax(scores, dim=-1) * visible_keys(*weights.shape[-2:])):
         message += (
             ": the mask was applied after the softmax, so the rows no longer sum to 1; "
             "mask the scores with -inf before the softmax instead"
@@ -83,9 +94,7 @@ def check_rows_sum_to_one(weights, scores):
 
 
 def masked_softmax(scores):
-    t = scores.size(-1)
-    future = torch.ones(t, t, dtype=torch.bool).triu(diagonal=1)
-    return F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+    return F.softmax(scores.masked_fill(~visible_keys(*scores.shape[-2:]), float("-inf")), dim=-1)
 
 
 def scale_hint(weights, q, k):
@@ -212,6 +221,130 @@ def test_causal_attention_first_position_sees_only_itself(exercise):
         hint="position 0 sees only itself: its weight on key 0 is 1, so its output is "
         "v at position 0",
     )
+
+
+# --------------------------------------------------------------------------- over a cache
+
+
+def where_query(i, t, s):
+    """'query 1 (position 5, after 4 cached keys)' for new query i of T over S keys."""
+    return f"query {i} (position {s - t + i}, " + (
+        f"after {s - t} cached keys)" if s > t else "nothing cached)"
+    )
+
+
+def check_sees_the_cache(weights, q, k):
+    """Each new query gives weight to exactly the keys up to its own position; else say how."""
+    __tracebackhide__ = True
+    t, s = q.size(-2), k.size(-2)
+    visible = visible_keys(t, s)
+    weights = weights.detach()
+    if weights.isnan().any():
+        *_, i, _ = (int(n) for n in weights.isnan().nonzero()[0])
+        expect(
+            False,
+            f"the weights of {where_query(i, t, s)} are nan: its mask hid every key, and a "
+            f"softmax over nothing but -inf is 0/0; it must see keys 0 … {s - t + i}",
+        )
+    leaks = (weights != 0) & ~visible
+    if leaks.any():
+        *_, i, j = (int(n) for n in leaks.nonzero()[0])
+        expect(
+            False,
+            f"{where_query(i, t, s)} attends to future key {j} (weight "
+            f"{num(weights[leaks][0])}): it may look at keys 0 … {s - t + i} only; mask the "
+            "scores of later keys with -inf",
+        )
+    blind = (weights == 0) & visible
+    if blind.any():
+        *_, i, j = (int(n) for n in blind.nonzero()[0])
+        message = f"{where_query(i, t, s)} gives weight 0 to key {j}, which it may see"
+        scaled = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+        from_first_key = torch.ones(t, s, dtype=torch.bool).tril()  # (T, S), no offset
+        if close(weights, F.softmax(scaled.masked_fill(~from_first_key, float("-inf")), dim=-1)):
+            message += (
+                f": the mask is causal_attention's, counted from the first key, so new query "
+                f"i sees only keys 0 … i; its diagonal must move right by the {s - t} cached "
+                f"keys (query i sees keys 0 … {s - t} + i)"
+            )
+        expect(False, message)
+
+
+def cached_attention(exercise, q, k, v):
+    """exercise.cached_causal_attention(q, k, v), with a hint if it cannot even run."""
+    __tracebackhide__ = True
+    t, s = q.size(-2), k.size(-2)
+    return call(
+        exercise.cached_causal_attention,
+        q,
+        k,
+        v,
+        hint=f"q has the T = {t} new positions, k and v all S = {s}: the scores are (…, T, S), "
+        "one column per key, cached ones included, so the mask must be (T, S) too, not (T, T)",
+    )
+
+
+CACHED = {
+    "3 new after 4 cached": (2, 2, 3, 7, 8),
+    "one decoding step": (1, 2, 1, 5, 8),
+    "nothing cached": (2, 1, 4, 4, 4),
+    "no head dim": (3, 2, 6, 4),
+}
+
+
+@pytest.mark.parametrize("shape", CACHED.values(), ids=CACHED.keys())
+def test_cached_attention_weights(exercise, shape):
+    *batch, t, s, hs = shape
+    torch.manual_seed(4)
+    q, k, v = torch.randn(*batch, t, hs), torch.randn(*batch, s, hs), torch.randn(*batch, s, hs)
+    _, weights = cached_attention(exercise, q, k, v)
+    check_tensor(weights, "the attention weights", (*batch, t, s))
+    check_sees_the_cache(weights, q, k)
+    check_rows_sum_to_one(weights, q @ k.transpose(-2, -1) / math.sqrt(hs))
+    _, expected = reference_cached_attention(q, k, v)
+    check_close(
+        weights,
+        expected,
+        "the attention weights",
+        hint=scale_hint(weights, q, k),
+        describe=lambda i: (
+            f"the weight of new query {i[-2]} (position {s - t + i[-2]}) on key {i[-1]}"
+        ),
+    )
+
+
+@pytest.mark.parametrize("shape", CACHED.values(), ids=CACHED.keys())
+def test_cached_attention_output(exercise, shape):
+    *batch, t, s, hs = shape
+    torch.manual_seed(5)
+    q, k, v = torch.randn(*batch, t, hs), torch.randn(*batch, s, hs), torch.randn(*batch, s, hs)
+    out, _ = cached_attention(exercise, q, k, v)
+    expected, _ = reference_cached_attention(q, k, v)
+    check_close(
+        out,
+        expected,
+        "the attention output",
+        hint="out = weights @ v, the values of all S positions (check the weights first: "
+        "test_cached_attention_weights)",
+        describe=lambda i: f"new position {i[-2]}, channel {i[-1]}",
+    )
+
+
+def test_cached_attention_equals_the_full_sequence(exercise):
+    """The point of a KV cache: the new rows come out as in attention over the whole sequence."""
+    torch.manual_seed(6)
+    q, k, v = (torch.randn(2, 2, 7, 8) for _ in range(3))
+    full, _ = reference_attention(q, k, v)  # every position's query, the square causal mask
+    for t in (1, 3):
+        out, _ = cached_attention(exercise, q[..., -t:, :], k, v)
+        check_close(
+            out,
+            full[..., -t:, :],
+            f"the last {t} of 7 positions, attending over a cache of {7 - t}",
+            hint="the new queries must see what they would see if the whole sequence ran "
+            "again: their own key, the keys before it, all cached ones included",
+            describe=lambda i: f"new position {i[-2]}, channel {i[-1]}",
+        )
 
 
 # --------------------------------------------------------------------------- the module

@@ -65,6 +65,17 @@ def check_angles(cos, sin, positions, head_size, theta):
             "position 0",
         )
 
+    slow = positions.float()[:, None] * theta ** (-torch.arange(half).float() / head_size)
+    slow_cos = torch.cat((slow, slow), dim=-1).cos()
+    if not close(cos, want_cos, atol=1e-4) and close(cos, slow_cos, atol=1e-5):
+        expect(
+            False,
+            f"the pairs' speeds fall by θ^(-1/hs) from one pair to the next, so the last pair "
+            f"turns by θ^(-{half - 1}/{head_size}) rad per position; it should turn by "
+            f"θ^(-{head_size - 2}/{head_size}): the factor from one pair to the next is "
+            "θ^(-2/hs) (pair i turns by position · θ^(-2i/hs))",
+        )
+
     def describe(index):
         row, c = index
         pair = c % half
@@ -122,9 +133,27 @@ def test_rotate_half(exercise, shape):
     if close(got, torch.cat((x[..., half:], -x[..., :half]), dim=-1)):
         expect(
             False,
-            "the minus sign is on the wrong half: [x1, x2] becomes [-x2, x1], not "
-            "[x2, -x1] (turning (a, b) by +90° gives (-b, a))",
+            "each pair turned clockwise, (a, b) → (b, -a): the minus sign is on the wrong "
+            "half; counterclockwise, (1, 0) becomes (0, 1), so [x1, x2] becomes [-x2, x1]",
         )
+    if close(got, torch.cat((x[..., half:], x[..., :half]), dim=-1)):
+        expect(
+            False,
+            "you swapped the halves without a minus sign: that mirrors each pair, (a, b) → "
+            "(b, a), instead of turning it; a quarter turn counterclockwise takes (1, 0) to "
+            "(0, 1) and (0, 1) to (-1, 0)",
+        )
+    even, odd = x[..., 0::2], x[..., 1::2]  # neighbouring channels (2j, 2j + 1)
+    for sign in (1, -1):
+        neighbours = torch.stack((-sign * odd, sign * even), dim=-1).flatten(-2)
+        if half > 1 and close(got, neighbours):
+            expect(
+                False,
+                "you turned neighbouring channels together, (0, 1), (2, 3), …, the layout of "
+                "the RoPE paper and of Meta's original Llama code; here pair i is channel i "
+                "with channel i + hs/2 (transformers' Llama and Mistral), the layout "
+                "rope_angles' two halves go with",
+            )
     check_close(
         got,
         reference_rotate_half(x),

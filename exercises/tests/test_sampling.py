@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from exercises.tests.checks import at, call, check_tensor, expect, num
+from exercises.tests.checks import at, call, check_close, check_tensor, close, expect, num
 from tinylm import sampling
 
 # --------------------------------------------------------------------------- the reference
@@ -17,6 +17,20 @@ def reference_top_k(logits, k):
 
 def reference_top_p(logits, p):
     return sampling.top_p_filter(logits, p)
+
+
+def reference_tempered(logits, temperature):
+    return sampling.apply_temperature(logits, temperature)
+
+
+def reference_rows(logits, temperature, top_k, top_p):
+    """Row by row, what sampling.next_token does to the logits before its softmax."""
+    rows = []
+    for row, t, k, p in zip(
+        logits, temperature.tolist(), top_k.tolist(), top_p.tolist(), strict=True
+    ):
+        rows.append(reference_top_p(reference_top_k(reference_tempered(row, t), k), p))
+    return torch.stack(rows)  # (B, V)
 
 
 # --------------------------------------------------------------------------- diagnoses
@@ -244,3 +258,213 @@ def test_top_p_out_of_range_is_an_error(exercise, p):
     except ValueError:
         return
     expect(False, f"top_p_filter(logits, p={p}) should raise ValueError: p must be in (0, 1]")
+
+
+# --------------------------------------------------------------------------- per-row settings
+
+
+def rows_in_another_order(logits, temperature, top_k, top_p, order):
+    """The likely wrong orders, built from the reference's own filters, row by row.
+
+    "top-p first": the nucleus of the tempered distribution before top-k (the same as taking
+    both filters of the same distribution and keeping what both keep); "temperature last": both
+    filters on the raw logits, then the division.
+    """
+    rows = []
+    for row, t, k, p in zip(
+        logits, temperature.tolist(), top_k.tolist(), top_p.tolist(), strict=True
+    ):
+        if order == "top-p first":
+            rows.append(reference_top_k(reference_top_p(reference_tempered(row, t), p), k))
+        else:
+            rows.append(reference_tempered(reference_top_p(reference_top_k(row, k), p), t))
+    return torch.stack(rows)
+
+
+def explain_row(logits, temperature, top_k, top_p):
+    """Why token j of row b should (not) survive next_token's filters with the row's settings."""
+
+    def explain(row, token, kept):
+        b = row[0]
+        t, k, p = float(temperature[b]), int(top_k[b]), float(top_p[b])
+        where = f"row {b} (temperature {t:g}, top_k {k}, top_p {p:g}): token {token}"
+        tempered = reference_tempered(logits[b], t)
+        rank = rank_of(tempered, (), token)
+        where += f" (the {ordinal(rank)} largest logit of the row)"
+        after_k = reference_top_k(tempered, k)
+        if after_k[token] == float("-inf"):
+            return (
+                f"{where} was kept, but this row's top_k={k} keeps only its {k} largest (and "
+                f"any tied with the {ordinal(k)}); each row has its own k"
+            )
+        probs = F.softmax(after_k, dim=-1)
+        ahead = probs[probs > probs[token]].sum()
+        if kept:
+            rounding = " (up to float rounding: compare with p - 1e-6)" if ahead >= p - 1e-4 else ""
+            return (
+                f"{where} was kept, but after the temperature and top-k, the more likely "
+                f"tokens already hold {num(ahead)}{rounding} of the probability that remains, "
+                f"which reaches this row's top_p={p:g}: it is outside the nucleus"
+            )
+        if int((tempered >= tempered[token]).sum()) > k:
+            return (
+                f"{where} was removed, but it ties with the row's {ordinal(k)} largest logit: "
+                "ties are all kept (keep the logits >= each row's k-th largest value)"
+            )
+        if p == 1:
+            return (
+                f"{where} was removed, but it is within this row's top_k={k}, and top_p=1 "
+                f"keeps every token top-k kept, however little probability it has "
+                f"({num(probs[token])} here)"
+            )
+        return (
+            f"{where} was removed, but it is within this row's top_k={k}, and after the "
+            f"temperature and top-k the more likely tokens hold only {num(ahead)} < "
+            f"top_p={p:g}, so the nucleus still needs it"
+        )
+
+    return explain
+
+
+def check_filter_rows(exercise, logits, temperature, top_k, top_p):
+    """filter_rows must keep, row by row, what next_token keeps, with the tempered logits."""
+    __tracebackhide__ = True
+    original = logits.clone()
+    got = call(
+        exercise.filter_rows,
+        logits,
+        temperature,
+        top_k,
+        top_p,
+        hint="temperature, top_k and top_p are (B,), one value per row: make them (B, 1) "
+        "(temperature[:, None]) to broadcast over each row's V logits",
+    )
+    check_untouched(logits, original, "filter_rows")
+    name = "filter_rows(logits, temperature, top_k, top_p)"
+    check_tensor(got, name, logits.shape, logits.dtype)
+    expected = reference_rows(logits, temperature, top_k, top_p)
+    kept, should_keep = got != float("-inf"), expected != float("-inf")
+    if not torch.equal(kept, should_keep):
+        settings = (logits, temperature, top_k, top_p)
+        if torch.equal(kept, rows_in_another_order(*settings, "top-p first").isfinite()):
+            expect(
+                False,
+                "top-p took the nucleus of the whole tempered distribution, as if top-k had "
+                "not run first (or beside it, keeping what both keep); next_token applies "
+                "top-p to what top-k left: the survivors' probabilities, renormalised "
+                "(softmax of the top-k-filtered logits), and the nucleus of those",
+            )
+        multiplied = reference_rows(logits, 1 / temperature, top_k, top_p)
+        if torch.equal(kept, multiplied.isfinite()) and close(
+            got.masked_fill(~kept, 0), multiplied.masked_fill(~kept, 0)
+        ):
+            expect(
+                False,
+                "the logits were multiplied by the temperature: divide them by it (a "
+                "temperature below 1 sharpens the distribution, above 1 flattens it)",
+            )
+        if torch.equal(kept, rows_in_another_order(*settings, "temperature last").isfinite()):
+            expect(
+                False,
+                "the nucleus was taken before dividing by the temperature: divide each row "
+                "by its temperature first; the temperature changes the probabilities, and "
+                "so the nucleus (top-k alone would not care)",
+            )
+        row, token = (int(i) for i in (kept != should_keep).nonzero()[0])
+        explain = explain_row(logits, temperature, top_k, top_p)
+        expect(False, explain((row,), token, bool(kept[row, token])))
+    got_kept = got.masked_fill(~should_keep, 0)  # the removed ones are -inf on both sides
+    if not close(got_kept, expected.masked_fill(~should_keep, 0)) and close(
+        got_kept, logits.masked_fill(~should_keep, 0)
+    ):
+        expect(
+            False,
+            "the kept logits are the raw ones: next_token divides each row by its "
+            "temperature first, and the softmax gets the tempered logits",
+        )
+    times = (logits * temperature[:, None]).masked_fill(~should_keep, 0)
+    if not close(got_kept, expected.masked_fill(~should_keep, 0)) and close(got_kept, times):
+        expect(
+            False,
+            "the kept logits were multiplied by the temperature: divide them by it (a "
+            "temperature below 1 sharpens the distribution, above 1 flattens it)",
+        )
+    check_close(
+        got_kept,
+        expected.masked_fill(~should_keep, 0),
+        "the kept logits",
+        hint="each kept logit is the original divided by its row's temperature, the rest -inf",
+        describe=lambda i: f"row {i[0]} (temperature {float(temperature[i[0]]):g}), token {i[1]}",
+    )
+
+
+def test_filter_rows_matches_next_token_row_by_row(exercise):
+    logits = random_logits(4, 12)
+    # Row 0 keeps everything, row 1 is cut by top-k alone, row 2 by both (where their order
+    # matters), row 3 by top-p alone (its k is larger than the vocabulary).
+    temperature = torch.tensor([1.0, 0.5, 2.0, 0.7])
+    top_k = torch.tensor([12, 3, 5, 20])
+    top_p = torch.tensor([1.0, 1.0, 0.7, 0.9])
+    check_filter_rows(exercise, logits, temperature, top_k, top_p)
+
+
+ORDERS = {
+    # probabilities 0.5, 0.3, 0.2: after top-k 2 they are 0.625, 0.375, and 0.625 reaches 0.6
+    "top-p after top-k": ([0.5, 0.3, 0.2], 1.0, 2, 0.6),
+    # at temperature 0.5 the probabilities 0.6, 0.3, 0.1 become 0.78, 0.2, 0.02: 0.78 reaches 0.7
+    "top-p after the temperature": ([0.6, 0.3, 0.1], 0.5, 3, 0.7),
+}
+
+
+@pytest.mark.parametrize(("probs", "t", "k", "p"), ORDERS.values(), ids=ORDERS.keys())
+def test_filter_rows_applies_next_tokens_order(exercise, probs, t, k, p):
+    logits = torch.tensor([probs, [0.25, 0.25, 0.5]]).log()  # row 1: no filter at all
+    temperature, top_k, top_p = torch.tensor([t, 1.0]), torch.tensor([k, 3]), torch.tensor([p, 1.0])
+    check_filter_rows(exercise, logits, temperature, top_k, top_p)
+
+
+def test_filter_rows_edge_cases(exercise):
+    logits = torch.tensor(
+        [
+            [1.0, 3.0, 2.0, 2.0, 0.0],  # top_k 2: the tie with the 2nd largest is kept
+            [0.0, -30.0, -60.0, 5.0, 1.0],  # top_p 1: the tail stays, however unlikely
+            [0.5, 0.5, 0.5, -1.0, 0.5],  # top_k 9 > V: every token
+        ]
+    )
+    temperature = torch.tensor([1.0, 1.0, 0.9])
+    check_filter_rows(exercise, logits, temperature, torch.tensor([2, 5, 9]), torch.ones(3))
+    # 0.85 + 0.1 reach p = 0.95 in decimal, but their float32 sum falls just short of it
+    rounding = torch.tensor([[0.85, 0.1, 0.03, 0.01, 0.01]]).log()
+    ones = torch.ones(1)
+    check_filter_rows(exercise, rounding, ones, torch.tensor([5]), torch.tensor([0.95]))
+
+
+SETTINGS_OUT_OF_RANGE = {
+    "temperature 0": ([1.0, 0.0], [3, 3], [0.9, 0.9]),
+    "top_k 0": ([1.0, 1.0], [3, 0], [0.9, 0.9]),
+    "top_p 0": ([1.0, 1.0], [3, 3], [0.0, 0.9]),
+    "top_p 1.5": ([1.0, 1.0], [3, 3], [0.9, 1.5]),
+}
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p"),
+    SETTINGS_OUT_OF_RANGE.values(),
+    ids=SETTINGS_OUT_OF_RANGE.keys(),
+)
+def test_filter_rows_out_of_range_is_an_error(exercise, temperature, top_k, top_p):
+    settings = torch.tensor(temperature), torch.tensor(top_k), torch.tensor(top_p)
+    message = (
+        f"filter_rows with temperature {temperature}, top_k {top_k}, top_p {top_p} should "
+        "raise ValueError: every temperature must be > 0, every top_k >= 1 and every "
+        "top_p in (0, 1]; check the settings before using them"
+    )
+    try:
+        exercise.filter_rows(random_logits(2, 5), *settings)
+    except ValueError:
+        return
+    except NotImplementedError:
+        raise
+    except Exception as error:
+        expect(False, f"{message} (it raised {type(error).__name__}: {error})")
+    expect(False, message)
