@@ -34,6 +34,7 @@ class Profile:
     sft_steps: int  # optimizer steps of each fine-tuning run in notebook 06
     sft_eval_prompts: int  # held-out instructions the fine-tuned models answer in notebook 06
     kv_cache_new_tokens: int  # tokens generated when timing the KV cache in notebook 07
+    exercise_train_steps: int  # steps of `make exercises-train` (exercises/train.py, notebook 05)
     scaling_sweep: tuple[tuple[str, int], ...]  # notebook 08's sweep: (model preset, steps) runs
     overfit_runs: tuple[str, str]  # notebook 05's overfitting runs: without, with dropout
     eval_runs: tuple[str, ...]  # runs of tinylm.runs.RUNS whose poems notebook 09 scores
@@ -60,6 +61,7 @@ PROFILES: dict[str, Profile] = {
         sft_steps=20,
         sft_eval_prompts=8,
         kv_cache_new_tokens=32,
+        exercise_train_steps=20,
         scaling_sweep=(
             ("sweep-xs", 5),
             ("sweep-xs", 10),
@@ -86,6 +88,7 @@ PROFILES: dict[str, Profile] = {
         sft_steps=300,
         sft_eval_prompts=100,
         kv_cache_new_tokens=256,
+        exercise_train_steps=300,
         scaling_sweep=tuple(
             (m, s) for m in ("sweep-xs", "sweep-s", "sweep-l") for s in (100, 300, 900)
         ),
@@ -106,6 +109,7 @@ PROFILES: dict[str, Profile] = {
         sft_steps=1000,
         sft_eval_prompts=200,
         kv_cache_new_tokens=256,
+        exercise_train_steps=300,
         scaling_sweep=tuple(
             (m, s) for m in ("sweep-xs", "sweep-s", "sweep-m", "sweep-l") for s in (250, 1000, 3000)
         ),
