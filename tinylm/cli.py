@@ -1,4 +1,4 @@
-"""Command line: ``python -m tinylm data|train|sample|eval|demo``."""
+"""Command line: ``python -m tinylm data|train|sample|eval|demo|warm|runs``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ from pathlib import Path
 import torch
 
 from tinylm import cleaning, data, download, poetry, pretrained
+from tinylm.archive import (
+    ArchiveError,
+    ImportResult,
+    Manifest,
+    export_runs,
+    import_runs,
+    profile_run_names,
+    untrained_runs,
+)
 from tinylm.hardware import NotEnoughMemory, resolve_device
 from tinylm.lock import FolderLocked
 from tinylm.model import GPT
@@ -483,6 +492,107 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sample)
 
 
+def format_megabytes(size: int) -> str:
+    """A size in bytes as megabytes, the unit run files and archives are measured in."""
+    return f"{size / 1e6:,.1f} MB"
+
+
+def format_export(manifest: Manifest, path: Path, seconds: float) -> str:
+    """What `runs export` wrote: the archive, its runs and sizes, and the command to import it."""
+    whose = f" (the {manifest.profile} profile's)" if manifest.profile else ""
+    contents = (
+        "models, logs and optimizer states"
+        if manifest.with_optimizer
+        else "models and logs; no optimizer state (--with-optimizer adds it)"
+    )
+    width = max(len(run.name) for run in manifest.runs) + 2
+    return "\n".join(
+        [
+            f"exported {len(manifest.runs)} runs{whose} to {path}: "
+            f"{format_megabytes(path.stat().st_size)} in {seconds:.1f} s, {contents}",
+            *(f"  {run.name:<{width}}{format_megabytes(run.size):>10}" for run in manifest.runs),
+            f"on every other machine: python -m tinylm runs import {path.name}",
+        ]
+    )
+
+
+def format_import(result: ImportResult, path: Path, seconds: float) -> str:
+    """What `runs import` did: each run installed or kept, and what the profile still lacks."""
+    manifest = result.manifest
+    whose = f" of the {manifest.profile} profile" if manifest.profile else ""
+    width = max(len(run.name) for run in manifest.runs) + 2
+    lines = [
+        f"imported {path} ({len(manifest.runs)} runs{whose}, exported by tinylm "
+        f"{manifest.tinylm_version}) into {result.runs_dir} in {seconds:.1f} s:"
+    ]
+    for run in manifest.runs:
+        done = "installed" if run.name in result.installed else "already here, same config: kept"
+        lines.append(f"  {run.name:<{width}}{format_megabytes(run.size):>10}  {done}")
+    profile = get_profile()
+    missing = untrained_runs(profile_run_names(profile.name))
+    if missing:
+        lines.append(
+            f"the {profile.label} profile here still lacks {len(missing)} runs "
+            f"({', '.join(missing)}): `python -m tinylm warm` trains them"
+        )
+    else:
+        lines.append(
+            f"every run of the {profile.label} profile is trained: the notebooks load them"
+        )
+    return "\n".join(lines)
+
+
+def cmd_runs_export(args: argparse.Namespace) -> None:
+    """Pack trained runs (the profile's, by default) into one archive for other machines."""
+    profile = None if args.runs else get_profile(args.profile)
+    names = args.runs or profile_run_names(profile.name)
+    start = time.perf_counter()
+    manifest = export_runs(
+        args.file,
+        names,
+        with_optimizer=args.with_optimizer,
+        profile=profile.label if profile else None,
+    )
+    print(format_export(manifest, Path(args.file), time.perf_counter() - start))
+
+
+def cmd_runs_import(args: argparse.Namespace) -> None:
+    """Check a runs archive whole, then install its runs into the runs folder."""
+    start = time.perf_counter()
+    result = import_runs(args.file)
+    print(format_import(result, Path(args.file), time.perf_counter() - start))
+
+
+def add_runs_parser(sub: argparse._SubParsersAction) -> None:
+    """``python -m tinylm runs export FILE [--profile P | --runs NAME ...] [--with-optimizer]``
+    and ``python -m tinylm runs import FILE``."""
+    p = sub.add_parser(
+        "runs", help="move trained runs between machines: export them to one file, import it"
+    )
+    actions = p.add_subparsers(dest="runs_command", required=True)
+    export = actions.add_parser(
+        "export", help="pack trained runs (by default the profile's, as `warm` trains them)"
+    )
+    export.add_argument("file", help="the archive to write, e.g. runs-cpu.tar")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="this profile's runs (default: TINYLM_PROFILE, else by the hardware)",
+    )
+    which.add_argument("--runs", nargs="+", metavar="NAME", help="these runs instead")
+    export.add_argument(
+        "--with-optimizer",
+        action="store_true",
+        help="also pack each run's last checkpoint with its optimizer state (only needed to "
+        "resume training; about 4x the size)",
+    )
+    export.set_defaults(func=cmd_runs_export)
+    imported = actions.add_parser("import", help="check an archive whole, then install its runs")
+    imported.add_argument("file", help="an archive written by `python -m tinylm runs export`")
+    imported.set_defaults(func=cmd_runs_import)
+
+
 def os_error_message(error: OSError) -> str:
     """One line for a file-system error: what failed where, and the setting that moves it.
 
@@ -565,6 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_train_parser(sub)
     add_sample_parser(sub)
     add_eval_parser(sub)
+    add_runs_parser(sub)
     args = parser.parse_args(argv)
     try:
         args.func(args)
@@ -572,6 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {os_error_message(error)}", file=sys.stderr)
         return 1
     except (
+        ArchiveError,
         download.DataError,
         TokenizerUnavailable,
         ValueError,
