@@ -24,8 +24,8 @@ UV ?= uv==0.13.9
 # cloud VM) needs --allow-root, which is added for you.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lock data lab demo warm test test-fast browser-test exercises bench notebooks lint \
-	clean
+.PHONY: setup lock data lab demo warm test test-fast browser-test exercises exercises-train bench \
+	notebooks lint clean
 
 setup: $(VENV)/.installed
 
@@ -89,6 +89,13 @@ browser-test: data
 # `pytest exercises --solutions` checks the worked solutions in exercises/solutions/ instead.
 exercises: setup
 	$(BIN)/python -m pytest exercises
+
+# Train a small character GPT built only from your pieces (batches, attention, gpt, cross_entropy,
+# adamw, training, sampling) beside tinylm's, compare their losses and print your model's poems;
+# until every piece is written it lists the missing ones. `python -m exercises.train --solutions`
+# runs the worked solutions. The profile's step count (300 in cpu) runs on the CPU everywhere.
+exercises-train: data
+	$(BIN)/python -m exercises.train
 
 bench: data
 	$(BIN)/python bench/data_prep.py

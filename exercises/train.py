@@ -49,7 +49,7 @@ class Settings:
     n_head: int = 4
     n_embd: int = 128
     block_size: int = 64
-    batch_size: int = 32
+    batch_size: int = 16
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup_steps: int = 30
@@ -195,15 +195,15 @@ def compare(
     yours = pieces["gpt"].GPT(config)
     yours.load_state_dict(reference.state_dict())  # the same starting point: tinylm's init
     result = Comparison(settings)
-    result.tinylms = _train_tinylm(reference, train_tokens, settings)
-    result.yours = _train_yours(pieces, yours, train_tokens, settings)
-    val = _val_batches(val_tokens, settings)
-    result.val_tinylm, result.val_yours = _mean_loss(reference, val), _mean_loss(yours, val)
+    result.tinylms = train_tinylm(reference, train_tokens, settings)
+    result.yours = train_yours(pieces, yours, train_tokens, settings)
+    val = val_batches(val_tokens, settings)
+    result.val_tinylm, result.val_yours = mean_loss(reference, val), mean_loss(yours, val)
     result.model = yours
     return result
 
 
-def _train_tinylm(model: GPT, tokens: np.ndarray, settings: Settings) -> list[float]:
+def train_tinylm(model: GPT, tokens: np.ndarray, settings: Settings) -> list[float]:
     """tinylm's loop: its sampler, torch's AdamW, its schedule and training step."""
     sampler = data.BatchSampler(
         tokens, settings.batch_size, settings.block_size, seed=settings.seed
@@ -223,7 +223,7 @@ def _train_tinylm(model: GPT, tokens: np.ndarray, settings: Settings) -> list[fl
     return losses
 
 
-def _train_yours(
+def train_yours(
     pieces: dict[str, ModuleType], model: torch.nn.Module, tokens: np.ndarray, settings: Settings
 ) -> list[float]:
     """The same loop from your pieces: get_batch, AdamW, lr_at and train_step."""
@@ -252,14 +252,15 @@ def _schedule(settings: Settings) -> dict:
     )
 
 
-def _val_batches(tokens: np.ndarray, settings: Settings) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def val_batches(tokens: np.ndarray, settings: Settings) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The same fixed validation batches for both models."""
     sampler = data.BatchSampler(tokens, settings.batch_size, settings.block_size, seed=0)
     return [sampler.sample() for _ in range(settings.eval_batches)]
 
 
 @torch.no_grad()
-def _mean_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def mean_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """The model's mean loss over the batches in eval mode: the validation loss both report."""
     model.eval()
     return sum(float(model(x, y)[1]) for x, y in batches) / len(batches)
 
@@ -296,12 +297,8 @@ def write_poems(
     return poems
 
 
-def run(solutions: bool = False, steps: int | None = None) -> tuple[Comparison | None, list[str]]:
-    """Load the pieces and the corpus, train, write poems: (comparison, []) or (None, missing)."""
-    pieces = load_pieces(solutions)
-    missing = missing_pieces(pieces)
-    if missing:
-        return None, missing
+def train_and_write(pieces: dict[str, ModuleType], steps: int | None = None) -> Comparison:
+    """Train both models on the Tang poems (`compare`), then let yours write four poems."""
     packed = data.load_packed("char")
     settings = Settings(steps=steps or profiles.get_profile().exercise_train_steps)
     result = compare(pieces, packed.train, packed.val, packed.meta["vocab_size"], settings)
@@ -309,7 +306,16 @@ def run(solutions: bool = False, steps: int | None = None) -> tuple[Comparison |
     result.poems = [
         packed.tokenizer.decode(ids) for ids in write_poems(pieces, result.model, eot_id)
     ]
-    return result, []
+    return result
+
+
+def run(solutions: bool = False, steps: int | None = None) -> tuple[Comparison | None, list[str]]:
+    """Load the pieces, then train and write poems: (comparison, []) or (None, what is missing)."""
+    pieces = load_pieces(solutions)
+    missing = missing_pieces(pieces)
+    if missing:
+        return None, missing
+    return train_and_write(pieces, steps), []
 
 
 def report(result: Comparison) -> str:

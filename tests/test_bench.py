@@ -62,6 +62,15 @@ def test_data_prep_runs_on_the_mirror(tmp_path):
 
 
 @pytest.mark.slow
+def test_exercises_train_times_the_comparison_and_the_seed_spread(tmp_path):
+    result = run_bench("exercises_train.py", tmp_path, "--steps", "3", "--seeds", "2")
+    assert result["comparison_s"] > 0 and result["settings"]["steps"] == 3
+    assert len(result["seed_spread"]["val_loss_by_seed"]) == 2
+    solutions = result["solutions"]
+    assert abs(solutions["val_yours"] - solutions["val_tinylm"]) < 1e-3
+
+
+@pytest.mark.slow
 def test_train_throughput_climbs_the_ladder(tmp_path):
     result = run_bench(
         "train_throughput.py",
@@ -321,3 +330,45 @@ def test_saved_notebooks_keep_final_bars_and_no_bertviz_scripts(tmp_path, monkey
     cells = nbformat.read(path, as_version=4).cells
     assert cells[0].outputs[0].text == "run: 100%| 3/3\n"
     assert cells[1].outputs[0].data["text/html"] == notebook_times.BERTVIZ_NOTE
+
+
+def test_workshop_route_keeps_the_core_code_cells(monkeypatch):
+    import nbformat
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    route = importlib.import_module("workshop_route")
+    text, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            text("# 99 · Title"),  # the intro: core in a notebook with a core section
+            code("import math"),
+            text("## 1. A · core"),
+            code("a = 1"),
+            text("### Sub · optional"),
+            code("sub = 2"),
+            text("### Unmarked"),  # back to its section's mark
+            code("back = 3"),
+            text("## 2. B · optional"),
+            code("b = 4"),
+            text("Read at home.\n\n## Exercises · core: `exercises/x.py`; the questions optional"),
+            code("x = 5"),
+        ]
+    )
+    found = route.workshop_route(notebook)
+    assert found.cells == [1, 3, 7, 11]
+    assert found.prose_words == 4 + 5 + 2 + 8  # "Read at home." is section 2's
+    copy = route.route_copy(notebook, found.cells)
+    assert [c.source for c in copy.cells if c.cell_type == "code"] == [
+        "import math",
+        "a = 1",
+        "back = 3",
+        "x = 5",
+    ]
+    assert sum(c.cell_type == "markdown" for c in copy.cells) == 6
+
+    optional = nbformat.v4.new_notebook(
+        cells=[text("# 98 · Optional as a whole"), code("import math"), text("## 1. A · optional")]
+    )
+    assert route.workshop_route(optional) == route.Route(cells=[], prose_words=0)
+    with pytest.raises(ValueError, match="without · core or · optional"):
+        route.workshop_route(nbformat.v4.new_notebook(cells=[text("## 1. Unmarked")]))
