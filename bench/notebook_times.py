@@ -35,6 +35,19 @@ from tinylm.progress import PROGRESS_ENV
 from tinylm.runs import runs_dir
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
+CELL_TIMEOUT = 900  # seconds a cell may take before the kernel is taken for hung
+
+
+def notebook_paths(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks in order, or those whose number is in `only` (e.g. ["03", "05"])."""
+    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    return [p for p in paths if p.name[:2] in only] if only else paths
+
+
+def set_kernel_environment(profile: str) -> None:
+    """Set what the kernels inherit: the profile, and text progress bars (saved as they ended)."""
+    os.environ["TINYLM_PROFILE"] = profile
+    os.environ[PROGRESS_ENV] = "text"
 
 
 def cached_runs() -> set[str]:
@@ -43,11 +56,22 @@ def cached_runs() -> set[str]:
     return {p.parent.name for p in folder.glob("*/model")} if folder.is_dir() else set()
 
 
+def saved_results(out: Path) -> dict[str, dict]:
+    """The per-notebook results already in `out`, by notebook file name ({} if there is none)."""
+    old = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    return {r["notebook"]: r for r in old.get("results", [])}
+
+
+def text_words(text: str) -> int:
+    """Words in a text, split at whitespace: how the prose of the notebooks is counted."""
+    return len(text.split())
+
+
 def prose_words(path: Path) -> int:
     """Words in the notebook's text cells: what a learner reads, code and outputs aside."""
     notebook = json.loads(path.read_text(encoding="utf-8"))
     return sum(
-        len("".join(cell["source"]).split())
+        text_words("".join(cell["source"]))
         for cell in notebook["cells"]
         if cell["cell_type"] == "markdown"
     )
@@ -72,6 +96,14 @@ def tidy_outputs(path: Path) -> None:
                 )
             ]
     nbformat.write(notebook, path)
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook that stopped: the message ends with nbconvert's report, `stderr` has it all."""
+
+    def __init__(self, path: Path, stderr: str) -> None:
+        super().__init__(f"{path.name} failed:\n{stderr[-4000:]}")
+        self.stderr = stderr
 
 
 def run_notebook(path: Path, inplace: bool, timeout: int, attempts: int = 2) -> tuple[float, int]:
@@ -102,11 +134,18 @@ def run_notebook(path: Path, inplace: bool, timeout: int, attempts: int = 2) -> 
                 tidy_outputs(path)
             return seconds, attempt
         if "CellTimeoutError" not in done.stderr or attempt == attempts:
-            raise RuntimeError(f"{path.name} failed:\n{done.stderr[-4000:]}")
+            raise NotebookFailed(path, done.stderr)
         print(
             f"{path.name}: a cell waited over {timeout} s; running the notebook again", flush=True
         )
     raise AssertionError("unreachable")
+
+
+def run_watching_runs(path: Path, inplace: bool, timeout: int) -> tuple[float, int, list[str]]:
+    """`run_notebook`, and which runs it trained (not cached before): (seconds, attempts, runs)."""
+    before = cached_runs()
+    seconds, attempts = run_notebook(path, inplace, timeout)
+    return seconds, attempts, sorted(cached_runs() - before)
 
 
 def main() -> None:
@@ -124,7 +163,7 @@ def main() -> None:
     parser.add_argument(
         "--timeout",
         type=int,
-        default=900,
+        default=CELL_TIMEOUT,
         help="seconds a cell may take before the notebook is run again "
         "(default: %(default)s; raise it when runs train cold)",
     )
@@ -137,17 +176,10 @@ def main() -> None:
     args = parser.parse_args()
     label = get_profile(args.profile).label  # cpu-fp32 where this machine trains in fp32
     out = args.out or REFERENCE_DIR / f"notebook_times_{label}.json"
-    os.environ["TINYLM_PROFILE"] = args.profile  # the kernels inherit it
-    os.environ[PROGRESS_ENV] = "text"  # text bars, which a saved notebook shows as they ended
-    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    if args.only:
-        paths = [p for p in paths if p.name[:2] in args.only]
-    old = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
-    results = {r["notebook"]: r for r in old.get("results", [])}
-    for path in paths:
-        before = cached_runs()
-        seconds, attempts = run_notebook(path, args.inplace, args.timeout)
-        trained = sorted(cached_runs() - before)
+    set_kernel_environment(args.profile)
+    results = saved_results(out)
+    for path in notebook_paths(args.only):
+        seconds, attempts, trained = run_watching_runs(path, args.inplace, args.timeout)
         results[path.name] = {
             "notebook": path.name,
             "seconds": round(seconds, 1),
