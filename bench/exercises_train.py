@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import time
 from pathlib import Path
 
@@ -38,7 +39,11 @@ def seed_spread(
         exercise_train.train_tinylm(model, packed.train, dataclasses.replace(settings, seed=seed))
         losses[seed] = exercise_train.mean_loss(model, val)
     values = list(losses.values())
-    return {"val_loss_by_seed": losses, "range": max(values) - min(values)}
+    return {
+        "val_loss_by_seed": losses,
+        "range": max(values) - min(values),
+        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
 
 
 def main() -> None:
@@ -61,15 +66,13 @@ def main() -> None:
     result["solutions"] = {"val_yours": comparison.val_yours, "val_tinylm": comparison.val_tinylm}
     seeds = [settings.seed + k for k in range(args.seeds)]
     result["seed_spread"] = seed_spread(packed, settings, seeds)
-    result.update(
-        profile=profile.label, settings=dataclasses.asdict(settings),
-        tolerance=exercise_train.TOLERANCE,
-    )  # fmt: skip
+    result.update(profile=profile.label, settings=dataclasses.asdict(settings))
     out = args.out or REFERENCE_DIR / f"exercises_train_{profile.label}.json"
     print(
         f"comparison (both models, {settings.steps} steps each): {result['comparison_s']:.0f} s; "
         f"gap with the solutions {comparison.gap:+.5f}; tinylm's loss over {args.seeds} batch "
-        f"seeds spans {result['seed_spread']['range']:.4f} (tolerance {exercise_train.TOLERANCE})"
+        f"seeds spans {result['seed_spread']['range']:.4f}, standard deviation "
+        f"{result['seed_spread']['stdev']:.4f} (the tolerance: {exercise_train.TOLERANCE})"
     )
     print(f"saved {save_result(result, out)}")
 
