@@ -5,8 +5,8 @@ Mistral-7B: RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head) at the 
 FLOPs. This script trains `char-cpu` with **one** option switched at a time, everything else as
 in `tinylm.runs.RUNS["char-cpu"]` (data, batches, schedule, seed, bf16 + compile), and as many
 steps as give the same training FLOPs (`tinylm.runs.same_compute_steps`). It scores every model
-as bench/recipe_search.py does (`tinylm.evaluate`): fp32 validation loss on fixed random and
-poem-start windows, and 200 poems (temperature 0.8, top-k 200, seed 0) judged by
+as bench/recipe_search.py does (`common.validation_losses`): fp32 validation loss on fixed
+random and poem-start windows, and 200 poems (temperature 0.8, top-k 200, seed 0) judged by
 `tinylm.poetry.PoemJudge`.
 
 A finished run is loaded, not trained again; `char-cpu` and `mistral-cpu` are the runs notebooks
@@ -24,11 +24,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from common import JUDGED_POEMS, POEM_METRICS, machine, save_result, validation_losses
 
 from tinylm import cleaning, data, poetry
-from tinylm.evaluate import EVAL_SEED, JUDGED_POEMS, POEM_METRICS, validation_losses
-from tinylm.machine import REFERENCE_DIR, machine, save_result
+from tinylm.evaluate import EVAL_SEED
 from tinylm.model import PRESETS
+from tinylm.reference import REFERENCE_DIR
 from tinylm.runs import CHAR_VOCAB, RUNS, TrainConfig, same_compute_steps
 from tinylm.train import train
 

@@ -21,8 +21,9 @@ import argparse
 import json
 from pathlib import Path
 
+from common import save_result
+
 from tinylm import nanogpt_reference as ref
-from tinylm.machine import save_result
 from tinylm.scaling import NANOGPT_H200_RUNS
 from tinylm.viz import reference_runs
 

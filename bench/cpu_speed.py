@@ -55,21 +55,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import course_precision, failure, load_average, machine, native_bf16, save_result, slug
 
 from tinylm import data
 from tinylm.data import BatchSampler
-from tinylm.hardware import autocast_context, course_precision
-from tinylm.machine import (
-    REFERENCE_DIR,
-    failure,
-    load_average,
-    machine,
-    native_bf16,
-    save_result,
-    slug,
-)
+from tinylm.hardware import autocast_context, cpu_bf16_support
 from tinylm.model import GPT, GPTConfig, count_parameters
-from tinylm.profiles import PROFILES, cpu_bf16_support
+from tinylm.profiles import PROFILES
+from tinylm.reference import REFERENCE_DIR
 from tinylm.runs import RUNS, TrainConfig
 from tinylm.timing import num_threads
 from tinylm.train import build_model_config, build_optimizer, lr_at, train_step

@@ -15,9 +15,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from common import machine, save_result
 
 from tinylm import cleaning, data, download
-from tinylm.machine import REFERENCE_DIR, machine, save_result
+from tinylm.reference import REFERENCE_DIR
 from tinylm.timing import timed
 from tinylm.tokenizers import TOKENIZER_NAMES, BPETokenizer
 

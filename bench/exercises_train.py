@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 import torch
+from common import machine, save_result
 
 from exercises import train as exercise_train
 from tinylm import data
-from tinylm.machine import REFERENCE_DIR, machine, save_result
 from tinylm.model import GPT
 from tinylm.profiles import get_profile
+from tinylm.reference import REFERENCE_DIR
 
 
 def seed_spread(

@@ -32,12 +32,14 @@ import time
 from pathlib import Path
 
 import torch
+from common import machine, save_result
 
 from tinylm.download import PROJECT_ROOT
-from tinylm.machine import REFERENCE_DIR, machine, save_result
+from tinylm.hardware import best_device
 from tinylm.pretrained import profile_runs
-from tinylm.profiles import best_device, get_profile
+from tinylm.profiles import get_profile
 from tinylm.progress import PROGRESS_ENV
+from tinylm.reference import REFERENCE_DIR
 from tinylm.run_files import read_log
 from tinylm.runs import RUNS_DIR_ENV
 

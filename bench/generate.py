@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from common import load_average, machine, save_result, slug
 
-from tinylm.hardware import autocast_context
-from tinylm.machine import REFERENCE_DIR, load_average, machine, save_result, slug
+from tinylm.hardware import autocast_context, best_device
 from tinylm.model import GPT, preset
-from tinylm.profiles import best_device
+from tinylm.reference import REFERENCE_DIR
 from tinylm.sampling import generate, plain_greedy
 from tinylm.timing import DECODE_WARMUP_TOKENS, num_threads, timed
 

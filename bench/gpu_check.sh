@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The course's GPU figures in one run of at most 10 minutes on one H100/H200-class GPU.
 #
-#   bash bench/gpu_check.sh pack   # here, where the data is: bundle what the GPU machine needs
-#   bash bench/gpu_check.sh        # there, from the repository root; JSON files go to $OUT
+#   bash bench/gpu_check.sh pack                  # where the data is: bundle what the GPU needs
+#   OUT=/tmp/gpu_check bash bench/gpu_check.sh    # on the GPU machine, from the repository root
 #
-# It writes, each with the device's slug in its name (e.g. cuda-nvidia-h200), JSON files that
-# are copied into data/reference/ unchanged (`cp "$OUT"/*.json data/reference/`, then
-# `python bench/report.py`), and its log, gpu_check.log, which is not:
+# It writes into $OUT (default /tmp/gpu_check) its log, gpu_check.log, and JSON files, each with
+# the device's slug in its name (e.g. cuda-nvidia-h200). Copy the JSON files unchanged into
+# data/reference/ of your checkout (`cp "$OUT"/*.json data/reference/`, or scp them from the GPU
+# machine), then run `python bench/report.py`; the log stays out of data/reference/. The files:
 #   machine_<slug>.json                the GPU, torch, CUDA, and the precision talk-30m and
 #                                      talk-124m resolve to (dtype and compile "auto")
 #   runs_<slug>.json                   talk-30m and talk-124m end to end (80.3M GPT-2 tokens each,
@@ -21,15 +22,15 @@
 #                                      tokens/s of both and the validation curves side by side
 #                                      (bench/compare_nanogpt.py; written even if no run finished)
 #
-# The data travels with the repository. data/ is git-ignored, and the GPU machine may have no
+# The data goes in a file of its own: data/ is git-ignored, and the GPU machine may have no
 # network, so `pack` (run where `make data` has run, or with TINYLM_DATA_MIRROR set) bundles
 # into data/bench/gpu_check.tar.gz (about 22 MB): the packed GPT-2 tokens (data/processed/gpt2),
 # the raw poems and 平仄 labels the poem judge reads (data/raw/chinese-poetry), tiktoken's GPT-2
 # files, and wheels of OpenCC and pypinyin for a GPU image without them (CPython
-# $GPU_PYTHON_VERSION, default 3.12). Pass that file along (with this workplace's device tool:
-# carry ["data/bench/gpu_check.tar.gz"]); the run unpacks it. The GPU machine's python3 (or
-# $PYTHON) needs torch with CUDA, numpy, tiktoken, tokenizers, regex, safetensors, tqdm and
-# transformers.
+# $GPU_PYTHON_VERSION, default 3.12). Copy that file to the same path in the GPU machine's
+# checkout (for example `scp data/bench/gpu_check.tar.gz gpu:tinylm/data/bench/`); the run
+# unpacks it. The GPU machine's python3 (or $PYTHON) needs torch with CUDA, numpy, tiktoken,
+# tokenizers, regex, safetensors, tqdm and transformers.
 #
 # Each step has its own time limit, so one slow step cannot eat the others; the limits add up to
 # 580 s. Estimates on an H200 (989 TFLOP/s dense bf16 on paper, ~790 measured): talk-124m is
@@ -41,7 +42,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 
 ARCHIVE=data/bench/gpu_check.tar.gz
-CARRIED=data/bench/gpu_check  # tiktoken/ and wheels/, unpacked from the archive
+BUNDLE=data/bench/gpu_check  # tiktoken/ and wheels/, unpacked from the archive
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -49,9 +50,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 pack() {
     # What the GPU machine needs and cannot fetch, in one archive.
-    rm -rf "$CARRIED" && mkdir -p "$CARRIED/tiktoken" "$CARRIED/wheels" || return
+    rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/tiktoken" "$BUNDLE/wheels" || return
     "$PYTHON" -m tinylm data --tokenizer gpt2 || return
-    "$PYTHON" - "$CARRIED/tiktoken" <<'EOF' || return
+    "$PYTHON" - "$BUNDLE/tiktoken" <<'EOF' || return
 import os
 import shutil
 import sys
@@ -75,9 +76,9 @@ print("opencc==" + v("opencc"), "pypinyin==" + v("pypinyin"))') || return
     "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \
         --python-version "${GPU_PYTHON_VERSION:-3.12}" --platform manylinux2014_x86_64 \
         --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-        -d "$CARRIED/wheels" $wanted || return
-    tar -czf "$ARCHIVE" data/raw/chinese-poetry data/processed/gpt2 "$CARRIED" || return
-    rm -rf "$CARRIED"
+        -d "$BUNDLE/wheels" $wanted || return
+    tar -czf "$ARCHIVE" data/raw/chinese-poetry data/processed/gpt2 "$BUNDLE" || return
+    rm -rf "$BUNDLE"
     ls -l "$ARCHIVE"
 }
 
@@ -113,12 +114,12 @@ step() {
 if [ -f "$ARCHIVE" ]; then
     step unpack "$T_UNPACK" tar -xzf "$ARCHIVE"
 fi
-if [ -d "$CARRIED/tiktoken" ]; then
-    export TIKTOKEN_CACHE_DIR="${TIKTOKEN_CACHE_DIR:-$PWD/$CARRIED/tiktoken}"
+if [ -d "$BUNDLE/tiktoken" ]; then
+    export TIKTOKEN_CACHE_DIR="${TIKTOKEN_CACHE_DIR:-$PWD/$BUNDLE/tiktoken}"
 fi
-if ! "$PYTHON" -c 'import opencc, pypinyin' 2>/dev/null && [ -d "$CARRIED/wheels" ]; then
+if ! "$PYTHON" -c 'import opencc, pypinyin' 2>/dev/null && [ -d "$BUNDLE/wheels" ]; then
     step wheels "$T_WHEELS" "$PYTHON" -m pip install --quiet --no-index --no-deps \
-        --no-compile --target "$WORK/site" "$CARRIED"/wheels/*.whl
+        --no-compile --target "$WORK/site" "$BUNDLE"/wheels/*.whl
     export PYTHONPATH="$WORK/site:$PYTHONPATH"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv

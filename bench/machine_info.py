@@ -1,7 +1,7 @@
 """The machine record on its own, with the precision the course resolves to there.
 
 ``python bench/machine_info.py --runs talk-30m`` (bench/gpu_check.sh runs it) writes the machine
-record (`tinylm.machine.machine`) and the precision the named runs resolve to on it (dtype and
+record (`common.machine`) and the precision the named runs resolve to on it (dtype and
 compile, as tinylm.train resolves "auto") to ``data/reference/machine_<device>.json`` (or under
 ``--out-dir``), its device slug in the name.
 """
@@ -12,10 +12,10 @@ import argparse
 from pathlib import Path
 
 import torch
+from common import course_precision, machine, save_result, slug
 
-from tinylm.hardware import course_precision
-from tinylm.machine import REFERENCE_DIR, machine, save_result, slug
-from tinylm.profiles import best_device
+from tinylm.hardware import best_device
+from tinylm.reference import REFERENCE_DIR
 from tinylm.runs import RUNS
 
 

@@ -26,12 +26,13 @@ from pathlib import Path
 
 import nbformat
 import torch
+from common import machine, save_result
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from tinylm.download import PROJECT_ROOT
-from tinylm.machine import REFERENCE_DIR, machine, save_result
 from tinylm.profiles import PROFILES, get_profile
 from tinylm.progress import PROGRESS_ENV
+from tinylm.reference import REFERENCE_DIR
 from tinylm.runs import runs_dir
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"

@@ -5,7 +5,7 @@ final) learning rate; everything else is the run of `tinylm.runs.RUNS` (data, ba
 seed, precision). This script trains both variants (a finished run is loaded, not trained again),
 loads the run itself, and records for each: the training loss around step 100 (the mean of the
 logged steps 75 to 125), the run's own validation loss at its last evaluation, and the fp32
-validation losses bench/recipe_search.py records too (`tinylm.evaluate.validation_losses`: 64
+validation losses bench/recipe_search.py records too (`common.validation_losses`: 64
 fixed batches of random and of poem-start windows). The runs are deterministic on CPU, so the
 load changes their wall time only, which is not recorded. ``python bench/pretraining_exercises.py``
 (the `cpu` profile's `char-cpu`, about 20 minutes on 2 cores) writes
@@ -19,10 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from common import machine, save_result, validation_losses
 
 from tinylm import data
-from tinylm.evaluate import validation_losses
-from tinylm.machine import REFERENCE_DIR, machine, save_result
+from tinylm.reference import REFERENCE_DIR
 from tinylm.runs import RUNS, TrainConfig
 from tinylm.train import train
 

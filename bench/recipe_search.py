@@ -27,10 +27,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from common import JUDGED_POEMS, POEM_METRICS, machine, save_result, validation_losses
 
 from tinylm import cleaning, data, poetry
-from tinylm.evaluate import EVAL_SEED, JUDGED_POEMS, POEM_METRICS, validation_losses
-from tinylm.machine import REFERENCE_DIR, machine, save_result
+from tinylm.evaluate import EVAL_SEED
+from tinylm.reference import REFERENCE_DIR
 from tinylm.runs import RUNS, TrainConfig
 from tinylm.train import train
 

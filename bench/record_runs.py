@@ -17,10 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from common import machine, save_result, slug
 
-from tinylm.machine import REFERENCE_DIR, machine, save_result, slug
+from tinylm.hardware import best_device
 from tinylm.model import CONFIG_FILE, GPTConfig, count_parameters, flops_per_token
-from tinylm.profiles import best_device, get_profile
+from tinylm.profiles import get_profile
+from tinylm.reference import REFERENCE_DIR
 from tinylm.run_files import TRAIN_CONFIG_FILE, read_log
 from tinylm.runs import run_folder
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tinylm.download import PROJECT_ROOT
-from tinylm.machine import REFERENCE_DIR
+from tinylm.reference import REFERENCE_DIR
 
 PAGE = PROJECT_ROOT / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
@@ -355,7 +355,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str], tuple[str, ...]]] = [
 ]
 GPU_FIGURES = [
     "the machine record: GPU, torch, CUDA, and the precision `auto` resolves to for the talk's "
-    "runs (`bench/machine_info.py`, `tinylm.machine`)",
+    "runs (`bench/machine_info.py`, `bench/common.py`)",
     "the training ladder (`bench/train_throughput.py`, presets 30m and 124m) with MFU: targets "
     "30m ≥ 45 % and 124m ≥ 55 % MFU against 989 TFLOPS dense bf16",
     "the talk's runs end to end, `talk-30m` and `talk-124m` (80.3M GPT-2 tokens each, compile "
@@ -374,20 +374,21 @@ RECORDING = """## Recording the GPU figures
 `bench/gpu_check.sh` records every GPU figure above in one run of at most 10 minutes on one
 H100/H200-class GPU. Each step has its own time limit (together 580 s), so one slow step cannot
 eat the others' time; a training run stopped by its limit is neither recorded nor judged. The
-data travels with the repository: `data/` is git-ignored, and the GPU machine may have no
-network.
+data goes in a file of its own: `data/` is git-ignored, and the GPU machine may have no network.
 
 1. Where the data is prepared (after `make data`): `bash bench/gpu_check.sh pack` writes
    `data/bench/gpu_check.tar.gz` (about 22 MB: the packed GPT-2 tokens, the raw poems and 平仄
    labels the poem judge reads, tiktoken's GPT-2 files, and wheels of OpenCC and pypinyin for
    CPython 3.12, or for the version in `GPU_PYTHON_VERSION`).
-2. On the GPU machine, from the repository root with that file in place:
-   `OUT=/tmp/gpu_check bash bench/gpu_check.sh`. With this workplace's device tool: command
-   `bash bench/gpu_check.sh`, carry `["data/bench/gpu_check.tar.gz"]`, `timeout_s` 600 (the
-   tool sets `OUT` and brings its files back).
-3. Copy the JSON files into `data/reference/` unchanged (their names carry the device, e.g.
-   `runs_cuda-nvidia-h200.json`): `cp /tmp/gpu_check/*.json data/reference/`, then run
-   `python bench/report.py`. The log, `gpu_check.log`, stays out of `data/reference/`.
+2. Copy that file to the same path in a checkout of the same commit on the GPU machine (for
+   example `scp data/bench/gpu_check.tar.gz gpu:tinylm/data/bench/`), and there, from the
+   repository root: `OUT=/tmp/gpu_check bash bench/gpu_check.sh`. It writes its JSON files and
+   its log, `gpu_check.log`, into `$OUT`.
+3. Copy the JSON files unchanged into `data/reference/` of your checkout (their names include
+   the device, e.g. `runs_cuda-nvidia-h200.json`), for example with
+   `scp 'gpu:/tmp/gpu_check/*.json' data/reference/`, or with
+   `cp /tmp/gpu_check/*.json data/reference/` where the GPU machine holds your checkout. Then run
+   `python bench/report.py`. The log stays out of `data/reference/`.
 """
 
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import failure, machine, save_result, slug
 
 from tinylm.data import BatchSampler
-from tinylm.hardware import autocast_context, mfu, peak_flops
-from tinylm.machine import REFERENCE_DIR, failure, machine, save_result, slug
+from tinylm.hardware import autocast_context, best_device, mfu, peak_flops
 from tinylm.model import GPT, flops_per_token, preset
-from tinylm.profiles import best_device
+from tinylm.reference import REFERENCE_DIR
 from tinylm.train import build_optimizer, timed_steps
 
 # (rung, what it changes): each rung applies its change on top of the previous rungs.

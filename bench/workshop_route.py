@@ -33,6 +33,7 @@ from pathlib import Path
 
 import nbformat
 import torch
+from common import machine, save_result
 from nbformat import NotebookNode
 from notebook_times import (
     CELL_TIMEOUT,
@@ -44,8 +45,8 @@ from notebook_times import (
     text_words,
 )
 
-from tinylm.machine import REFERENCE_DIR, machine, save_result
 from tinylm.profiles import PROFILES, get_profile
+from tinylm.reference import REFERENCE_DIR
 
 MARK = re.compile(r" · (core|optional)\b")  # the first one in a heading is its mark
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in the kernel's tracebacks

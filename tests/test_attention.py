@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from tinylm.attention import (
+    AttentionContext,
     CausalSelfAttention,
+    KVCache,
     apply_rope,
     attention_by_hand,
     causal_mask,
@@ -16,7 +18,7 @@ from tinylm.attention import (
     sdpa_backend,
     split_heads,
 )
-from tinylm.model import GPTConfig
+from tinylm.config import GPTConfig
 
 
 def rotated(x: torch.Tensor, position: int) -> torch.Tensor:
@@ -57,9 +59,24 @@ def test_module_paths_agree_and_weights_on_request(attention):
     x = torch.randn(2, 10, 32)
     y, weights = module(x)
     assert y.shape == (2, 10, 32) and (weights is None) == (attention == "sdpa")
-    y2, weights2 = module(x, return_weights=True)
+    y2, weights2 = module(x, AttentionContext(return_weights=True))
     assert weights2.shape == (2, 4, 10, 10)
     assert (y - y2).abs().max().item() <= 1e-6
+
+
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+def test_module_context_carries_mask_and_cache(attention):
+    torch.manual_seed(0)
+    module = CausalSelfAttention(GPTConfig(n_embd=32, n_head=4, attention=attention)).eval()
+    x = torch.randn(2, 10, 32)
+    y, _ = module(x)
+    masked, _ = module(x, AttentionContext(mask=causal_mask(10)[None, None]))  # (1, 1, T, T)
+    assert torch.allclose(masked, y, atol=1e-6)
+    cache = KVCache(n_layer=1)
+    chunks = [module(x[:, :6], AttentionContext(cache=cache))[0]]
+    chunks += [module(x[:, i : i + 1], AttentionContext(cache=cache))[0] for i in range(6, 10)]
+    assert cache.seq_len == 10
+    assert torch.allclose(torch.cat(chunks, dim=1), y, atol=1e-6)
 
 
 def test_unknown_attention_is_rejected():

@@ -1,7 +1,12 @@
-"""The bench scripts, CI-sized: each runs, exits 0 and writes its JSON (no timing is checked)."""
+"""The bench scripts, CI-sized: each runs, exits 0 and writes its JSON (no timing is checked).
+
+Also what they share in bench/common.py besides the machine record (tests/test_machine.py):
+how the recipe benchmarks score a model.
+"""
 
 import importlib
 import json
+import math
 import os
 import re
 import shutil
@@ -9,11 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from tinylm import data, download
 from tinylm.hardware import resolve_precision, use_compile
+from tinylm.model import GPT, GPTConfig
 from tinylm.runs import RUNS
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -372,3 +379,23 @@ def test_workshop_route_keeps_the_core_code_cells(monkeypatch):
     assert route.workshop_route(optional) == route.Route(cells=[], prose_words=0)
     with pytest.raises(ValueError, match="without · core or · optional"):
         route.workshop_route(nbformat.v4.new_notebook(cells=[text("## 1. Unmarked")]))
+
+
+def test_validation_losses_are_three_figures_near_ln_vocab_at_init(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    common = importlib.import_module("common")
+    rng = np.random.default_rng(0)  # documents of 1-9 tokens from 1..15, each after id 0 (EOT)
+    docs = [[0, *rng.integers(1, 16, size=rng.integers(1, 10))] for _ in range(300)]
+    tokens = np.concatenate(docs).astype(np.uint16)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    losses = common.validation_losses(model, tokens, 0, batch_size=2)
+    assert list(losses) == ["val_random_8", "val_random_64", "val_documents_64"]
+    assert all(abs(value - math.log(16)) < 0.5 for value in losses.values())
+    assert common.validation_losses(model, tokens, 0, batch_size=2) == losses
+
+
+def test_the_ablation_benchmark_trains_the_course_rope_run(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    ablation = importlib.import_module("architecture_ablation")
+    assert ablation.variant_config("rope") == RUNS["char-cpu-rope"]

@@ -1,14 +1,17 @@
-"""The command line on a synthetic corpus: summary, density table, and clear errors."""
+"""The command line on a synthetic corpus: data, train, sample, eval, warm, and clear errors."""
 
 import errno
+import json
 import os
 from pathlib import Path
 
 import pytest
+from synthetic import synthetic_corpus
 
-from tinylm import cli, data, download
+from tinylm import cleaning, cli, data, download, poetry, pretrained, run_files, sampling
 from tinylm.model import GPT, GPTConfig
 from tinylm.run_files import TOKENIZER_FILE
+from tinylm.runs import RUNS
 from tinylm.tokenizers import CharTokenizer
 
 
@@ -16,6 +19,8 @@ from tinylm.tokenizers import CharTokenizer
 def synthetic(corpus, tmp_path, monkeypatch):
     """Point the data folder at tmp_path and serve the synthetic corpus instead of the real one."""
     monkeypatch.setenv(download.DATA_DIR_ENV, str(tmp_path))
+    # Patched on data, not on tinylm.cleaning where it is defined: data.py imports the name
+    # (`from tinylm.cleaning import load_corpus`), so only its own copy reaches data.prepare.
     monkeypatch.setattr(data, "load_corpus", lambda *args, **kwargs: corpus)
     return corpus
 
@@ -48,14 +53,11 @@ def test_unknown_tokenizer_is_rejected_by_argparse(capsys):
 
 
 def test_warm_prepares_the_data_then_trains_each_run(monkeypatch, capsys):
-    from tinylm import pretrained
-    from tinylm.runs import RUNS
-
     prepared, trained = [], []
     runs = [RUNS["char-ci"], RUNS["mistral-ci"]]
     monkeypatch.setattr(pretrained, "profile_runs", lambda profile=None: runs)
     monkeypatch.setattr(data, "prepare_all", lambda names, *args: prepared.append(names))
-    monkeypatch.setattr(cli, "is_finished", lambda cfg: cfg.run_name == "char-ci")
+    monkeypatch.setattr(run_files, "is_finished", lambda cfg: cfg.run_name == "char-ci")
     monkeypatch.setattr(pretrained, "trained", lambda cfg, **kwargs: trained.append(cfg.run_name))
     assert cli.main(["warm", "--profile", "ci"]) == 0
     out = capsys.readouterr().out
@@ -211,7 +213,7 @@ def test_running_out_of_memory_is_one_line_that_says_what_to_lower(tmp_path, mon
             "memory: you tried to allocate 8000000000 bytes. Error code 12"
         )
 
-    monkeypatch.setattr(cli, "sample_poems", too_many)
+    monkeypatch.setattr(sampling, "sample_poems", too_many)
     model = tiny_model_folder(tmp_path / "model")
     assert cli.main(["sample", "--model", str(model), "-n", "1000000000"]) == 1
     err = capsys.readouterr().err
@@ -223,7 +225,7 @@ def test_other_runtime_errors_are_not_taken_for_memory(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("something else")
 
-    monkeypatch.setattr(cli, "sample_poems", broken)
+    monkeypatch.setattr(sampling, "sample_poems", broken)
     model = tiny_model_folder(tmp_path / "model")
     with pytest.raises(RuntimeError, match="something else"):
         cli.main(["sample", "--model", str(model)])
@@ -278,7 +280,7 @@ def test_eval_checks_it_can_create_its_report_before_the_work(tmp_path, monkeypa
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
     monkeypatch.setattr(Path, "touch", read_only)
-    monkeypatch.setattr(cli.data, "prepare", lambda *a, **k: pytest.fail("the work began"))
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: pytest.fail("the work began"))
     assert cli.main(["eval", "--checkpoint", str(model), "--out", str(tmp_path / "e.json")]) == 1
     assert "e.json.part cannot be created there (Permission denied)" in capsys.readouterr().err
 
@@ -293,8 +295,101 @@ def test_ctrl_c_is_one_line_and_the_shells_exit_code(tmp_path, monkeypatch, caps
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "sample_poems", interrupted)
+    monkeypatch.setattr(sampling, "sample_poems", interrupted)
     model = tiny_model_folder(tmp_path / "model")
     assert cli.main(["sample", "--model", str(model)]) == 130
     err = capsys.readouterr().err
     assert err.startswith("interrupted.") and err.count("\n") == 1
+
+
+def test_sample_says_how_to_write_a_damaged_run_model_again(workspace, one_thread, capsys):
+    args = ["batch_size=4", "block_size=32", "max_steps=2", "warmup_steps=1", "eval_batches=1"]
+    assert cli.main(["train", "--run", "char-ci", *args]) == 0
+    weights = RUNS["char-ci"].out_dir / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut short
+    capsys.readouterr()
+    assert cli.main(["sample", "--run", "char-ci"]) == 1
+    err = capsys.readouterr().err
+    assert "model.safetensors is damaged" in err and "Traceback" not in err
+    assert "`python -m tinylm train --run char-ci`" in err and "--no-resume" in err
+    assert cli.main(["sample", "--model", str(RUNS["char-ci"].out_dir)]) == 1  # the run folder
+    err = capsys.readouterr().err
+    assert "model/model.safetensors is damaged or incomplete" in err and "Traceback" not in err
+
+
+def test_cli_overrides_are_literals_or_strings():
+    assert cli.parse_overrides(
+        [
+            "lr=3e-4",
+            "dtype=bfloat16",
+            "block_size=None",
+            "betas=(0.9, 0.95)",
+            "compile=True",
+            "parallel=fsdp",
+        ]
+    ) == {
+        "lr": 3e-4,
+        "dtype": "bfloat16",
+        "block_size": None,
+        "betas": (0.9, 0.95),
+        "compile": True,
+        "parallel": "fsdp",
+    }
+    with pytest.raises(ValueError, match="learning_rate=1.*max_steps"):
+        cli.parse_overrides(["learning_rate=1"])
+
+
+def test_cli_train_then_sample(workspace, one_thread, capsys):
+    args = [
+        "batch_size=4",
+        "block_size=32",
+        "max_steps=4",
+        "warmup_steps=1",
+        "eval_interval=2",
+        "eval_batches=1",
+    ]
+    assert cli.main(["train", "--run", "char-ci", "--steps", "2", *args]) == 0
+    assert cli.main(["train", "--run", "char-ci", *args]) == 0
+    out = capsys.readouterr().out
+    assert "step 4" in out and "val loss" in out and "poems it wrote" in out
+    assert (
+        cli.main(
+            ["sample", "--run", "char-ci", "-n", "2", "--prompt", "春江", "--max-new-tokens", "8"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("春江") and out.count("春江") >= 2
+
+
+def test_cli_eval_writes_a_json_report(workspace, one_thread, capsys, monkeypatch, tmp_path):
+    corpus = synthetic_corpus()
+    monkeypatch.setattr(cleaning, "load_corpus", lambda: corpus)
+    tones = poetry.ToneTable(dict.fromkeys("春江花月夜风", "平") | dict.fromkeys("山水云天", "仄"))
+    monkeypatch.setattr(
+        poetry.PoemJudge,
+        "from_training",
+        classmethod(lambda cls, poems: cls(tones, poetry.CopyDetector([p.content for p in poems]))),
+    )
+    args = [
+        "batch_size=4",
+        "block_size=32",
+        "max_steps=4",
+        "warmup_steps=1",
+        "eval_interval=2",
+        "eval_batches=1",
+    ]
+    assert cli.main(["train", "--run", "char-ci", *args]) == 0
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", "--run", "char-ci", "--samples", "3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["poems"] == 3 and report["tokenizer"] == "char"
+    assert report["val_bits_per_char"] > 0 and len(report["examples"]) == 3
+    assert "report written to" in capsys.readouterr().out
+
+
+def test_cli_errors_are_messages(workspace, one_thread, capsys):
+    assert cli.main(["train", "--run", "char-ci", "lr=-1"]) == 1
+    assert "TrainConfig.lr" in capsys.readouterr().err
+    assert cli.main(["sample", "--model", "/no/such/model"]) == 1
+    assert "error:" in capsys.readouterr().err

@@ -12,8 +12,9 @@ from transformers import (
     PreTrainedModel,
 )
 
+from tinylm.config import MISTRAL, GPTConfig, preset
 from tinylm.hf import from_hf, to_hf
-from tinylm.model import GPT, MISTRAL, GPTConfig, preset
+from tinylm.model import GPT
 from tinylm.sampling import generate
 
 TINY = GPTConfig(vocab_size=96, block_size=32, n_layer=2, n_head=2, n_embd=32)

@@ -4,27 +4,34 @@ Most tests run twice: on the GPT-2-style defaults and with every Mistral-style o
 (RMSNorm, RoPE, SwiGLU, grouped-query attention, an untied head).
 """
 
+import ast
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
-from tinylm.model import (
-    GPT,
+import tinylm.attention
+import tinylm.config
+import tinylm.model
+from tinylm.config import (
     MISTRAL,
     MLPS,
     NORMS,
     POSITIONS,
     PRESETS,
     GPTConfig,
+    pad_vocab_size,
+    preset,
+)
+from tinylm.model import (
+    GPT,
     RMSNorm,
     count_parameters,
     flops_per_token,
-    pad_vocab_size,
     positions_in_documents,
-    preset,
     training_memory_bytes,
 )
 
@@ -288,3 +295,26 @@ def test_pad_vocab_size_rounds_up_to_multiples_of_64():
     assert pad_vocab_size(50257) == 50304
     assert pad_vocab_size(8192) == 8192
     assert pad_vocab_size(1) == 64
+
+
+def test_model_module_still_offers_the_config_names():
+    for name in ("GPTConfig", "PRESETS", "MISTRAL", "preset", "pad_vocab_size"):
+        assert getattr(tinylm.model, name) is getattr(tinylm.config, name)
+
+
+def tinylm_imports(module) -> set[str]:
+    """The tinylm modules a module's source imports anywhere (type-only imports included)."""
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {name.split(".")[1] for name in names if name.startswith("tinylm.")}
+
+
+def test_config_attention_and_model_import_in_one_direction():
+    assert tinylm_imports(tinylm.config) == set()  # the config stands alone, as in transformers
+    assert tinylm_imports(tinylm.attention) == {"config"}
+    assert tinylm_imports(tinylm.model) == {"attention", "config"}

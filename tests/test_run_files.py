@@ -2,6 +2,8 @@
 log, the trainer state, the model against its tokenizer, a full disk."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from tinylm.run_files import (
     STATE_FILE,
     TOKENIZER_FILE,
     check_run_folder,
+    find_checkpoint,
     load_checkpoint,
     load_model,
     load_trainer_state,
@@ -110,7 +113,7 @@ def test_a_full_disk_while_checkpointing_is_one_message_and_leaves_no_partial_fi
     def disk_full(*args, **kwargs):
         raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
 
-    monkeypatch.setattr("tinylm.run_files.torch.save", disk_full)
+    monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(OSError, match=r"could not write a checkpoint into .*disk full.*MB"):
         save_checkpoint(tmp_path, model, state(20))
     assert not (tmp_path / "checkpoint.tmp").exists()
@@ -235,3 +238,37 @@ def test_a_finished_runs_config_that_is_not_an_object_is_named(tmp_path, text):
     (tmp_path / "model" / "train_config.json").write_text(text)
     with pytest.raises(ValueError, match=r"train_config.json is damaged .*--no-resume"):
         saved_config(tmp_path)
+
+
+def test_a_save_cut_short_leaves_the_old_or_the_new_checkpoint(tmp_path, monkeypatch):
+    """Killed while checkpoint.tmp is written, or between the two renames: a whole one is left."""
+    model = GPT(TINY)
+    save_checkpoint(tmp_path, model, state(5))
+    real_save, real_replace = torch.save, os.replace
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)  # killed while writing checkpoint.tmp
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, model, state(6))
+    assert find_checkpoint(tmp_path) == tmp_path / "checkpoint"
+    assert load_trainer_state(tmp_path / "checkpoint")["step"] == 5
+    monkeypatch.setattr(torch, "save", real_save)
+    moved = []
+
+    def killed_between_the_two_moves(src, dst):
+        if Path(src).is_dir():
+            if moved:
+                raise KeyboardInterrupt
+            moved.append(src)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_between_the_two_moves)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, model, state(6))
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not (tmp_path / "checkpoint").exists()
+    assert find_checkpoint(tmp_path) == tmp_path / "checkpoint.old"
+    folder, resumed, _ = load_checkpoint(tmp_path, TrainConfig("x"))  # what a resume reads
+    assert folder == tmp_path / "checkpoint.old" and resumed["step"] == 5

@@ -1,5 +1,6 @@
-"""Runs: a run's name stays inside runs/; the cpu profile's fp32 runs keep the bf16 recipes."""
+"""Runs: TrainConfig's checks, the talk's runs and their twins, names that stay inside runs/."""
 
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -209,12 +210,68 @@ def test_the_rope_twin_changes_only_the_positions_at_equal_compute(profile):
     assert asdict(replace(rope, run_name=main.run_name, model=main.model)) == asdict(main)
 
 
-def test_the_ablation_benchmark_trains_the_course_rope_run():
-    import importlib.util
+def test_config_errors_name_the_field():
+    tiny = TrainConfig("tiny", model="char-ci", max_steps=20, warmup_steps=4, lr=3e-3, min_lr=3e-4)
+    with pytest.raises(
+        ValueError,
+        match=r"TrainConfig.dtype .*'auto', 'float32', 'bfloat16', "
+        "'float16'",
+    ):
+        replace(tiny, dtype="fp8")
+    with pytest.raises(ValueError, match="TrainConfig.model"):
+        replace(tiny, model="7b")
+    with pytest.raises(ValueError, match="TrainConfig.min_lr"):
+        replace(tiny, min_lr=1.0)
+    with pytest.raises(ValueError, match="TrainConfig.warmup_steps"):
+        replace(tiny, warmup_steps=21)
+    with pytest.raises(ValueError, match="TrainConfig.device"):
+        replace(tiny, device="tpu9")
+    with pytest.raises(ValueError, match="TrainConfig.lr must be a finite number, got 'abc'"):
+        replace(tiny, lr="abc")
+    # Issue 14, case 8: lr=1e400 (infinite) was accepted; the NaN stop caught it only later.
+    for bad in (1e400, math.nan):
+        with pytest.raises(ValueError, match="TrainConfig.lr must be a finite number"):
+            replace(tiny, lr=bad)
+    with pytest.raises(ValueError, match="TrainConfig.dropout must be a finite number"):
+        replace(tiny, dropout=-math.inf)
+    with pytest.raises(
+        ValueError,
+        match=r"TrainConfig.parallel must be one of \['ddp', 'fsdp'\], "
+        "got 'zero'",
+    ):
+        replace(tiny, parallel="zero")
 
-    spec = importlib.util.spec_from_file_location(
-        "architecture_ablation", PROJECT_ROOT / "bench" / "architecture_ablation.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    assert bench.variant_config("rope") == RUNS["char-cpu-rope"]
+
+def test_runs_match_the_talk():
+    for name in ("talk-30m", "talk-124m"):
+        cfg = RUNS[name]
+        tokens = cfg.batch_size * 256 * cfg.max_steps
+        assert cfg.tokenizer == "gpt2" and cfg.block_size is None and 79e6 < tokens < 81e6
+        assert (cfg.lr, cfg.min_lr, cfg.betas, cfg.dropout, cfg.weight_decay) == (
+            1e-3,
+            1e-4,
+            (0.9, 0.99),
+            0.2,
+            0.1,
+        )
+    assert all(cfg.run_name == name for name, cfg in RUNS.items())
+
+
+def test_mistral_twins_train_with_the_same_flops():
+    for size in ("ci", "cpu", "gpu"):
+        reference, twin = RUNS[f"char-{size}"], RUNS[f"mistral-{size}"]
+        assert (
+            replace(
+                twin,
+                run_name=reference.run_name,
+                model=reference.model,
+                max_steps=reference.max_steps,
+            )
+            == reference
+        )  # nothing else differs
+        flops = [
+            flops_per_token(preset(cfg.model, vocab_size=CHAR_VOCAB)) * cfg.max_steps
+            for cfg in (reference, twin)
+        ]
+        assert abs(flops[1] / flops[0] - 1) < 0.01
+        assert preset(twin.model).position == "rope" and preset(twin.model).mlp == "swiglu"

@@ -8,9 +8,11 @@ import torch.nn.functional as F
 
 from tinylm import cli
 from tinylm.attention import KVCache
-from tinylm.model import GPT, MISTRAL, GPTConfig
+from tinylm.config import MISTRAL, GPTConfig
+from tinylm.model import GPT
 from tinylm.run_files import TOKENIZER_FILE
 from tinylm.sampling import (
+    BeamHypotheses,
     apply_repetition_penalty,
     apply_temperature,
     beam_poems,
@@ -332,6 +334,17 @@ def test_beam_search_matches_transformers(model):
         eos_token_id=None,
     )
     assert torch.equal(ours, theirs)
+
+
+def test_beam_hypotheses_keep_the_best_finished_beams_and_know_when_done():
+    finished = BeamHypotheses(num_beams=2, length_penalty=1.0)
+    for logprob, ids in ((-4.0, [1, 2]), (-1.0, [3]), (-9.0, [4, 5, 6])):
+        finished.add(logprob, ids, len(ids))
+    assert finished.best == [(-1.0, [3]), (-2.0, [1, 2])]  # sum log-prob / length, best first
+    top = [(-10.0, 0, 7), (-11.0, 1, 0), (-12.0, 1, 3)]  # (sum log-prob, beam, token), eot = 0
+    kept = finished.process(top, torch.tensor([[8], [9]]), eot_id=0, length=2)
+    assert kept == [(0, 7, -10.0), (1, 3, -12.0)]  # the finished [9, 0] scored -5.5: not kept
+    assert finished.done  # the best running beam, -10 / 2, cannot beat the worst finished, -2
 
 
 def test_beam_search_with_the_cache_past_block_size(model):

@@ -18,9 +18,14 @@ def test_peak_memory_is_not_tracked_on_cpu():
     assert peak_memory_mib(lambda: torch.zeros(1000), torch.device("cpu")) is None
 
 
-def test_synchronize_accepts_a_name_or_a_device():
-    synchronize("cpu")
-    synchronize(torch.device("cpu"))
+def test_synchronize_waits_for_the_named_device_and_nothing_else(monkeypatch):
+    """No GPU here: torch's own waits are patched (where defined), recording what is waited on."""
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: waited.append("mps"))
+    for device in ("cuda:1", torch.device("cuda", 1), "mps", torch.device("mps"), "cpu"):
+        synchronize(device)
+    assert waited == [torch.device("cuda", 1), torch.device("cuda", 1), "mps", "mps"]
 
 
 def test_timed_returns_the_result_and_the_seconds():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tinylm import viz
+from tinylm.reference import REFERENCE_DIR
 
 
 def machine(device: str, name: str, date: str) -> dict:
@@ -117,7 +118,7 @@ def test_broken_file_is_named(tmp_path):
 
 def test_committed_references_are_named_for_their_device():
     """A file copied into data/reference/ says "cuda" in its name exactly when it ran on a GPU."""
-    for path in sorted(viz.REFERENCE_DIR.glob("*.json")):
+    for path in sorted(REFERENCE_DIR.glob("*.json")):
         recorded = json.loads(path.read_text(encoding="utf-8"))
         device = recorded.get("machine", {}).get("device") if isinstance(recorded, dict) else None
         if device:

@@ -9,22 +9,22 @@ or plain math) and never materialises the (T, T) weights when it can avoid it.
 Two options of modern decoders (notebook 10) live here too: rotary position embeddings (RoPE),
 which rotate queries and keys by an angle proportional to their position, and grouped-query
 attention (GQA), where several query heads share one key/value head.
+
+What one forward pass tells every layer besides x (a packed-documents mask, the KV cache, RoPE's
+angles, whether to return the weights) travels in one `AttentionContext`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-if TYPE_CHECKING:  # model.py imports this module; the config is only read here
-    from tinylm.model import GPTConfig
-
-ATTENTION_IMPLEMENTATIONS = ("manual", "sdpa")
+from tinylm.config import GPTConfig
 
 
 def causal_mask(
@@ -80,6 +80,19 @@ class KVCache:
         """Keep (and reorder) the batch rows given by index (beam search reshuffles beams)."""
         self.keys = [None if k is None else k[rows] for k in self.keys]
         self.values = [None if v is None else v[rows] for v in self.values]
+
+
+@dataclass(frozen=True)
+class AttentionContext:
+    """What one forward pass tells all layers besides x; the defaults: plain causal attention."""
+
+    mask: torch.Tensor | None = None  # (B, 1, T, T), True = may attend; None: causal
+    cache: KVCache | None = None  # earlier positions' keys and values; None: x is all there is
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None  # (cos, sin) to rotate q, k by
+    return_weights: bool = False  # also return the weights (then computed by hand)
+
+
+CAUSAL = AttentionContext()  # no mask, no cache, no rotation (learned positions), no weights
 
 
 def attention_by_hand(
@@ -199,33 +212,27 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        return_weights: bool = False,
-        mask: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        self, x: torch.Tensor, context: AttentionContext = CAUSAL
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, T, C) → (y (B, T, C), weights (B, nh, T, S) or None).
+        """x (B, T, C) → (y (B, T, C), weights (B, nh, T, S) or None; S = cached + T keys).
 
-        mask (B, 1, T, T), True = may attend, replaces the causal mask (packed documents).
-        With a cache, keys and values of earlier positions come from it (S = past + T).
-        rope: (cos, sin) of the T positions (`rope_angles`), to rotate q and k by.
+        context.mask (packed documents) replaces the causal mask; context.cache supplies and
+        keeps the keys and values of earlier positions; context.rope rotates q and k.
         """
         q, k, v = self.c_attn(x).split([x.size(-1), self.kv_dim, self.kv_dim], dim=2)
         q = split_heads(q, self.n_head)  # (B, nh, T, hs)
         k, v = split_heads(k, self.n_kv_head), split_heads(v, self.n_kv_head)  # (B, nkv, T, hs)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # position enters q·k here only
-        if cache is not None:
-            k, v = cache.update(self.layer, k, v)  # each (B, nkv, S, hs): the small ones
+        if context.rope is not None:  # position enters q·k here only
+            q, k = apply_rope(q, *context.rope), apply_rope(k, *context.rope)
+        if context.cache is not None:
+            k, v = context.cache.update(self.layer, k, v)  # each (B, nkv, S, hs): the small ones
         n_rep = self.n_head // self.n_kv_head
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # each (B, nh, S, hs)
-        t, s = q.size(2), k.size(2)
+        t, s, mask = q.size(2), k.size(2), context.mask
         if mask is None and s > t > 1:  # a chunk after cached positions: offset causal mask
             mask = causal_mask(t, x.device, keys=s)
         dropout_p = self.dropout if self.training else 0.0
-        if self.attention == "manual" or return_weights:
+        if self.attention == "manual" or context.return_weights:
             y, weights = attention_by_hand(q, k, v, dropout_p, causal=s == t, mask=mask)
         else:  # one new token (t == 1) may see every cached key: no mask at all
             y = F.scaled_dot_product_attention(

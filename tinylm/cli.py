@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from tinylm import cleaning, data, download, poetry, pretrained
+# run_files and sampling by module: a test patches is_finished or sample_poems where it is defined.
+from tinylm import cleaning, data, download, poetry, pretrained, run_files, sampling
 from tinylm.archive import (
     ArchiveError,
     ImportResult,
@@ -29,9 +30,7 @@ from tinylm.hardware import NotEnoughMemory, resolve_device
 from tinylm.lock import FolderLocked
 from tinylm.model import GPT
 from tinylm.profiles import PROFILES, get_profile
-from tinylm.run_files import is_finished, load_model
 from tinylm.runs import MAX_SEED, RUNS, RUNS_DIR_ENV, TrainConfig, config_fields, runs_dir
-from tinylm.sampling import beam_poems, sample_poems
 from tinylm.tokenizers import (
     MAX_BPE_VOCAB_SIZE,
     REPORTED_DENSITY,
@@ -168,7 +167,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
     model, tokenizer = pretrained.get(profile=profile.name)
     print("\nThree poems it wrote:\n")
-    print("\n\n".join(sample_poems(model, tokenizer, n=3)))
+    print("\n\n".join(sampling.sample_poems(model, tokenizer, n=3)))
     print("\nOpen notebooks/ with `make lab` for the lessons.")
 
 
@@ -215,7 +214,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg: TrainConfig = replace(
         RUNS[args.run or get_profile().train_run], **parse_overrides(args.overrides)
     )
-    done = not args.no_resume and is_finished(cfg)
+    done = not args.no_resume and run_files.is_finished(cfg)
     print(
         f"run {cfg.run_name}: model {cfg.model}, tokenizer {cfg.tokenizer}, batch "
         f"{cfg.batch_size} x {cfg.grad_accum}, {cfg.max_steps} steps"
@@ -225,7 +224,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = train(cfg, resume=not args.no_resume, max_steps=args.steps)
     print(format_result(result, time.perf_counter() - start))
     print("\nThree poems it wrote:\n")
-    print("\n\n".join(sample_poems(result.model, result.tokenizer, n=3)))
+    print("\n\n".join(sampling.sample_poems(result.model, result.tokenizer, n=3)))
 
 
 def cmd_warm(args: argparse.Namespace) -> None:
@@ -240,7 +239,7 @@ def cmd_warm(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     width = max(len(cfg.run_name) for cfg in runs) + 2
     for cfg in runs:
-        done = is_finished(cfg)
+        done = run_files.is_finished(cfg)
         run_start = time.perf_counter()
         pretrained.trained(cfg)
         print(
@@ -262,7 +261,7 @@ def load_cli_model(run: str | None, folder: str | None) -> tuple[Path, GPT, Toke
     if folder:
         directory = Path(folder)
         directory = directory / "model" if (directory / "model").is_dir() else directory
-        model, tokenizer = load_model(directory)
+        model, tokenizer = run_files.load_model(directory)
         return directory, model.to(resolve_device("auto")), tokenizer
     run = run or get_profile().train_run
     directory = RUNS[run].out_dir / "model"
@@ -272,7 +271,7 @@ def load_cli_model(run: str | None, folder: str | None) -> tuple[Path, GPT, Toke
             f"with `python -m tinylm train --run {run}`"
         )
     try:
-        model, tokenizer = load_model(directory)
+        model, tokenizer = run_files.load_model(directory)
     except ValueError as error:
         raise ValueError(
             f"{error}. Write the final model again from the run's checkpoint with "
@@ -287,9 +286,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     _, model, tokenizer = load_cli_model(args.run, args.model)
     warn_unknown_characters(tokenizer, args.prompt or [])
     if args.beams > 1:
-        poems = beam_poems(model, tokenizer, args.prompt, args.max_new_tokens, args.beams)
+        poems = sampling.beam_poems(model, tokenizer, args.prompt, args.max_new_tokens, args.beams)
     else:
-        poems = sample_poems(
+        poems = sampling.sample_poems(
             model,
             tokenizer,
             args.prompt,

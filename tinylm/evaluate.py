@@ -2,8 +2,6 @@
 
 Training scores its model every `eval_interval` steps on batches drawn once with `EVAL_SEED`
 (`fixed_batches`, `estimate_loss`), so two evaluations, or two runs, differ only by the model.
-`validation_losses` adds the three figures the recipe and architecture benchmarks compare runs
-by: 8 and 64 batches of random windows, and 64 of windows that start at a poem.
 """
 
 from __future__ import annotations
@@ -14,19 +12,9 @@ import numpy as np
 import torch
 
 from tinylm.data import BatchSampler
-from tinylm.model import GPT
 from tinylm.runs import TrainConfig
 
 EVAL_SEED = 1234  # one seed for the fixed eval batches, so every run is scored on the same text
-JUDGED_POEMS = 200  # poems the benchmarks write and judge per run
-POEM_METRICS = (  # the PoemJudge report fields the benchmarks record
-    "finished",
-    "regulated",
-    "uniform_verses",
-    "copied_verses",
-    "rhymes",
-    "tone_agreement",
-)
 
 
 def fixed_batches(
@@ -72,23 +60,3 @@ def estimate_loss(
         total += loss.float()
     model.train()
     return (total / len(batches)).item()
-
-
-def validation_losses(
-    model: GPT, tokens: np.ndarray, eot_id: int, batch_size: int = 8
-) -> dict[str, float]:
-    """fp32 loss on fixed batches: 8 and 64 of random windows, and 64 of poem-start windows."""
-    scored = {
-        "val_random_8": TrainConfig("validation", batch_size=batch_size, eval_batches=8),
-        "val_random_64": TrainConfig("validation", batch_size=batch_size, eval_batches=64),
-        "val_documents_64": TrainConfig(
-            "validation", batch_size=batch_size, eval_batches=64, windows="documents"
-        ),
-    }
-    block_size = model.config.block_size
-    return {
-        key: estimate_loss(
-            model, fixed_batches(tokens, cfg, block_size, "cpu", eot_id), nullcontext()
-        )
-        for key, cfg in scored.items()
-    }

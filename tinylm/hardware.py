@@ -1,8 +1,13 @@
-"""What the hardware decides for a run: device, precision, compile, where the batches are cut, MFU.
+"""What the hardware is and what it decides for a run: device, precision, compile, batches, MFU.
+
+Detection: `best_device` (CUDA, then Apple's MPS, then the CPU), `device_memory` (a CUDA GPU's
+name and memory) and `cpu_bf16_support` (the CPU's native bf16 instructions, or none: the
+TINYLM_CPU_BF16 switch can hide them). Every decision below, and tinylm.profiles' choice of
+sizes (`trains_in_fp32`), reads the hardware through these, in this one module.
 
 Precision (`resolve_precision`): with ``dtype="auto"`` the weights and AdamW stay in fp32 and
 the forward pass runs under bf16 autocast where the hardware computes bf16 natively (Ampere or
-newer GPUs; CPUs with AMX or AVX-512 BF16, see `tinylm.profiles.cpu_bf16_support`); on older
+newer GPUs; CPUs with AMX or AVX-512 BF16, see `cpu_bf16_support`); on older
 GPUs under fp16 autocast, whose narrow range needs a gradient scaler (`grad_scaler`); elsewhere
 in fp32. ``compile="auto"`` (`use_compile`) compiles on CUDA, and on CPU only bf16 runs long
 enough to repay the compile time (CPU_COMPILE_MIN_TOKENS); never on native Windows, where
@@ -16,9 +21,10 @@ device, a run that cannot fit at all (training plus its fixed evaluation batches
 GPU's memory or the machine's RAM) is refused before any work (`check_memory`): a typo such as
 batch_size=1000000000 is one message, not minutes of swapping and an allocator's traceback.
 
-Device (`resolve_device`): ``device="auto"`` picks CUDA, then Apple's MPS, then the CPU. MPS
-must first compute one training step of a tiny GPT as the CPU does (`mps_agrees_with_cpu`,
-once per process); where it does not, "auto" falls back to the CPU with a warning.
+Device (`resolve_device`): ``device="auto"`` picks `best_device`. MPS must first compute one
+training step of a tiny GPT as the CPU does (`mps_agrees_with_cpu`, once per process); where it
+does not, "auto" falls back to the CPU with a warning. `training_setup` says in words what
+"auto" picks here, for the environment report (tinylm.profiles.describe_environment).
 """
 
 from __future__ import annotations
@@ -35,7 +41,6 @@ from contextlib import nullcontext
 import torch
 
 from tinylm.model import GPT, PRESETS, GPTConfig, training_memory_bytes
-from tinylm.profiles import best_device, cpu_bf16_support, device_memory
 from tinylm.runs import TrainConfig
 
 # torch.compile's backend (default "inductor", which generates C++ on CPU and Triton on CUDA).
@@ -97,6 +102,91 @@ DeviceStep = Callable[[GPT, torch.Tensor, torch.Tensor], dict[str, float]]
 
 class DeviceMismatchWarning(UserWarning):
     """A device computed the self-check's training step differently from the CPU."""
+
+
+def best_device() -> str:
+    """The fastest device PyTorch can use here: ``cuda``, then Apple's ``mps``, else ``cpu``."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def device_memory(device: torch.device | str) -> tuple[str, int] | None:
+    """(name, total bytes) of a CUDA device, as the driver reports them; None off CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)
+    return props.name, props.total_memory
+
+
+# CPU flags (as /proc/cpuinfo names them) of native bf16 matrix instructions, best first: with
+# them bf16 autocast is faster than fp32 on the CPU; without them bf16 is emulated, and slower.
+CPU_BF16_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}
+# TINYLM_CPU_BF16=0 makes the course treat the CPU as one without bf16 (fp32 and the cpu
+# profile's fp32 runs): to try on a bf16 machine what most laptops get. Speed as on such a laptop
+# also needs PyTorch's own kernels held to AVX2: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2.
+CPU_BF16_ENV = "TINYLM_CPU_BF16"
+
+
+def cpu_bf16_support() -> str | None:
+    """The CPU's native bf16 instructions, "AMX" or "AVX-512 BF16", or None (bf16 emulated).
+
+    None too when TINYLM_CPU_BF16 is 0 (or off, no, false); unset, empty, 1, on, yes, true
+    or auto: what the CPU reports. Any other value is an error, not a silent guess.
+    """
+    switch = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if switch in ("0", "off", "no", "false"):
+        return None
+    if switch not in ("", "1", "on", "yes", "true", "auto"):
+        raise ValueError(
+            f"{CPU_BF16_ENV}={os.environ[CPU_BF16_ENV]!r} is not a setting: use 0 to treat the "
+            "CPU as one without bf16 (as most laptops are), or unset it to use what the CPU has"
+        )
+    return detected_cpu_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def detected_cpu_bf16() -> str | None:
+    """What the CPU itself reports (cpu_bf16_support without the switch), read once."""
+    flags = _cpu_flags()
+    if flags is None:  # not Linux: ask PyTorch's own CPU probe
+        return _torch_cpu_bf16()
+    return next((name for flag, name in CPU_BF16_FLAGS.items() if flag in flags), None)
+
+
+def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str] | None:
+    """The flags of /proc/cpuinfo's first processor on Linux; None elsewhere or if unreadable."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        return None
+    return set()  # a Linux CPU that lists no flags (ARM: "Features"): no x86 bf16
+
+
+def _torch_cpu_bf16() -> str | None:
+    """cpu_bf16_support from PyTorch's CPU probes (macOS, Windows); None on Apple silicon."""
+    probes = {"AMX": "_is_amx_tile_supported", "AVX-512 BF16": "_is_avx512_bf16_supported"}
+    for name, probe in probes.items():  # private helpers: absent in some versions
+        if getattr(torch.cpu, probe, lambda: False)():
+            return name
+    capability = torch.backends.cpu.get_cpu_capability().upper()
+    if "AMX" in capability:
+        return "AMX"
+    return "AVX-512 BF16" if "AVX512" in capability and "BF16" in capability else None
+
+
+def trains_in_fp32() -> bool:
+    """True where the course's "auto" device trains in fp32: a CPU without bf16, or MPS."""
+    device = best_device()
+    return device == "mps" or (device == "cpu" and cpu_bf16_support() is None)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -248,6 +338,31 @@ def use_compile(cfg: TrainConfig, device: torch.device, block_size: int | None =
     return cfg.max_steps * cfg.batch_size * cfg.grad_accum * block_size >= CPU_COMPILE_MIN_TOKENS
 
 
+def training_setup(device: str) -> dict[str, str]:
+    """The CPU's native bf16, and the precision and compiling that "auto" picks on `device`."""
+    cpu_bf16 = cpu_bf16_support()
+    precision = resolve_precision(torch.device(device), "auto")
+    if precision == "bfloat16":
+        why = f"CPU has {cpu_bf16}" if device == "cpu" else "GPU has native bf16"
+        precision_line = f"bf16 autocast ({why})"
+    elif precision == "float16":
+        precision_line = "fp16 autocast + gradient scaler (GPU without native bf16)"
+    else:
+        precision_line = "fp32" + (" (no native bf16 on this CPU)" if device == "cpu" else "")
+    if sys.platform == "win32":
+        compile_line = "no (torch.compile's inductor backend does not run on native Windows)"
+    elif device == "cuda":
+        compile_line = "yes, every run"
+    elif device == "cpu" and precision == "bfloat16":
+        compile_line = (
+            f"runs of {CPU_COMPILE_MIN_TOKENS / 1e6:g}M+ tokens only (shorter ones "
+            "would not earn back the compile time)"
+        )
+    else:
+        compile_line = "no (it would not speed training up here)"
+    return {"cpu bf16": cpu_bf16 or "none", "precision": precision_line, "compile": compile_line}
+
+
 def use_resident_data(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether the training tokens live on the device: asked for, or "auto" on CUDA."""
     return cfg.resident_data is True or (cfg.resident_data == "auto" and device.type == "cuda")
@@ -276,11 +391,6 @@ def _name_words(name: str) -> str:
 def mfu(flops: int, tokens_per_s: float, peak: float | None) -> float | None:
     """Model FLOPs utilisation: training FLOPs per token x tokens/s as a fraction of the peak."""
     return None if peak is None else flops * tokens_per_s / peak
-
-
-def course_precision(cfg: TrainConfig, device: torch.device) -> dict:
-    """The compute dtype and compile setting tinylm.train resolves for this run on this device."""
-    return {"dtype": resolve_precision(device, cfg.dtype), "compile": use_compile(cfg, device)}
 
 
 # The share of a GPU's memory `fit_micro_batch` leaves out of its plan: the CUDA context (a few

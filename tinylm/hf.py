@@ -28,7 +28,8 @@ from transformers import (
     PreTrainedConfig,
 )
 
-from tinylm.model import GPT, GPTConfig
+from tinylm.config import GPTConfig
+from tinylm.model import GPT
 
 # Parameter-name endings of GPT-2's Conv1D weights: transposed relative to our nn.Linear.
 _CONV1D_WEIGHTS = (

@@ -21,8 +21,8 @@ import statistics
 from pathlib import Path
 
 from tinylm.hardware import PEAK_FLOPS
-from tinylm.machine import REFERENCE_DIR
 from tinylm.model import flops_per_token, preset
+from tinylm.reference import REFERENCE_DIR
 
 NANOGPT_H200_DIR = REFERENCE_DIR / "gpu-nanogpt-h200"
 GPU_NAME = "NVIDIA H200"

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-from tinylm import scaling
 from tinylm.lock import folder_lock
 from tinylm.model import GPT
 from tinylm.profiles import get_profile
 from tinylm.run_files import is_finished
-from tinylm.runs import RUNS, TrainConfig
+from tinylm.runs import RUNS, TrainConfig, sweep_run
 from tinylm.tokenizers import Tokenizer
 from tinylm.train import TrainResult, train
 
@@ -59,7 +58,7 @@ def profile_runs(profile: str | None = None) -> list[TrainConfig]:
     p = get_profile(profile)
     main = [RUNS[p.train_run]] + ([RUNS["talk-30m"]] if p.name == "gpu" else [])  # 03-07
     overfit = [RUNS[name] for name in p.overfit_runs]  # 05
-    sweep = [scaling.sweep_config(model, steps) for model, steps in p.scaling_sweep]  # 08
+    sweep = [sweep_run(model, steps) for model, steps in p.scaling_sweep]  # 08
     later = [RUNS[name] for name in (*p.eval_runs, p.mistral_run, p.rope_run)]  # 09, 10
     unique = {cfg.run_name: cfg for cfg in main + overfit + sweep + later}  # first kept
     return list(unique.values())

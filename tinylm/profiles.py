@@ -3,17 +3,18 @@
 Pick one with the environment variable ``TINYLM_PROFILE``; without it the course uses ``gpu`` when
 PyTorch sees a CUDA device with at least GPU_PROFILE_MIN_BYTES of memory and ``cpu`` otherwise.
 Every notebook reads its sizes from here, so the same cells run in seconds under CI and at full
-scale on a GPU.
+scale on a GPU. What the hardware is (device, GPU memory, native bf16) comes from tinylm.hardware.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
 from dataclasses import dataclass, replace
 
 import torch
+
+# Detection lives in tinylm.hardware; notebooks also import best_device from here.
+from tinylm.hardware import best_device, device_memory, training_setup, trains_in_fp32
 
 ENV_VAR = "TINYLM_PROFILE"
 
@@ -147,12 +148,6 @@ CPU_FP32 = replace(
 )
 
 
-def trains_in_fp32() -> bool:
-    """True where the course's "auto" device trains in fp32: a CPU without bf16, or MPS."""
-    device = best_device()
-    return device == "mps" or (device == "cpu" and cpu_bf16_support() is None)
-
-
 def default_profile_name() -> str:
     """``gpu`` on a CUDA GPU of GPU_PROFILE_MIN_BYTES or more, else ``cpu`` (no TINYLM_PROFILE)."""
     memory = device_memory(best_device())
@@ -176,85 +171,6 @@ def get_profile(name: str | None = None) -> Profile:
             "let the course pick gpu or cpu from your hardware."
         ) from None
     return CPU_FP32 if profile.name == "cpu" and trains_in_fp32() else profile
-
-
-def best_device() -> str:
-    """The fastest device PyTorch can use here: ``cuda``, then Apple's ``mps``, else ``cpu``."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def device_memory(device: torch.device | str) -> tuple[str, int] | None:
-    """(name, total bytes) of a CUDA device, as the driver reports them; None off CUDA."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return None
-    props = torch.cuda.get_device_properties(device)
-    return props.name, props.total_memory
-
-
-# CPU flags (as /proc/cpuinfo names them) of native bf16 matrix instructions, best first: with
-# them bf16 autocast is faster than fp32 on the CPU; without them bf16 is emulated, and slower.
-CPU_BF16_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}
-# TINYLM_CPU_BF16=0 makes the course treat the CPU as one without bf16 (fp32 and the cpu
-# profile's fp32 runs): to try on a bf16 machine what most laptops get. Speed as on such a laptop
-# also needs PyTorch's own kernels held to AVX2: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2.
-CPU_BF16_ENV = "TINYLM_CPU_BF16"
-
-
-def cpu_bf16_support() -> str | None:
-    """The CPU's native bf16 instructions, "AMX" or "AVX-512 BF16", or None (bf16 emulated).
-
-    None too when TINYLM_CPU_BF16 is 0 (or off, no, false); unset, empty, 1, on, yes, true
-    or auto: what the CPU reports. Any other value is an error, not a silent guess.
-    """
-    switch = os.environ.get(CPU_BF16_ENV, "").strip().lower()
-    if switch in ("0", "off", "no", "false"):
-        return None
-    if switch not in ("", "1", "on", "yes", "true", "auto"):
-        raise ValueError(
-            f"{CPU_BF16_ENV}={os.environ[CPU_BF16_ENV]!r} is not a setting: use 0 to treat the "
-            "CPU as one without bf16 (as most laptops are), or unset it to use what the CPU has"
-        )
-    return detected_cpu_bf16()
-
-
-@functools.lru_cache(maxsize=1)
-def detected_cpu_bf16() -> str | None:
-    """What the CPU itself reports (cpu_bf16_support without the switch), read once."""
-    flags = _cpu_flags()
-    if flags is None:  # not Linux: ask PyTorch's own CPU probe
-        return _torch_cpu_bf16()
-    return next((name for flag, name in CPU_BF16_FLAGS.items() if flag in flags), None)
-
-
-def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str] | None:
-    """The flags of /proc/cpuinfo's first processor on Linux; None elsewhere or if unreadable."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        with open(cpuinfo, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
-    except OSError:
-        return None
-    return set()  # a Linux CPU that lists no flags (ARM: "Features"): no x86 bf16
-
-
-def _torch_cpu_bf16() -> str | None:
-    """cpu_bf16_support from PyTorch's CPU probes (macOS, Windows); None on Apple silicon."""
-    probes = {"AMX": "_is_amx_tile_supported", "AVX-512 BF16": "_is_avx512_bf16_supported"}
-    for name, probe in probes.items():  # private helpers: absent in some versions
-        if getattr(torch.cpu, probe, lambda: False)():
-            return name
-    capability = torch.backends.cpu.get_cpu_capability().upper()
-    if "AMX" in capability:
-        return "AMX"
-    return "AVX-512 BF16" if "AVX512" in capability and "BF16" in capability else None
 
 
 def describe_environment() -> dict[str, str]:
@@ -292,30 +208,3 @@ def _profile_reason() -> str:
     if size >= least:
         return f"a GPU with {size:.1f} GiB, at least the {least:g} GiB the gpu profile needs"
     return f"a GPU with {size:.1f} GiB, under the {least:g} GiB the gpu profile needs"
-
-
-def training_setup(device: str) -> dict[str, str]:
-    """The CPU's native bf16, and the precision and compiling that "auto" picks on `device`."""
-    from tinylm.hardware import CPU_COMPILE_MIN_TOKENS, resolve_precision  # it imports us
-
-    cpu_bf16 = cpu_bf16_support()
-    precision = resolve_precision(torch.device(device), "auto")
-    if precision == "bfloat16":
-        why = f"CPU has {cpu_bf16}" if device == "cpu" else "GPU has native bf16"
-        precision_line = f"bf16 autocast ({why})"
-    elif precision == "float16":
-        precision_line = "fp16 autocast + gradient scaler (GPU without native bf16)"
-    else:
-        precision_line = "fp32" + (" (no native bf16 on this CPU)" if device == "cpu" else "")
-    if sys.platform == "win32":
-        compile_line = "no (torch.compile's inductor backend does not run on native Windows)"
-    elif device == "cuda":
-        compile_line = "yes, every run"
-    elif device == "cpu" and precision == "bfloat16":
-        compile_line = (
-            f"runs of {CPU_COMPILE_MIN_TOKENS / 1e6:g}M+ tokens only (shorter ones "
-            "would not earn back the compile time)"
-        )
-    else:
-        compile_line = "no (it would not speed training up here)"
-    return {"cpu bf16": cpu_bf16 or "none", "precision": precision_line, "compile": compile_line}

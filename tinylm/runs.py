@@ -3,7 +3,9 @@
 A run is named by its folder, ``runs/<run_name>/`` (``$TINYLM_RUNS_DIR/<run_name>/`` if that is
 set), and described by a frozen `TrainConfig`: the model preset, the tokenizer, the batch, the
 schedule and the hardware choices. `RUNS` lists every run the notebooks, the CLI and the bench
-scripts train, in one table; `config_changes` says how two configs differ, which decides whether
+scripts train, in one table, each built from the profiles' main runs and the talk's; `sweep_run`
+builds notebook 08's scaling-sweep runs the same way, one per (model, steps) a profile lists.
+`config_changes` says how two configs differ, which decides whether
 a run folder can be resumed (`tinylm.run_files.check_resumable`).
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tinylm.attention import ATTENTION_IMPLEMENTATIONS
+from tinylm.config import ATTENTION_IMPLEMENTATIONS
 from tinylm.download import PROJECT_ROOT, env_path
 from tinylm.model import PRESETS, flops_per_token, preset
 from tinylm.tokenizers import DEFAULT_BPE_VOCAB_SIZE, GPT2_VOCAB_SIZE, TOKENIZER_NAMES
@@ -39,7 +41,7 @@ class TrainConfig:
     """Everything a training run depends on; `RUNS` holds the course's runs by name."""
 
     run_name: str  # the folder under runs/
-    model: str = "char-ci"  # a preset of tinylm.model.PRESETS
+    model: str = "char-ci"  # a preset of tinylm.config.PRESETS
     tokenizer: str = "char"  # "char", "bpe" or "gpt2": which packed data to train on
     batch_size: int = 64  # sequences per micro-batch (per process under DDP)
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -80,96 +82,11 @@ class TrainConfig:
     parallel: str = "ddp"
 
     def __post_init__(self) -> None:
-        _check(
-            is_plain_name(self.run_name),
-            "run_name",
-            "must be one plain folder name (not '.' or '..', no path separators, control or "
-            "Windows-reserved characters such as : * ? < > |, not a Windows device name such as "
-            f"CON or NUL, at most 255 bytes), got {self.run_name!r}",
-        )
-        _check_choice("model", self.model, sorted(PRESETS))
-        _check_choice("tokenizer", self.tokenizer, TOKENIZER_NAMES)
-        _check_choice("dtype", self.dtype, DTYPES)
-        _check_choice("compile", self.compile, COMPILE_CHOICES)
-        _check_choice("resident_data", self.resident_data, RESIDENT_CHOICES)
-        _check_choice("attention", self.attention, ATTENTION_IMPLEMENTATIONS)
-        _check_choice("parallel", self.parallel, PARALLEL_CHOICES)
-        _check_choice("windows", self.windows, WINDOW_CHOICES)
-        for name in (
-            "batch_size",
-            "grad_accum",
-            "max_steps",
-            "eval_interval",
-            "eval_batches",
-            "log_interval",
-        ):
-            value = getattr(self, name)
-            _check(
-                isinstance(value, int) and value >= 1,
-                name,
-                f"must be a positive integer, got {value!r}",
-            )
-        _check(
-            isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= self.max_steps,
-            "warmup_steps",
-            f"must be an integer from 0 to max_steps ({self.max_steps}), got {self.warmup_steps!r}",
-        )
-        _check(
-            self.train_tokens is None
-            or (
-                isinstance(self.train_tokens, int)
-                and not isinstance(self.train_tokens, bool)
-                and self.train_tokens >= 1
-            ),
-            "train_tokens",
-            f"must be None (all) or a positive integer, got {self.train_tokens!r}",
-        )
-        _check(
-            self.block_size is None or (isinstance(self.block_size, int) and self.block_size >= 1),
-            "block_size",
-            f"must be None or a positive integer, got {self.block_size!r}",
-        )
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "dropout"):
-            value = getattr(self, name)
-            _check(
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and math.isfinite(value),
-                name,
-                f"must be a finite number, got {value!r}",
-            )
-        _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
-        _check(
-            0 <= self.min_lr <= self.lr,
-            "min_lr",
-            f"must be between 0 and lr ({self.lr}), got {self.min_lr}",
-        )
-        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check(
-            isinstance(self.betas, (tuple, list))
-            and len(self.betas) == 2
-            and all(
-                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
-                for b in self.betas
-            ),
-            "betas",
-            f"must be two numbers in [0, 1), got {self.betas!r}",
-        )
-        _check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0: off), got {self.grad_clip}")
-        _check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
-        _check(
-            isinstance(self.seed, int)
-            and not isinstance(self.seed, bool)
-            and 0 <= self.seed <= MAX_SEED,
-            "seed",
-            f"must be an integer from 0 to 2**63 - 1, got {self.seed!r}",
-        )
-        _check(
-            self.device == "auto" or _is_device(self.device),
-            "device",
-            f"must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
-            f"got {self.device!r}",
-        )
+        """Refuse a field out of its range, with a message naming the field and what it takes."""
+        _check_names(self)
+        _check_counts(self)
+        _check_optimizer(self)
+        _check_seed_and_device(self)
 
     @property
     def schedule(self) -> dict[str, float]:
@@ -228,6 +145,105 @@ def run_folder(run_name: str) -> Path:
     return runs_dir() / run_name
 
 
+def _check_names(cfg: TrainConfig) -> None:
+    """The run's folder name, and every field that takes one of a few names."""
+    _check(
+        is_plain_name(cfg.run_name),
+        "run_name",
+        "must be one plain folder name (not '.' or '..', no path separators, control or "
+        "Windows-reserved characters such as : * ? < > |, not a Windows device name such as "
+        f"CON or NUL, at most 255 bytes), got {cfg.run_name!r}",
+    )
+    _check_choice("model", cfg.model, sorted(PRESETS))
+    _check_choice("tokenizer", cfg.tokenizer, TOKENIZER_NAMES)
+    _check_choice("dtype", cfg.dtype, DTYPES)
+    _check_choice("compile", cfg.compile, COMPILE_CHOICES)
+    _check_choice("resident_data", cfg.resident_data, RESIDENT_CHOICES)
+    _check_choice("attention", cfg.attention, ATTENTION_IMPLEMENTATIONS)
+    _check_choice("parallel", cfg.parallel, PARALLEL_CHOICES)
+    _check_choice("windows", cfg.windows, WINDOW_CHOICES)
+
+
+def _check_counts(cfg: TrainConfig) -> None:
+    """The batch, the steps and the intervals: whole numbers; train_tokens and block_size too."""
+    for name in (
+        "batch_size",
+        "grad_accum",
+        "max_steps",
+        "eval_interval",
+        "eval_batches",
+        "log_interval",
+    ):
+        value = getattr(cfg, name)
+        _check(
+            isinstance(value, int) and value >= 1,
+            name,
+            f"must be a positive integer, got {value!r}",
+        )
+    _check(
+        isinstance(cfg.warmup_steps, int) and 0 <= cfg.warmup_steps <= cfg.max_steps,
+        "warmup_steps",
+        f"must be an integer from 0 to max_steps ({cfg.max_steps}), got {cfg.warmup_steps!r}",
+    )
+    _check(
+        cfg.train_tokens is None
+        or (
+            isinstance(cfg.train_tokens, int)
+            and not isinstance(cfg.train_tokens, bool)
+            and cfg.train_tokens >= 1
+        ),
+        "train_tokens",
+        f"must be None (all) or a positive integer, got {cfg.train_tokens!r}",
+    )
+    _check(
+        cfg.block_size is None or (isinstance(cfg.block_size, int) and cfg.block_size >= 1),
+        "block_size",
+        f"must be None or a positive integer, got {cfg.block_size!r}",
+    )
+
+
+def _check_optimizer(cfg: TrainConfig) -> None:
+    """The learning rates, weight decay, betas, clipping and dropout: finite, in range."""
+    for name in ("lr", "min_lr", "weight_decay", "grad_clip", "dropout"):
+        value = getattr(cfg, name)
+        _check(
+            _is_number(value) and math.isfinite(value),
+            name,
+            f"must be a finite number, got {value!r}",
+        )
+    _check(cfg.lr > 0, "lr", f"must be positive, got {cfg.lr}")
+    _check(
+        0 <= cfg.min_lr <= cfg.lr,
+        "min_lr",
+        f"must be between 0 and lr ({cfg.lr}), got {cfg.min_lr}",
+    )
+    _check(cfg.weight_decay >= 0, "weight_decay", f"must be >= 0, got {cfg.weight_decay}")
+    _check(
+        isinstance(cfg.betas, (tuple, list))
+        and len(cfg.betas) == 2
+        and all(_is_number(b) and 0 <= b < 1 for b in cfg.betas),
+        "betas",
+        f"must be two numbers in [0, 1), got {cfg.betas!r}",
+    )
+    _check(cfg.grad_clip >= 0, "grad_clip", f"must be >= 0 (0: off), got {cfg.grad_clip}")
+    _check(0 <= cfg.dropout < 1, "dropout", f"must be in [0, 1), got {cfg.dropout}")
+
+
+def _check_seed_and_device(cfg: TrainConfig) -> None:
+    """A seed torch's generators take with the rank added, and a device torch knows."""
+    _check(
+        isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool) and 0 <= cfg.seed <= MAX_SEED,
+        "seed",
+        f"must be an integer from 0 to 2**63 - 1, got {cfg.seed!r}",
+    )
+    _check(
+        cfg.device == "auto" or _is_device(cfg.device),
+        "device",
+        f"must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
+        f"got {cfg.device!r}",
+    )
+
+
 def _check(ok: bool, name: str, message: str) -> None:
     if not ok:
         raise ValueError(f"TrainConfig.{name} {message}")
@@ -235,6 +251,11 @@ def _check(ok: bool, name: str, message: str) -> None:
 
 def _check_choice(name: str, value: object, valid: tuple | list) -> None:
     _check(value in valid, name, f"must be one of {list(valid)}, got {value!r}")
+
+
+def _is_number(value: object) -> bool:
+    """An int or a float, not a bool (True would pass for 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_device(name: str) -> bool:
@@ -321,22 +342,6 @@ CHAR_CPU = TrainConfig(
 # on a narrower model (char-cpu-fp32: width 192, ~4,000 tokens/s on 2 AVX2 cores) and 2.15M
 # tokens, to train in under 10 minutes there (data/reference/fresh_start_cpu-fp32.json).
 CHAR_CPU_FP32 = replace(CHAR_CPU, run_name="char-cpu-fp32", model="char-cpu-fp32", max_steps=1050)
-# A workshop GPU: the talk's 30M shape on characters, ~11 epochs of the 3.8M characters.
-CHAR_GPU = TrainConfig(
-    "char-gpu",
-    model="30m",
-    tokenizer="char",
-    batch_size=64,
-    max_steps=2500,
-    warmup_steps=100,
-    lr=1e-3,
-    min_lr=1e-4,
-    dropout=0.2,
-    eval_interval=250,
-    eval_batches=20,
-    log_interval=10,
-    windows="documents",
-)
 # The talk's runs on an A10G: GPT-2 tokens, 64 x 256 tokens a step, 4,900 steps = 80.3M
 # tokens (~10 epochs), AdamW (0.9, 0.99), lr 1e-3 cosine to 1e-4, dropout 0.2, bf16, SDPA.
 TALK_30M = TrainConfig(
@@ -352,6 +357,11 @@ TALK_30M = TrainConfig(
     eval_interval=250,
     eval_batches=20,
     log_interval=10,
+)
+# A workshop GPU: the talk's 30M run on characters, 2,500 steps (~11 epochs of the 3.8M
+# characters), windows starting at a poem as in the other character runs.
+CHAR_GPU = replace(
+    TALK_30M, run_name="char-gpu", tokenizer="char", max_steps=2500, windows="documents"
 )
 # The talk's MyMistral ("模型: nanoGPT模型 (size: 30M/124M) | MyMistral-0.4/1B", on the same one
 # A10G): the 0.4B, whose loss and perplexity curves the talk shows. The talk states its model
@@ -445,6 +455,25 @@ def overfitting_pair(
         log_interval=interval,
     )
     return without, replace(without, run_name=f"overfit-dropout-{size}", dropout=0.2)
+
+
+def sweep_run(model: str, steps: int) -> TrainConfig:
+    """Run `<model>-<steps>` of notebook 08's scaling sweep: char-cpu's recipe on a sweep model.
+
+    Every run shares char-cpu's batch, context, evaluation batches and poem-start windows, so
+    all are scored on the same text and their losses compare; each has its own warmup + cosine
+    over `steps`, evaluates once at the end and logs five records. The profiles list their
+    sweeps' (model, steps) (tinylm.profiles.Profile.scaling_sweep).
+    """
+    return replace(
+        CHAR_CPU,
+        run_name=f"{model}-{steps}",
+        model=model,
+        max_steps=steps,
+        warmup_steps=max(1, min(50, steps // 10)),
+        eval_interval=steps,
+        log_interval=max(1, steps // 5),
+    )
 
 
 RUNS: dict[str, TrainConfig] = {

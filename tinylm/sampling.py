@@ -31,6 +31,7 @@ without the cache computes the same logits.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -285,78 +286,94 @@ def beam_search(
     beams = idx.repeat_interleave(num_beams, dim=0)  # (B*K, T): K beams per prompt
     scores = torch.zeros(b, num_beams, device=idx.device)  # (B, K) sum of log-probs
     scores[:, 1:] = float("-inf")  # the K beams start identical: count the first only
-    hypotheses: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
-    done = [False] * b
+    finished = [BeamHypotheses(num_beams, length_penalty) for _ in range(b)]
     cache = model.new_cache() if use_cache else None
     for step in range(max_new_tokens):
         cache = _cache_for(model, beams, cache)
         logprobs = F.log_softmax(next_logits(model, beams, cache), dim=-1)  # (B*K, V)
         vocab = logprobs.size(-1)
         candidates = (scores.view(-1, 1) + logprobs).view(b, -1)  # (B, K*V)
-        top_scores, top_ids = candidates.topk(2 * num_beams, dim=-1)  # (B, 2K): enough to
-        rows, tokens, new_scores = [], [], []  # keep K running even if K of them end here
-        for i in range(b):
-            kept = []
-            for rank, (score, flat) in enumerate(
-                zip(top_scores[i].tolist(), top_ids[i].tolist(), strict=True)
-            ):
-                row, token = i * num_beams + flat // vocab, flat % vocab
-                if token == eot_id:
-                    if rank < num_beams and not done[i]:  # a finished beam among the K best
-                        _add(
-                            hypotheses[i],
-                            num_beams,
-                            score / (step + 1) ** length_penalty,
-                            beams[row, t:].tolist() + [token],
-                        )
-                elif len(kept) < num_beams:
-                    kept.append((row, token, score))
-            done[i] = done[i] or _is_done(
-                hypotheses[i], num_beams, kept[0][2] / (step + 1) ** length_penalty
-            )
-            rows += [r for r, _, _ in kept]
-            tokens += [tok for _, tok, _ in kept]
-            new_scores += [s for _, _, s in kept]
-        if all(done):
+        # 2K candidates per prompt: enough to keep K running even if K of them end here
+        top_scores, top_ids = candidates.topk(2 * num_beams, dim=-1)  # (B, 2K)
+        beam, token = top_ids // vocab, top_ids % vocab  # (B, 2K): which beam, which next token
+        running = []  # (row of beams, token, sum log-prob) of every prompt's K running beams
+        for i, hypotheses in enumerate(finished):
+            top = zip(top_scores[i].tolist(), beam[i].tolist(), token[i].tolist(), strict=True)
+            own = beams[i * num_beams : (i + 1) * num_beams, t:]  # (K, step): new ids so far
+            kept = hypotheses.process(top, own, eot_id, step + 1)
+            running += [(i * num_beams + k, tok, score) for k, tok, score in kept]
+        if all(h.done for h in finished):
             break
-        rows_t = torch.tensor(rows, device=idx.device)  # (B*K,) which beam each new one extends
-        beams = torch.cat((beams[rows_t], torch.tensor(tokens, device=idx.device)[:, None]), 1)
-        scores = torch.tensor(new_scores, device=idx.device).view(b, num_beams)
+        rows = torch.tensor([row for row, _, _ in running], device=idx.device)  # (B*K,)
+        tokens = torch.tensor([tok for _, tok, _ in running], device=idx.device)  # (B*K,)
+        beams = torch.cat((beams[rows], tokens[:, None]), 1)  # each extends the beam in rows
+        scores = torch.tensor([s for _, _, s in running], device=idx.device).view(b, num_beams)
         if cache is not None:
-            cache.select(rows_t)
+            cache.select(rows)
     else:  # max_new_tokens reached: running beams are hypotheses too
-        for i in range(b):
-            for k in range(num_beams if not done[i] else 0):
-                _add(
-                    hypotheses[i],
-                    num_beams,
-                    scores[i, k].item() / max(max_new_tokens, 1) ** length_penalty,
-                    beams[i * num_beams + k, t:].tolist(),
-                )
+        for i, hypotheses in enumerate(finished):
+            for k in range(0 if hypotheses.done else num_beams):
+                new_ids = beams[i * num_beams + k, t:].tolist()
+                hypotheses.add(scores[i, k].item(), new_ids, max(max_new_tokens, 1))
     model.train(was_training)
-    best = [max(h, key=lambda pair: pair[0])[1] for h in hypotheses]
+    return torch.cat((idx, _best_padded(finished, 0 if eot_id is None else eot_id, idx)), dim=1)
+
+
+class BeamHypotheses:
+    """One prompt's finished beams: the num_beams best, scored sum log-prob / length ** penalty.
+
+    Like transformers' BeamHypotheses. `process` sorts one step's candidates of the prompt
+    into finished beams (kept here) and the beams that run on.
+    """
+
+    def __init__(self, num_beams: int, length_penalty: float) -> None:
+        self.num_beams = num_beams
+        self.length_penalty = length_penalty
+        self.best: list[tuple[float, list[int]]] = []  # (score, new ids), best first
+        self.done = False  # no running beam can get in any more: stop extending this prompt
+
+    def score(self, logprob: float, length: int) -> float:
+        """A sum of log-probs over length new tokens, made comparable across lengths."""
+        return logprob / length**self.length_penalty
+
+    def add(self, logprob: float, ids: list[int], length: int) -> None:
+        """Keep a finished beam if it is among the num_beams best so far."""
+        self.best.append((self.score(logprob, length), ids))
+        self.best.sort(key=lambda pair: pair[0], reverse=True)
+        del self.best[self.num_beams :]
+
+    def process(
+        self,
+        top: Iterable[tuple[float, int, int]],
+        beams: torch.Tensor,
+        eot_id: int | None,
+        length: int,
+    ) -> list[tuple[int, int, float]]:
+        """The K beams to run on, (beam, token, sum log-prob), from the 2K best candidates.
+
+        top: (sum log-prob, beam, token), best first; beams (K, length - 1): the new ids so far.
+        A candidate ending in eot_id finishes its beam, if it is among the K best; the K best
+        others run on. Once the best running beam cannot beat the worst finished one, done.
+        """
+        kept = []
+        for rank, (logprob, beam, token) in enumerate(top):
+            if token == eot_id:
+                if rank < self.num_beams and not self.done:  # a finished beam among the K best
+                    self.add(logprob, beams[beam].tolist() + [token], length)
+            elif len(kept) < self.num_beams:
+                kept.append((beam, token, logprob))
+        if not self.done and len(self.best) == self.num_beams:
+            self.done = self.best[-1][0] >= self.score(kept[0][2], length)
+        return kept
+
+
+def _best_padded(finished: list[BeamHypotheses], pad: int, idx: torch.Tensor) -> torch.Tensor:
+    """(B, new): each prompt's best finished beam, the shorter ones padded with pad, as idx."""
+    best = [hypotheses.best[0][1] for hypotheses in finished]
     width = max(len(ids) for ids in best)
-    pad = 0 if eot_id is None else eot_id
-    new = torch.tensor(
+    return torch.tensor(
         [ids + [pad] * (width - len(ids)) for ids in best], dtype=idx.dtype, device=idx.device
-    ).view(b, width)  # (B, new)
-    return torch.cat((idx, new), dim=1)
-
-
-def _add(
-    hypotheses: list[tuple[float, list[int]]], num_beams: int, score: float, ids: list[int]
-) -> None:
-    """Keep a finished beam if it is among the num_beams best so far."""
-    hypotheses.append((score, ids))
-    hypotheses.sort(key=lambda pair: pair[0], reverse=True)
-    del hypotheses[num_beams:]
-
-
-def _is_done(
-    hypotheses: list[tuple[float, list[int]]], num_beams: int, best_running: float
-) -> bool:
-    """All num_beams finished, and the best running beam scores below the worst of them."""
-    return len(hypotheses) == num_beams and hypotheses[-1][0] >= best_running
+    ).view(len(best), width)
 
 
 def sample_poems(

@@ -21,7 +21,7 @@ import numpy as np
 from tinylm import nanogpt_reference
 from tinylm.hardware import PEAK_FLOPS, mfu
 from tinylm.model import GPTConfig, count_parameters, flops_per_token, preset
-from tinylm.runs import RUNS, TrainConfig
+from tinylm.runs import RUNS, TrainConfig, sweep_run
 
 if TYPE_CHECKING:  # only a type: the scaling arithmetic does not need the training loop
     from tinylm.train import TrainResult
@@ -89,7 +89,7 @@ class TalkRun:
     """One of the talk's nanoGPT runs (GPT-2 tokens, context 256) on one GPU, as it reports it."""
 
     name: str
-    model: str  # a preset of tinylm.model.PRESETS
+    model: str  # a preset of tinylm.config.PRESETS
     tokens: int  # tokens trained on (not unique tokens: the corpus was repeated)
     minutes: float  # wall time reported in the talk
     epochs: float  # passes over the corpus, as the talk rounds them
@@ -441,26 +441,8 @@ def _to_law(theta: np.ndarray, scale: np.ndarray) -> PowerLaw:
 
 
 def sweep_config(model: str, steps: int) -> TrainConfig:
-    """One run of notebook 08's sweep: a character model, its own warmup + cosine over `steps`.
-
-    Every run shares batch, context and evaluation batches, so all are scored on the same text;
-    windows start at a poem, as in the profiles' character runs, so their losses compare.
-    """
-    return TrainConfig(
-        f"{model}-{steps}",
-        model=model,
-        tokenizer="char",
-        batch_size=16,
-        max_steps=steps,
-        warmup_steps=max(1, min(50, steps // 10)),
-        lr=2e-3,
-        min_lr=2e-4,
-        dropout=0.0,
-        eval_interval=steps,
-        eval_batches=8,
-        log_interval=max(1, steps // 5),
-        windows="documents",
-    )
+    """One run of notebook 08's sweep, as `tinylm.runs.sweep_run` defines it."""
+    return sweep_run(model, steps)
 
 
 def sweep_point(result: TrainResult) -> tuple[int, int, float]:

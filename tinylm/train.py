@@ -1,14 +1,14 @@
 """The training loop: AdamW, warmup + cosine, clipping, accumulation, eval, checkpoints, DDP.
 
-Read `_train` top to bottom, as nanoGPT's train.py: load the packed tokens, build the model and
-the optimizer (or restore both from a checkpoint), then repeat one optimizer step at a time:
-set the learning rate (`lr_at`), run `grad_accum` micro-batches forward and backward, clip,
-step (`train_step`). On a GPU too small for the batch, it is cut into more, smaller micro-batches
-(`tinylm.hardware.micro_batch_layout`): the same tokens per step, the same schedule. Every
-`log_interval` steps a record goes to ``runs/<run_name>/log.jsonl``; every `eval_interval` steps
-the model is also scored on fixed batches (`estimate_loss`) and a checkpoint is written. `train`
-wraps it: it loads a finished run instead of training it again, joins torchrun's process group,
-and holds the run folder's lock while it trains.
+Read `_train` top to bottom, beside nanoGPT's train.py: `_setup` loads the packed tokens, builds
+the model and the optimizer (or restores both from a checkpoint), then the loop repeats one
+optimizer step at a time: set the learning rate (`lr_at`), run `grad_accum` micro-batches forward
+and backward, clip, step (`train_step`). On a GPU too small for the batch, it is cut into more,
+smaller micro-batches (`tinylm.hardware.micro_batch_layout`): the same tokens per step, the same
+schedule. Every `log_interval` steps a record goes to ``runs/<run_name>/log.jsonl``; every
+`eval_interval` steps the model is also scored on fixed batches (`estimate_loss`) and a checkpoint
+is written. `train` wraps it: it loads a finished run instead of training it again, joins
+torchrun's process group, and holds the run folder's lock while it trains.
 
 What the loop leans on lives beside it: `tinylm.runs` (TrainConfig, RUNS), `tinylm.hardware`
 (device, precision, compile, MFU), `tinylm.evaluate` (the fixed eval batches and their loss),
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import std
 
 from tinylm import data
 from tinylm.data import BatchSampler, PackedData
@@ -290,17 +291,121 @@ def training_split(cfg: TrainConfig, packed: PackedData) -> np.ndarray:
     return packed.train[: cfg.train_tokens]
 
 
+@dataclass
+class _Setup:
+    """What `_setup` builds for the loop: the model, its optimizer and data, the run so far."""
+
+    model: torch.nn.Module  # the GPT (its shards under FSDP): what is saved and returned
+    train_model: torch.nn.Module  # the same model compiled (use_compile), in DDP across processes
+    optimizer: torch.optim.AdamW
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    autocast: torch.autocast | nullcontext
+    sampler: BatchSampler  # this process's training batches
+    evals: dict[str, list[tuple[torch.Tensor, torch.Tensor]]]  # record key: its fixed batches
+    tokenizer: Tokenizer
+    data_meta: dict  # the packed data's meta.json, kept in every checkpoint
+    device: torch.device
+    fsdp: bool  # the model, its gradients and the optimizer state are sharded across processes
+    grad_accum: int  # micro-batches per step (more than cfg's where the GPU is too small)
+    layout: dict[str, int]  # micro_batch and grad_accum, logged in every record
+    tokens_per_step: int  # over all processes
+    flops: int  # per token trained on (model.flops_per_token)
+    peak: float | None  # the processes' summed peak FLOP/s, None off known GPUs
+    step: int  # the step to start from: 0, or the checkpoint's
+    elapsed: float  # seconds trained before this call
+    history: list[dict]  # the log's records up to `step`
+
+
 def _train(
     cfg: TrainConfig, place: Distributed, resume: bool, progress: bool, stop: int
 ) -> TrainResult:
+    """The loop, from `_setup`'s step to `stop`: step, log, evaluate and save.
+
+    A record every log_interval steps; an evaluation and a checkpoint every eval_interval steps
+    and at `stop`; the final model once the run reaches cfg.max_steps.
+    """
+    run = _setup(cfg, place, resume)
+    model, train_model, optimizer, step = run.model, run.train_model, run.optimizer, run.step
+    bar = progress_bar(
+        total=cfg.max_steps,
+        initial=step,
+        desc=cfg.run_name,
+        unit="step",
+        disable=not (progress and place.main),
+    )
+    t0 = time.perf_counter()
+    if step == 0:  # the loss at initialisation (≈ ln vocab_size)
+        record = _record(0, 0, lr_at(0, **cfg.schedule), run.elapsed, run.layout)
+        _evaluate(record, train_model, run.evals, run.autocast, cfg)
+        _log(record, run.history, bar, place, cfg.out_dir)
+    model.train()
+    loss_sum = torch.zeros((), device=run.device)  # summed on the device: no host sync a step
+    norm_sum = torch.zeros((), device=run.device)
+    steps_since, t_interval = 0, time.perf_counter()
+    while step < stop:
+        lr = lr_at(step, **cfg.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss, norm = train_step(
+            train_model,
+            optimizer,
+            run.sampler,
+            run.autocast,
+            grad_accum=run.grad_accum,
+            grad_clip=cfg.grad_clip,
+            scaler=run.scaler,
+        )
+        loss_sum += loss
+        norm_sum += norm
+        steps_since += 1
+        step += 1
+        bar.update()
+        is_eval = step % cfg.eval_interval == 0 or step == stop
+        if step % cfg.log_interval and not is_eval:
+            continue
+        train_loss = loss_sum.item() / steps_since  # the host waits for the GPU here, then
+        seconds = time.perf_counter() - t_interval  # the clock includes all queued work
+        tokens_per_s = steps_since * run.tokens_per_step / seconds
+        record = _record(
+            step,
+            step * run.tokens_per_step,
+            lr,
+            run.elapsed + time.perf_counter() - t0,
+            run.layout,
+            train_loss=train_loss,
+            grad_norm=norm_sum.item() / steps_since,
+            tokens_per_s=tokens_per_s,
+            mfu=mfu(run.flops, tokens_per_s, run.peak),
+        )
+        _check_finite(record, cfg, "train_loss", "grad_norm")
+        if is_eval:
+            _evaluate(record, train_model, run.evals, run.autocast, cfg)
+            _save(run, cfg, place, step, run.elapsed + time.perf_counter() - t0)
+        _log(record, run.history, bar, place, cfg.out_dir)
+        loss_sum.zero_()
+        norm_sum.zero_()
+        steps_since, t_interval = 0, time.perf_counter()
+    bar.close()
+    if run.fsdp:  # every rank returns the whole model, as under DDP
+        model = gather_full_model(model)
+    if place.main and step == cfg.max_steps:
+        save_model(cfg.out_dir, model, run.tokenizer, cfg)
+    return TrainResult(model.eval(), run.tokenizer, run.history, cfg.out_dir)
+
+
+def _setup(cfg: TrainConfig, place: Distributed, resume: bool) -> _Setup:
+    """The device, data, model, optimizer and batches; resumed from the checkpoint if there is one.
+
+    The order is fixed: the seed, then the model's initialisation (unless it is loaded), so a
+    run draws the same numbers every time.
+    """
     device = resolve_device(cfg.device, place.local_rank)
     if device.type == "cuda":  # TensorFloat-32 for any matmul left in fp32
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed + place.rank)  # dropout differs by rank; rank 0's init is copied
     packed = _load_data(cfg, place)
-    tokenizer, out = packed.tokenizer, cfg.out_dir
-    config = build_model_config(cfg, tokenizer.vocab_size)
+    config = build_model_config(cfg, packed.tokenizer.vocab_size)
     # cfg's batch, split into more micro-batches where it does not fit this process's GPU
     micro_batch, grad_accum = micro_batch_layout(cfg, config, device, place.world_size)
     checkpoint, state, model = _starting_model(cfg, config, resume)
@@ -322,143 +427,145 @@ def _train(
         config.block_size,
         device,
         seed=cfg.seed + place.rank,  # each rank draws its own batches
-        start_token=window_start(cfg, tokenizer.eot_id),
+        start_token=window_start(cfg, packed.tokenizer.eot_id),
         resident=use_resident_data(cfg, device),
     )  # GPU: corpus on the GPU
     scaler = grad_scaler(device, cfg.dtype)  # fp16 only
-    step, elapsed = 0, 0.0
     if state:
-        _check_world_size(state, checkpoint, place)
-        optimizer.load_state_dict(
-            shard_optimizer_state(state["optimizer"], optimizer) if fsdp else state["optimizer"]
-        )
-        set_rng_state(state["rng"][place.rank], sampler, device)
-        if scaler is not None and "scaler" in state:  # older checkpoints have none
-            scaler.load_state_dict(state["scaler"])
-        step, elapsed = state["step"], state["elapsed_s"]
-    history = read_log(out, step) if state else []
+        _restore(state, checkpoint, place, optimizer, sampler, scaler, fsdp, device)
+    history = _start_log(cfg.out_dir, state, place)
+    tokens_per_step = micro_batch * config.block_size * grad_accum * place.world_size
+    peak = peak_flops(device)
+    return _Setup(
+        model=model,
+        train_model=_wrap(model, cfg, device, config.block_size, place, fsdp),
+        optimizer=optimizer,
+        scaler=scaler,
+        autocast=autocast_context(device, cfg.dtype),
+        sampler=sampler,
+        evals={
+            key: _split_batches(
+                fixed_batches(tokens, cfg, config.block_size, device, packed.tokenizer.eot_id),
+                micro_batch,
+            )
+            for key, tokens in (("val_loss", packed.val), ("eval_train_loss", train_tokens))
+        },
+        tokenizer=packed.tokenizer,
+        data_meta=packed.meta,
+        device=device,
+        fsdp=fsdp,
+        grad_accum=grad_accum,
+        layout={"micro_batch": micro_batch, "grad_accum": grad_accum},
+        tokens_per_step=tokens_per_step,
+        flops=flops_per_token(config),
+        peak=None if peak is None else peak * place.world_size,
+        step=state["step"] if state else 0,
+        elapsed=state["elapsed_s"] if state else 0.0,
+        history=history,
+    )
+
+
+def _restore(
+    state: dict,
+    checkpoint: Path,
+    place: Distributed,
+    optimizer: torch.optim.Optimizer,
+    sampler: BatchSampler,
+    scaler: torch.amp.GradScaler | None,
+    fsdp: bool,
+    device: torch.device,
+) -> None:
+    """Put the optimizer, every random generator and the fp16 scaler back as they were saved."""
+    _check_world_size(state, checkpoint, place)
+    optimizer.load_state_dict(
+        shard_optimizer_state(state["optimizer"], optimizer) if fsdp else state["optimizer"]
+    )
+    set_rng_state(state["rng"][place.rank], sampler, device)
+    if scaler is not None and "scaler" in state:  # older checkpoints have none
+        scaler.load_state_dict(state["scaler"])
+
+
+def _start_log(out: Path, state: dict | None, place: Distributed) -> list[dict]:
+    """The log's records up to the checkpoint's step (rewritten so), or a new run's empty log.
+
+    A new run first removes what an earlier one wrote in the folder (`start_over`).
+    """
+    history = read_log(out, state["step"]) if state else []
     if place.main:
         if not state:
             start_over(out)
         write_log(out, history)
+    return history
 
-    step_model = (
-        torch.compile(model, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"))
-        if use_compile(cfg, device, config.block_size)
-        else model
-    )
-    train_model = step_model
+
+def _wrap(
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    device: torch.device,
+    block_size: int,
+    place: Distributed,
+    fsdp: bool,
+) -> torch.nn.Module:
+    """The model as the loop trains it: compiled where that pays off, in DDP across processes."""
+    if use_compile(cfg, device, block_size):
+        model = torch.compile(model, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"))
     if place.world_size > 1 and not fsdp:
-        train_model = DDP(step_model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = autocast_context(device, cfg.dtype)
-    evals = {
-        key: _split_batches(
-            fixed_batches(tokens, cfg, config.block_size, device, tokenizer.eot_id), micro_batch
-        )
-        for key, tokens in (("val_loss", packed.val), ("eval_train_loss", train_tokens))
-    }
-    tokens_per_step = micro_batch * config.block_size * grad_accum * place.world_size
-    layout = {"micro_batch": micro_batch, "grad_accum": grad_accum}  # logged in every record
-    flops, peak = flops_per_token(config), peak_flops(device)
-    if peak is not None:
-        peak *= place.world_size
-    bar = progress_bar(
-        total=cfg.max_steps,
-        initial=step,
-        desc=cfg.run_name,
-        unit="step",
-        disable=not (progress and place.main),
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
+
+
+def _evaluate(
+    record: dict,
+    train_model: torch.nn.Module,
+    evals: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],
+    autocast: torch.autocast | nullcontext,
+    cfg: TrainConfig,
+) -> None:
+    """Score the fixed batches into record; every rank scores the same ones, staying in step.
+
+    Outside DDP (`.module`): evaluation has no gradients to synchronise.
+    """
+    model = train_model.module if isinstance(train_model, DDP) else train_model
+    for key, batches in evals.items():
+        record[key] = estimate_loss(model, batches, autocast)
+    _check_finite(record, cfg, "val_loss")
+
+
+def _save(run: _Setup, cfg: TrainConfig, place: Distributed, step: int, elapsed: float) -> None:
+    """Write the checkpoint: the model, the optimizer, every rank's generators, the scaler.
+
+    Under FSDP every rank takes part in gathering the whole model and optimizer state; rank 0
+    writes the same files as without FSDP.
+    """
+    rng_states = gather_rng_states(rng_state(run.sampler, run.device), place)
+    model = gather_full_model(run.model) if run.fsdp else run.model
+    optimizer_state = (
+        gather_optimizer_state(run.optimizer, place.main)
+        if run.fsdp
+        else run.optimizer.state_dict()
     )
-    t0 = time.perf_counter()
+    if place.main:
+        scaler_state = {"scaler": run.scaler.state_dict()} if run.scaler is not None else {}
+        state = {
+            "step": step,
+            "optimizer": optimizer_state,
+            "rng": rng_states,
+            "train_config": asdict(cfg),
+            "data_meta": run.data_meta,
+            "elapsed_s": elapsed,
+            **scaler_state,
+        }
+        save_checkpoint(cfg.out_dir, model, state)
 
-    def evaluate(record: dict) -> None:
-        # Every rank scores the same fixed batches (simple, keeps the ranks in step).
-        for key, batches in evals.items():
-            record[key] = estimate_loss(step_model, batches, autocast)
-        _check_finite(record, "val_loss", cfg, out)
 
-    def save() -> None:
-        states = gather_rng_states(rng_state(sampler, device), place)
-        whole = gather_full_model(model) if fsdp else model  # FSDP: every rank takes part
-        optimizer_state = (
-            gather_optimizer_state(optimizer, place.main) if fsdp else optimizer.state_dict()
+def _log(record: dict, history: list[dict], bar: std.tqdm, place: Distributed, out: Path) -> None:
+    """Keep the record, and on rank 0 append it to log.jsonl and show its losses on the bar."""
+    history.append(record)
+    if place.main:
+        append_log(out, record)
+        bar.set_postfix(
+            {k: f"{record[k]:.3f}" for k in ("train_loss", "val_loss") if record[k] is not None}
         )
-        if place.main:  # the same files with or without FSDP
-            save_checkpoint(
-                out,
-                whole,
-                {
-                    "step": step,
-                    "optimizer": optimizer_state,
-                    "rng": states,
-                    "train_config": asdict(cfg),
-                    "data_meta": packed.meta,
-                    "elapsed_s": elapsed + time.perf_counter() - t0,
-                    **({"scaler": scaler.state_dict()} if scaler is not None else {}),
-                },
-            )
-
-    def log(record: dict) -> None:
-        history.append(record)
-        if place.main:
-            append_log(out, record)
-            bar.set_postfix(
-                {k: f"{record[k]:.3f}" for k in ("train_loss", "val_loss") if record[k] is not None}
-            )
-
-    if step == 0:  # the loss at initialisation (≈ ln vocab_size)
-        record = _record(0, 0, lr_at(0, **cfg.schedule), elapsed, layout)
-        evaluate(record)
-        log(record)
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    norm_sum = torch.zeros((), device=device)
-    steps_since, t_interval = 0, time.perf_counter()
-    while step < stop:
-        lr = lr_at(step, **cfg.schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss, norm = train_step(
-            train_model,
-            optimizer,
-            sampler,
-            autocast,
-            grad_accum=grad_accum,
-            grad_clip=cfg.grad_clip,
-            scaler=scaler,
-        )
-        loss_sum += loss
-        norm_sum += norm
-        steps_since += 1
-        step += 1
-        bar.update()
-        is_eval = step % cfg.eval_interval == 0 or step == stop
-        if step % cfg.log_interval and not is_eval:
-            continue
-        train_loss = loss_sum.item() / steps_since  # the host waits for the GPU here, then
-        seconds = time.perf_counter() - t_interval  # the clock includes all queued work
-        record = _record(
-            step, step * tokens_per_step, lr, elapsed + time.perf_counter() - t0, layout
-        )
-        record["train_loss"] = train_loss
-        record["grad_norm"] = norm_sum.item() / steps_since
-        record["tokens_per_s"] = steps_since * tokens_per_step / seconds
-        record["mfu"] = mfu(flops, record["tokens_per_s"], peak)
-        _check_finite(record, "train_loss", cfg, out)
-        _check_finite(record, "grad_norm", cfg, out)
-        if is_eval:
-            evaluate(record)
-            save()
-        log(record)
-        loss_sum.zero_()
-        norm_sum.zero_()
-        steps_since, t_interval = 0, time.perf_counter()
-    bar.close()
-    if fsdp:  # every rank returns the whole model, as under DDP
-        model = gather_full_model(model)
-    if place.main and step == cfg.max_steps:
-        save_model(out, model, tokenizer, cfg)
-    return TrainResult(model.eval(), tokenizer, history, out)
 
 
 def _starting_model(
@@ -497,8 +604,10 @@ def _split_batches(
     return [part for x, y in batches for part in zip(x.split(rows), y.split(rows), strict=True)]
 
 
-def _record(step: int, tokens: int, lr: float, elapsed: float, layout: dict[str, int]) -> dict:
-    """A log record with every field, None where it does not apply.
+def _record(
+    step: int, tokens: int, lr: float, elapsed: float, layout: dict[str, int], **measured: float
+) -> dict:
+    """A log record with every field: those measured, None where they do not apply.
 
     layout: the micro_batch and grad_accum this process trains with (`micro_batch_layout`).
     """
@@ -514,23 +623,25 @@ def _record(step: int, tokens: int, lr: float, elapsed: float, layout: dict[str,
         "mfu": None,
         "elapsed_s": elapsed,
         **layout,
+        **measured,  # a field given again keeps its place, with the measured value
     }
 
 
-def _check_finite(record: dict, key: str, cfg: TrainConfig, out: Path) -> None:
+def _check_finite(record: dict, cfg: TrainConfig, *keys: str) -> None:
     """Stop the run on a NaN or infinite value; the last checkpoint was saved before it."""
-    value = record[key]
-    if math.isfinite(value):
-        return
-    checkpoint = find_checkpoint(out)
-    kept = (
-        f"the last good checkpoint ({checkpoint}) is kept, and running again resumes from it"
-        if checkpoint
-        else "no checkpoint had been written yet"
-    )
-    raise TrainingDiverged(
-        f"{key} became {value} at step {record['step']} (lr {record['lr']:.2e}); the run "
-        f"stopped and {kept}. Try a lower lr (now {cfg.lr:g}), more warmup_steps (now "
-        f"{cfg.warmup_steps}) or a smaller grad_clip (now {cfg.grad_clip:g}), and check the "
-        "data for corrupt or out-of-range token ids."
-    )
+    for key in keys:
+        value = record[key]
+        if math.isfinite(value):
+            continue
+        checkpoint = find_checkpoint(cfg.out_dir)
+        kept = (
+            f"the last good checkpoint ({checkpoint}) is kept, and running again resumes from it"
+            if checkpoint
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingDiverged(
+            f"{key} became {value} at step {record['step']} (lr {record['lr']:.2e}); the run "
+            f"stopped and {kept}. Try a lower lr (now {cfg.lr:g}), more warmup_steps (now "
+            f"{cfg.warmup_steps}) or a smaller grad_clip (now {cfg.grad_clip:g}), and check the "
+            "data for corrupt or out-of-range token ids."
+        )

@@ -19,8 +19,8 @@ import torch
 from IPython.display import HTML
 from matplotlib import font_manager
 
-from tinylm.machine import REFERENCE_DIR
 from tinylm.poetry import VERSE_BREAKS
+from tinylm.reference import REFERENCE_DIR
 
 # Fonts with Chinese glyphs found on common systems (Linux packages, macOS, Windows), used only
 # when the course's own font (below) is missing.
@@ -219,7 +219,7 @@ def stripe_mass(
 
 # Recorded reference runs -------------------------------------------------------------------
 # bench scripts write data/reference/<benchmark>_<device slug>.json, the slug being "cpu", "mps"
-# or "cuda-<GPU name>" (tinylm.machine.slug), and poem reports as eval_<run>_<slug>.json
+# or "cuda-<GPU name>" (bench/common.py: slug), and poem reports as eval_<run>_<slug>.json
 # (bench/gpu_check.sh, or `python -m tinylm eval --run RUN --out ...` by hand).
 DEVICE_KINDS = ("cuda", "cpu", "mps")
 

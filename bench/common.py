@@ -1,9 +1,14 @@
-"""What a measurement ran on: the machine record every benchmark saves beside its figures.
+"""What the benchmarks share: the machine record saved beside every figure, and how runs are scored.
 
-A figure without its machine is noise, so every script in ``bench/`` saves `machine(device)`
-(device and CPU names, torch, threads, load average, native bf16 and any restriction of the
-CPU's instructions, commit, profile and its sizes) with its results, under ``data/reference/``
-by default, where `tinylm.viz` reads them back.
+A figure without its machine is noise, so every script here saves `machine(device)` (device and
+CPU names, torch, threads, load average, native bf16 and any restriction of the CPU's
+instructions, commit, profile and its sizes) with its results, under ``data/reference/``
+(`tinylm.reference.REFERENCE_DIR`) by default, where `tinylm.viz` reads them back. The recipe and
+architecture benchmarks score every run the same way: `validation_losses`, and JUDGED_POEMS
+poems judged on POEM_METRICS. None of this is course material, so it stays out of `tinylm`.
+
+The scripts run as ``python bench/<script>.py``, which puts this folder on ``sys.path``: they
+``import common``; a test does ``monkeypatch.syspath_prepend`` with this folder first.
 """
 
 from __future__ import annotations
@@ -12,17 +17,30 @@ import os
 import platform
 import re
 import subprocess
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tinylm.data import write_json
 from tinylm.download import PROJECT_ROOT
-from tinylm.hardware import cuda_has_native_bf16
-from tinylm.profiles import cpu_bf16_support, get_profile
+from tinylm.evaluate import estimate_loss, fixed_batches
+from tinylm.hardware import cpu_bf16_support, cuda_has_native_bf16, resolve_precision, use_compile
+from tinylm.model import GPT
+from tinylm.profiles import get_profile
+from tinylm.runs import TrainConfig
 
-REFERENCE_DIR = PROJECT_ROOT / "data" / "reference"  # the committed measurements
+JUDGED_POEMS = 200  # poems the benchmarks write and judge per run
+POEM_METRICS = (  # the PoemJudge report fields the benchmarks record
+    "finished",
+    "regulated",
+    "uniform_verses",
+    "copied_verses",
+    "rhymes",
+    "tone_agreement",
+)
 
 
 def device_name(device: torch.device) -> str:
@@ -98,6 +116,11 @@ def machine(device: torch.device) -> dict:
     return info
 
 
+def course_precision(cfg: TrainConfig, device: torch.device) -> dict:
+    """The compute dtype and compile setting tinylm.train resolves for this run on this device."""
+    return {"dtype": resolve_precision(device, cfg.dtype), "compile": use_compile(cfg, device)}
+
+
 def slug(device: torch.device) -> str:
     """cpu, mps, or the GPU's name in lower case, e.g. cuda-nvidia-a10g (for file names)."""
     if device.type != "cuda":
@@ -116,3 +139,23 @@ def save_result(result: dict, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(result, out)  # to a temporary name, then renamed
     return out
+
+
+def validation_losses(
+    model: GPT, tokens: np.ndarray, eot_id: int, batch_size: int = 8
+) -> dict[str, float]:
+    """fp32 loss on fixed batches: 8 and 64 of random windows, and 64 of poem-start windows."""
+    scored = {
+        "val_random_8": TrainConfig("validation", batch_size=batch_size, eval_batches=8),
+        "val_random_64": TrainConfig("validation", batch_size=batch_size, eval_batches=64),
+        "val_documents_64": TrainConfig(
+            "validation", batch_size=batch_size, eval_batches=64, windows="documents"
+        ),
+    }
+    block_size = model.config.block_size
+    return {
+        key: estimate_loss(
+            model, fixed_batches(tokens, cfg, block_size, "cpu", eot_id), nullcontext()
+        )
+        for key, cfg in scored.items()
+    }
