@@ -339,15 +339,19 @@ def test_cli_overrides_are_literals_or_strings():
         cli.parse_overrides(["learning_rate=1"])
 
 
+# A char-ci run small enough to train from the command line in a test.
+TINY_RUN = [
+    "batch_size=4",
+    "block_size=32",
+    "max_steps=4",
+    "warmup_steps=1",
+    "eval_interval=2",
+    "eval_batches=1",
+]
+
+
 def test_cli_train_then_sample(workspace, one_thread, capsys):
-    args = [
-        "batch_size=4",
-        "block_size=32",
-        "max_steps=4",
-        "warmup_steps=1",
-        "eval_interval=2",
-        "eval_batches=1",
-    ]
+    args = TINY_RUN
     assert cli.main(["train", "--run", "char-ci", "--steps", "2", *args]) == 0
     assert cli.main(["train", "--run", "char-ci", *args]) == 0
     out = capsys.readouterr().out
@@ -371,14 +375,7 @@ def test_cli_eval_writes_a_json_report(workspace, one_thread, capsys, monkeypatc
         "from_training",
         classmethod(lambda cls, poems: cls(tones, poetry.CopyDetector([p.content for p in poems]))),
     )
-    args = [
-        "batch_size=4",
-        "block_size=32",
-        "max_steps=4",
-        "warmup_steps=1",
-        "eval_interval=2",
-        "eval_batches=1",
-    ]
+    args = TINY_RUN
     assert cli.main(["train", "--run", "char-ci", *args]) == 0
     out = tmp_path / "eval.json"
     assert cli.main(["eval", "--run", "char-ci", "--samples", "3", "--out", str(out)]) == 0
