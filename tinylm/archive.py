@@ -55,6 +55,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
 from tinylm import __version__
+from tinylm.download import sha256_file
 from tinylm.lock import HOLDER_FILE, LOCK_FILE
 from tinylm.model import CONFIG_FILE
 from tinylm.pretrained import profile_runs
@@ -273,11 +274,8 @@ def _read_json(path: Path) -> dict:
 
 def _describe_file(folder: Path, member: str) -> ArchivedFile:
     """The file's manifest entry: path in the run folder, size, sha256."""
-    digest = hashlib.sha256()
-    with open(folder / member, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return ArchivedFile(member, (folder / member).stat().st_size, digest.hexdigest())
+    path = folder / member
+    return ArchivedFile(member, path.stat().st_size, sha256_file(path))
 
 
 def _write_archive(path: Path, manifest: Manifest) -> None:
